@@ -1,0 +1,431 @@
+"""The `outreach` command: a thin adapter over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from outreach import __version__
+from outreach.config import Settings
+from outreach.errors import FileErrors, UserError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class App:
+    """Lazily loaded settings, shared by every command of one invocation."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load()
+        return self._settings
+
+    def database(self, *, check: bool = True) -> str:
+        from outreach.db import check_schema
+
+        url = self.settings.database_url
+        if check:
+            check_schema(url)
+        return url
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+class OutreachGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FileErrors as exc:
+            for error in exc.errors:
+                err_console.print(f"[red]error:[/red] {error}", markup=True, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except UserError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+@click.group(cls=OutreachGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="outreach")
+def cli() -> None:
+    """CityNet's newsletter and outreach mailer.
+
+    Campaigns are YAML files, emails are MJML + Jinja2 templates, a worker sends them and
+    every delivery is tracked. Configuration comes from OUTREACH_* variables (see README).
+
+    \b
+    Example:
+      outreach init && outreach contacts import examples/contacts.csv
+    """
+
+
+@cli.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the database, or migrate it to the newest schema.
+
+    Safe to run again: an up-to-date database is left as it is.
+
+    \b
+    Example:
+      OUTREACH_DATABASE_URL=sqlite:///outreach.db outreach init
+    """
+    from outreach.db import head_revision, safe_url, upgrade
+
+    url = app.settings.database_url
+    upgrade(url)
+    console.print(f"database {safe_url(url)} is at schema {head_revision()}")
+
+
+@cli.group()
+def contacts() -> None:
+    """Import, export, look up and forget contacts.
+
+    \b
+    Example:
+      outreach contacts import examples/contacts.csv
+    """
+
+
+@contacts.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and count, write nothing.")
+@click.option("--skip-invalid", is_flag=True, help="Write the valid rows even if some are invalid.")
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="The file's encoding; Korean Excel exports are often cp949.",
+)
+@pass_app
+def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, encoding: str) -> None:
+    """Upsert contacts from a CSV file with a header row and an email column.
+
+    Known columns: name, organisation, organisation_type, city, country, language,
+    membership, tags (separated by ;), consent, consent_date; any other column becomes a
+    free attribute. Without --skip-invalid nothing is written when any row is invalid.
+    Suppressed addresses stay suppressed.
+
+    \b
+    Example:
+      outreach contacts import members.csv --encoding cp949 --dry-run
+    """
+    from outreach.contacts import MAX_REPORTED, import_csv
+    from outreach.db import session_scope
+
+    with session_scope(app.database()) as session:
+        result = import_csv(
+            session, file, encoding=encoding, dry_run=dry_run, skip_invalid=skip_invalid
+        )
+    for error in result.errors[:MAX_REPORTED]:
+        err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
+    if len(result.errors) > MAX_REPORTED:
+        err_console.print(f"… and {len(result.errors) - MAX_REPORTED} more invalid rows")
+    summary = (
+        f"{result.rows} rows: {result.created} new, {result.updated} updated, "
+        f"{len(result.errors)} invalid"
+    )
+    if result.suppressed:
+        summary += f"; {result.suppressed} of them suppressed and staying so"
+    if dry_run:
+        console.print(f"dry run, nothing written. {summary}")
+    elif result.written:
+        console.print(f"imported. {summary}")
+    else:
+        err_console.print(
+            f"[red]error:[/red] nothing written: {len(result.errors)} invalid rows "
+            "(fix them, or pass --skip-invalid to import the valid rows)"
+        )
+    if result.errors and not (skip_invalid and result.written):
+        sys.exit(1)
+
+
+@contacts.command("export")
+@click.option("--segment", help="Only the contacts of this segment.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE, not stdout.")
+@click.option(
+    "--segments-file",
+    type=click.Path(path_type=Path),
+    default=Path("campaigns/segments.yaml"),
+    show_default=True,
+)
+@pass_app
+def contacts_export(
+    app: App, segment: str | None, output: Path | None, segments_file: Path
+) -> None:
+    """Write contacts as CSV in the import format.
+
+    \b
+    Example:
+      outreach contacts export --segment korean-local-governments -o korea.csv
+    """
+    from outreach.contacts import export_csv
+    from outreach.db import session_scope
+    from outreach.segments import get_segment, load_segments, not_suppressed
+
+    where = None
+    if segment:
+        where = get_segment(load_segments(segments_file), segment, segments_file).where
+        where = where & not_suppressed()
+    with session_scope(app.database()) as session:
+        if output:
+            with output.open("w", encoding="utf-8", newline="") as out:
+                n = export_csv(session, out, where)
+            err_console.print(f"{n} contacts written to {output}")
+        else:
+            export_csv(session, sys.stdout, where)
+
+
+@contacts.command("show")
+@click.argument("email")
+@pass_app
+def contacts_show(app: App, email: str) -> None:
+    """Show one contact: fields, tags, attributes, suppression and history.
+
+    \b
+    Example:
+      outreach contacts show mayor@suwon.example.org
+    """
+    from outreach.contacts import get_contact
+    from outreach.db import session_scope
+    from outreach.history import contact_history
+    from outreach.models import Suppression
+
+    with session_scope(app.database()) as session:
+        contact = get_contact(session, email)
+        suppression = session.query(Suppression).filter_by(email=contact.email).one_or_none()
+        rows = [
+            [k, getattr(contact, k)]
+            for k in (
+                "email",
+                "name",
+                "organisation",
+                "organisation_type",
+                "city",
+                "country",
+                "language",
+                "membership",
+                "consent",
+                "consent_at",
+                "created_at",
+                "updated_at",
+            )
+        ]
+        rows.append(["tags", ", ".join(contact.tag_names)])
+        rows += [[f"attributes.{k}", v] for k, v in sorted((contact.attributes or {}).items())]
+        rows.append(
+            [
+                "suppressed",
+                f"{suppression.reason} since {suppression.created_at:%Y-%m-%d}"
+                if suppression
+                else "no",
+            ]
+        )
+        print_table(contact.email, ["field", "value"], rows)
+        history = contact_history(session, contact.id)
+        if history:
+            print_table("history", ["when", "campaign", "what", "detail"], history)
+
+
+@contacts.command("forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def contacts_forget(app: App, email: str, yes: bool) -> None:
+    """Erase a contact's personal data; the address stays suppressed forever.
+
+    Deliveries keep their counts but lose the link to the person.
+
+    \b
+    Example:
+      outreach contacts forget former.officer@example.org --yes
+    """
+    from outreach.contacts import forget
+    from outreach.db import session_scope
+
+    if not yes and not click.confirm(f"Erase {email} and never mail it again?"):
+        raise UserError("nothing erased")
+    with session_scope(app.database()) as session:
+        contact = forget(session, email)
+    console.print(f"{contact.email}: personal data erased; the address stays suppressed")
+
+
+@cli.group()
+def suppressions() -> None:
+    """List, add and remove suppressed addresses.
+
+    \b
+    Example:
+      outreach suppressions add noreply@example.org --reason manual
+    """
+
+
+@suppressions.command("list")
+@click.option(
+    "--reason", type=click.Choice(["unsubscribed", "bounced", "complained", "manual", "forgotten"])
+)
+@pass_app
+def suppressions_list(app: App, reason: str | None) -> None:
+    """List suppressed addresses, oldest first.
+
+    \b
+    Example:
+      outreach suppressions list --reason bounced
+    """
+    from outreach.db import session_scope
+    from outreach.suppressions import list_suppressions
+
+    with session_scope(app.database()) as session:
+        rows = [
+            [s.email, s.reason, f"{s.created_at:%Y-%m-%d %H:%M}", s.detail]
+            for s in list_suppressions(session, reason)
+        ]
+    print_table(f"{len(rows)} suppressed", ["email", "reason", "since", "detail"], rows)
+
+
+@suppressions.command("add")
+@click.argument("emails", nargs=-1, required=True)
+@click.option(
+    "--reason",
+    default="manual",
+    show_default=True,
+    type=click.Choice(["unsubscribed", "bounced", "complained", "manual"]),
+)
+@click.option("--note", help="Why, for the next person who reads the list.")
+@pass_app
+def suppressions_add(app: App, emails: tuple[str, ...], reason: str, note: str | None) -> None:
+    """Suppress addresses: they are never mailed, even when imported again.
+
+    \b
+    Example:
+      outreach suppressions add a@example.org b@example.org --note "asked by phone"
+    """
+    from outreach.db import session_scope
+    from outreach.suppressions import suppress
+
+    with session_scope(app.database()) as session:
+        for email in emails:
+            row = suppress(session, email, reason, detail=note)
+            console.print(f"{row.email}: suppressed ({row.reason})")
+
+
+@suppressions.command("remove")
+@click.argument("emails", nargs=-1, required=True)
+@pass_app
+def suppressions_remove(app: App, emails: tuple[str, ...]) -> None:
+    """Lift suppressions, e.g. after an address bounced by mistake.
+
+    \b
+    Example:
+      outreach suppressions remove mayor@example.org
+    """
+    from outreach.db import session_scope
+    from outreach.suppressions import unsuppress
+
+    with session_scope(app.database()) as session:
+        for email in emails:
+            row = unsuppress(session, email)
+            console.print(f"{row.email}: no longer suppressed (was {row.reason})")
+
+
+@cli.group()
+def segments() -> None:
+    """Inspect the segments of campaigns/segments.yaml.
+
+    \b
+    Example:
+      outreach segments list
+    """
+
+
+segments_file_option = click.option(
+    "--file",
+    "segments_file",
+    type=click.Path(path_type=Path),
+    default=Path("campaigns/segments.yaml"),
+    show_default=True,
+    help="The segments file.",
+)
+
+
+@segments.command("list")
+@segments_file_option
+@pass_app
+def segments_list(app: App, segments_file: Path) -> None:
+    """List segments with their description and live member count.
+
+    \b
+    Example:
+      outreach segments list --file campaigns/segments.yaml
+    """
+    from outreach.db import session_scope
+    from outreach.segments import count, load_segments, not_suppressed
+
+    if not segments_file.exists():
+        raise UserError(f"{segments_file}: no such file; define segments there (see README)")
+    defined = load_segments(segments_file)
+    with session_scope(app.database()) as session:
+        rows = [
+            [name, s.description, count(session, s.where & not_suppressed())]
+            for name, s in defined.items()
+        ]
+    print_table(str(segments_file), ["segment", "description", "contacts"], rows)
+
+
+@segments.command("show")
+@click.argument("name")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many members to list.",
+)
+@segments_file_option
+@pass_app
+def segments_show(app: App, name: str, limit: int, segments_file: Path) -> None:
+    """Count a segment's members and list the first of them.
+
+    \b
+    Example:
+      outreach segments show korean-local-governments --limit 5
+    """
+    from outreach.db import session_scope
+    from outreach.segments import count, get_segment, load_segments, members, not_suppressed
+
+    segment = get_segment(load_segments(segments_file), name, segments_file)
+    where = segment.where & not_suppressed()
+    with session_scope(app.database()) as session:
+        total = count(session, where)
+        rows = [
+            [c.email, c.name, c.organisation, c.country, c.language, c.membership]
+            for c in members(session, where, limit)
+        ]
+    print_table(
+        f"{name}: {total} contacts" + (f" (first {len(rows)})" if rows else ""),
+        ["email", "name", "organisation", "country", "language", "membership"],
+        rows,
+    )
+
+
+def main() -> None:
+    cli(prog_name="outreach")

@@ -1,0 +1,167 @@
+"""Engines, sessions and migrations.
+
+SQLite is tuned for several processes at once (WAL, a busy timeout, and BEGIN IMMEDIATE so
+that a read-then-write transaction never fails on upgrading its lock); PostgreSQL is used as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from outreach.errors import UserError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine (and connection pool) per URL and process."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _sqlite_setup(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return engine
+
+
+@lru_cache(maxsize=8)
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    session = _sessionmaker(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Create or migrate the database to the newest schema."""
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except OperationalError as exc:
+        raise UserError(f"cannot reach the database {safe_url(url)}: {exc.orig}") from None
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine_for(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def check_schema(url: str) -> None:
+    """Refuse to run against a database that `outreach init` has not brought up to date."""
+    try:
+        revision = current_revision(url)
+    except OperationalError as exc:
+        raise UserError(f"cannot reach the database {safe_url(url)}: {exc.orig}") from None
+    if revision is None:
+        raise UserError(f"the database {safe_url(url)} is empty; run `outreach init` first")
+    if revision != head_revision():
+        raise UserError(
+            f"the database {safe_url(url)} is at schema {revision}, this outreach needs "
+            f"{head_revision()}; run `outreach init` to migrate it"
+        )
+
+
+def safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def ping(url: str) -> None:
+    with engine_for(url).connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def bulk_execute(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """executemany of one statement over many rows, compiled once.
+
+    SQLAlchemy's per-row parameter handling costs more than the database's own insert on
+    bulk loads. Here the statement is compiled once with named parameters, the rows are
+    handed to the driver as they are, and only columns whose type needs converting
+    (datetimes, JSON) are converted, once per distinct value.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    named = dialect
+    if dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        named = sqlite.dialect(paramstyle="named")
+    compiled = stmt.compile(dialect=named, column_keys=list(rows[0]))
+    processors = {}
+    for name, bind in compiled.binds.items():
+        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if proc is not None and name in rows[0]:
+            processors[name] = proc
+    if processors:
+        memo: dict[tuple[str, Any], Any] = {}
+        for row in rows:  # converted in place: callers hand over rows built for this call
+            for name, proc in processors.items():
+                value = row[name]
+                if value is None:
+                    continue
+                if isinstance(value, dict | list):
+                    row[name] = proc(value)
+                    continue
+                key = (name, value)
+                if key not in memo:
+                    memo[key] = proc(value)
+                row[name] = memo[key]
+    conn.exec_driver_sql(compiled.string, rows)

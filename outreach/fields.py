@@ -1,0 +1,169 @@
+"""The contact fields users write in CSV and segment files, and how each is normalised."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from email_validator import EmailNotValidError, validate_email
+
+from outreach.models import CONSENTS, MEMBERSHIPS
+
+# Columns with a place of their own on a contact; anything else is a free attribute.
+KNOWN_COLUMNS = (
+    "email",
+    "name",
+    "organisation",
+    "organisation_type",
+    "city",
+    "country",
+    "language",
+    "membership",
+    "tags",
+    "consent",
+    "consent_date",
+)
+TEXT_FIELDS = ("name", "organisation", "city")
+MAX_LENGTHS = {"name": 300, "organisation": 300, "city": 200, "organisation_type": 64}
+
+
+@lru_cache(maxsize=1)
+def _countries() -> frozenset[str]:
+    import pycountry
+
+    return frozenset(c.alpha_2 for c in pycountry.countries)
+
+
+@lru_cache(maxsize=1)
+def _languages() -> frozenset[str]:
+    import pycountry
+
+    codes = set()
+    for lang in pycountry.languages:
+        codes.add(lang.alpha_3)
+        if hasattr(lang, "alpha_2"):
+            codes.add(lang.alpha_2)
+    return frozenset(codes)
+
+
+_BCP47 = re.compile(
+    r"^(?P<lang>[A-Za-z]{2,3})(?:-(?P<script>[A-Za-z]{4}))?(?:-(?P<region>[A-Za-z]{2}|\d{3}))?"
+    r"(?P<rest>(?:-[A-Za-z0-9]{5,8}|-\d[A-Za-z0-9]{3})*)$"
+)
+
+
+# The common case, an ASCII dot-atom local part: checked here, the domain once per domain.
+_ASCII_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@lru_cache(maxsize=65536)
+def _domain(domain: str) -> str:
+    return validate_email("x@" + domain, check_deliverability=False).ascii_domain
+
+
+def normalise_email(value: str) -> str:
+    """Trimmed and lower-cased (IDNA-checked); raises ValueError with the reason.
+
+    The local part is lower-cased too: in practice no mail server distinguishes
+    Mayor@ from mayor@, and an unsubscribe must not be escaped by a change of case.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError("email is empty")
+    local, at, domain = value.rpartition("@")
+    try:
+        if at and len(local) <= 64 and value.isascii() and _ASCII_LOCAL.fullmatch(local):
+            return f"{local}@{_domain(domain)}".lower()
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(f"invalid email {value!r}: {exc}") from None
+
+
+def normalise_country(value: str) -> str:
+    code = value.strip().upper()
+    if code not in _countries():
+        raise ValueError(f"unknown country {value!r}: use an ISO 3166-1 alpha-2 code such as KR")
+    return code
+
+
+def normalise_language(value: str) -> str:
+    """BCP 47 in canonical case: `ko`, `en-GB`, `zh-Hant-TW`."""
+    text = value.strip().replace("_", "-")
+    match = _BCP47.match(text)
+    if not match or match.group("lang").lower() not in _languages():
+        raise ValueError(f"unknown language {value!r}: use a BCP 47 tag such as ko or en")
+    parts = [match.group("lang").lower()]
+    if match.group("script"):
+        parts.append(match.group("script").title())
+    if match.group("region"):
+        parts.append(match.group("region").upper())
+    if match.group("rest"):
+        parts.append(match.group("rest").strip("-").lower())
+    return "-".join(parts)
+
+
+def normalise_choice(field: str, value: str) -> str:
+    choices = {"membership": MEMBERSHIPS, "consent": CONSENTS}[field]
+    text = value.strip().lower()
+    if text not in choices:
+        raise ValueError(f"unknown {field} {value!r}: choose one of {', '.join(choices)}")
+    return text
+
+
+def normalise_organisation_type(value: str) -> str:
+    text = re.sub(r"[\s-]+", "_", value.strip().lower())
+    if not re.fullmatch(r"[a-z0-9_]{1,64}", text):
+        raise ValueError(
+            f"organisation_type {value!r} must be a short code such as local_government or ngo"
+        )
+    return text
+
+
+def normalise_tag(value: str) -> str:
+    return value.strip().lower()
+
+
+def split_tags(value: str) -> list[str]:
+    return sorted({normalise_tag(t) for t in value.split(";") if t.strip()})
+
+
+@lru_cache(maxsize=4096)
+def _categorical(field: str, value: str) -> str:
+    # Few distinct values, many rows: each distinct value is checked once.
+    if field == "country":
+        return normalise_country(value)
+    if field == "language":
+        return normalise_language(value)
+    if field in ("membership", "consent"):
+        return normalise_choice(field, value)
+    return normalise_organisation_type(value)
+
+
+CATEGORICAL = frozenset({"country", "language", "membership", "consent", "organisation_type"})
+
+
+def normalise_field(field: str, value: str) -> str:
+    """Normalise one known field's value; raises ValueError with a reason."""
+    if field in CATEGORICAL:
+        return _categorical(field, value)
+    if field == "email":
+        return normalise_email(value)
+    if field == "country":
+        return normalise_country(value)
+    if field == "language":
+        return normalise_language(value)
+    if field in ("membership", "consent"):
+        return normalise_choice(field, value)
+    if field == "organisation_type":
+        return normalise_organisation_type(value)
+    if field == "tags":
+        return normalise_tag(value)
+    text = value.strip()
+    limit = MAX_LENGTHS.get(field)
+    if limit and len(text) > limit:
+        raise ValueError(f"{field} is longer than {limit} characters")
+    return text
+
+
+def primary_language(tag: str) -> str:
+    return tag.split("-", 1)[0]

@@ -1,0 +1,242 @@
+"""The tables: contacts, suppressions, campaigns, deliveries, events.
+
+Designed up front for the sending, web and bounce parts: a delivery row is the unit of work
+and of accounting, an event is anything that happened to one afterwards.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Portable JSON, stored as JSONB on PostgreSQL.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, also on SQLite which stores them naive."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# Values users see; kept here so the CLI, schemas and queries share one list.
+MEMBERSHIPS = ("full", "associate", "prospective", "partner", "none")
+CONSENTS = ("opt-in", "existing-relationship", "public-contact")
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual", "forgotten")
+DELIVERY_STATES = ("queued", "sending", "sent", "deferred", "failed", "skipped", "bounced")
+CAMPAIGN_STATES = ("draft", "scheduled", "sending", "paused", "cancelled", "done")
+EVENT_KINDS = ("sent", "unsubscribe", "resubscribe", "click", "open", "bounce", "complaint")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    organisation: Mapped[str | None] = mapped_column(String(300))
+    organisation_type: Mapped[str | None] = mapped_column(String(64), index=True)
+    city: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2), index=True)
+    language: Mapped[str | None] = mapped_column(String(35), index=True)
+    membership: Mapped[str | None] = mapped_column(String(20), index=True)
+    consent: Mapped[str | None] = mapped_column(String(32))
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tags: Mapped[list[ContactTag]] = relationship(
+        back_populates="contact",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ContactTag.tag",
+    )
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [t.tag for t in self.tags]
+
+
+class ContactTag(Base):
+    __tablename__ = "contact_tags"
+
+    contact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    contact: Mapped[Contact] = relationship(back_populates="tags")
+
+    # Segment queries look contacts up by tag.
+    __table_args__ = (Index("ix_contact_tags_tag_contact", "tag", "contact_id"),)
+
+
+class Suppression(Base):
+    """An address that must never be mailed, whether or not a contact row exists."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str | None] = mapped_column(Text)
+    campaign_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    source_path: Mapped[str | None] = mapped_column(Text)
+    # The validated campaign file as sent: workers need nothing but the database.
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Per-recipient expressions of the compiled templates, by marker number.
+    expressions: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rate: Mapped[float | None] = mapped_column(Float)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    variants: Mapped[list[CampaignVariant]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class CampaignVariant(Base):
+    """One language's compiled message: MJML compiled once, recipients filled in later."""
+
+    __tablename__ = "campaign_variants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    language: Mapped[str] = mapped_column(String(35))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    campaign: Mapped[Campaign] = relationship(back_populates="variants")
+
+    __table_args__ = (UniqueConstraint("campaign_id", "language"),)
+
+
+class Delivery(Base):
+    """One message of one campaign to one contact: the unit of work and of accounting."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigId, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    # SET NULL: a forgotten contact leaves the campaign's counts intact.
+    contact_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(10), default="queued")
+    language: Mapped[str | None] = mapped_column(String(35))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the delivery may next be claimed: queue time for queued, retry time for deferred.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A claim: which worker holds it ("sending") and until when; an expired lease is resumed.
+    worker: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_code: Mapped[int | None] = mapped_column(Integer)
+    last_text: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id"),
+        # Claims: the next due deliveries of a campaign in a state.
+        Index("ix_deliveries_claim", "campaign_id", "state", "next_attempt_at"),
+    )
+
+
+class Event(Base):
+    """Something that happened to a delivery or contact: click, open, bounce, unsubscribe…"""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    campaign_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="SET NULL")
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("deliveries.id", ondelete="SET NULL"), index=True
+    )
+    contact_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Makes ingesting the same bounce twice a no-op.
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+    __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind"),)
+
+
+class RateLimit(Base):
+    """Shared send-rate state (GCRA): the theoretical arrival time per limiter key."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float, default=0.0)

@@ -1,0 +1,127 @@
+"""YAML files that remember where every value came from, for errors with line numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from outreach.errors import FileError, FileErrors
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class LineMap:
+    """Line numbers (1-based) of every mapping key and sequence item, by path."""
+
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_for(self, loc: Loc) -> int | None:
+        # The deepest known ancestor: an error inside a value points at its key.
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), None)
+
+
+@dataclass
+class YamlDoc:
+    path: Path
+    data: Any
+    lines: LineMap
+    root: yaml.Node | None
+
+
+def _construct(
+    node: yaml.Node, loc: Loc, lines: LineMap, path: Path, scalars: yaml.SafeLoader
+) -> Any:
+    lines.lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node, (*loc, "<key>"), LineMap(), path, scalars)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise FileError(path, "a key must be plain text", key_node.start_mark.line + 1)
+            if key in result:
+                raise FileError(
+                    path,
+                    f"{key!r} is given twice in the same mapping",
+                    key_node.start_mark.line + 1,
+                )
+            child = (*loc, str(key))
+            lines.lines[child] = key_node.start_mark.line + 1
+            result[key] = _construct(value_node, child, lines, path, scalars)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            child = (*loc, index)
+            lines.lines[child] = item.start_mark.line + 1
+            items.append(_construct(item, child, lines, path, scalars))
+        return items
+    # Scalars resolve exactly as yaml.safe_load would resolve them.
+    return scalars.construct_object(node, deep=True)
+
+
+def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
+    path = Path(path)
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileError(path, "no such file") from None
+        except UnicodeDecodeError as exc:
+            raise FileError(path, f"not UTF-8 ({exc.reason}); save the file as UTF-8") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or str(exc)
+        hint = ""
+        if "\t" in text and "found character '\\t'" in problem:
+            hint = "; indent with spaces, not tabs"
+        raise FileError(path, f"YAML syntax error: {problem}{hint}", line) from None
+    except yaml.YAMLError as exc:
+        raise FileError(path, f"YAML error: {exc}") from None
+    lines = LineMap()
+    data = None if root is None else _construct(root, (), lines, path, yaml.SafeLoader(""))
+    return YamlDoc(path=path, data=data, lines=lines, root=root)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "file"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {loc!s}"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    msg = error["msg"]
+    if kind.startswith("literal_error") or kind == "enum":
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg}"
+
+
+def validation_errors(
+    doc: YamlDoc,
+    exc: ValidationError,
+    allowed: dict[Loc, list[str]] | None = None,
+    prefix: Loc = (),
+) -> FileErrors:
+    """Turn a pydantic error into located, readable messages."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        loc: Loc = (*prefix, *(p for p in error["loc"] if not str(p).startswith("function-")))
+        message = _describe({**error, "loc": loc})
+        if error["type"] == "extra_forbidden" and allowed is not None:
+            parent = loc[:-1]
+            names = allowed.get(tuple(p for p in parent if isinstance(p, str)), None)
+            if names:
+                message += f"; allowed keys: {', '.join(names)}"
+        errors.append(FileError(doc.path, message, doc.lines.line_for(loc)))
+    return FileErrors(errors)

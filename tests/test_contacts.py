@@ -1,0 +1,205 @@
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from outreach.contacts import export_to_string, forget, get_contact, import_csv
+from outreach.errors import FileError, NotFound
+from outreach.models import Contact, ContactTag, Suppression
+from outreach.suppressions import is_suppressed, suppress, unsuppress
+from tests.conftest import ROOT, write
+
+HEADER = "email,name,organisation,organisation_type,city,country,language,membership,tags,consent,region\n"
+KOREAN = (
+    HEADER
+    + "Mayor@Suwon.Example.ORG,김수진,수원특례시,local_government,Suwon,KR,ko,full,covid19-webinar;newsletter,existing-relationship,east-asia\n"
+    + " intl@makati.example.com ,Maria Santos,Makati,local_government,Makati,ph,EN,full,,opt-in,south-east-asia\n"
+)
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Contact)) or 0
+
+
+def test_import_korean_with_bom(session: Session, tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", b"\xef\xbb\xbf" + KOREAN.encode("utf-8"))
+    result = import_csv(session, path)
+    assert result.written and result.created == 2 and not result.errors
+    suwon = get_contact(session, "mayor@suwon.example.org")
+    assert suwon.email == "mayor@suwon.example.org"  # trimmed and lower-cased
+    assert suwon.name == "김수진" and suwon.organisation == "수원특례시"
+    assert suwon.tag_names == ["covid19-webinar", "newsletter"]
+    assert suwon.attributes == {"region": "east-asia"}
+    assert suwon.consent == "existing-relationship" and suwon.consent_at is not None
+    makati = get_contact(session, "intl@makati.example.com")
+    assert (makati.country, makati.language) == ("PH", "en")
+
+
+def test_cp949_file_gets_a_hint_and_then_imports(session: Session, tmp_path: Path) -> None:
+    path = write(tmp_path / "excel.csv", KOREAN.encode("cp949"))
+    with pytest.raises(FileError) as err:
+        import_csv(session, path)
+    assert "--encoding cp949" in str(err.value) and "excel.csv" in str(err.value)
+    assert count(session) == 0
+    result = import_csv(session, path, encoding="cp949")
+    assert result.created == 2
+    assert get_contact(session, "mayor@suwon.example.org").name == "김수진"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty"),
+        ("name,city\nKim,Suwon\n", "no email column in the header row (found: name, city)"),
+        ("email,email\na@example.org,b@example.org\n", "column 'email' appears twice"),
+    ],
+)
+def test_file_level_errors(session: Session, tmp_path: Path, content: str, message: str) -> None:
+    with pytest.raises(FileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        import_csv(session, write(tmp_path / "c.csv", content))
+    assert count(session) == 0
+
+
+BAD = (
+    "email,country,language,membership,consent\n"
+    "good@example.org,KR,ko,full,opt-in\n"  # line 2
+    "not-an-address,KR,ko,full,opt-in\n"  # line 3
+    "other@example.org,XX,ko,full,opt-in\n"  # line 4
+    "third@example.org,KR,klingon,full,opt-in\n"  # line 5
+    "GOOD@example.org,KR,ko,full,opt-in\n"  # line 6: duplicate of line 2
+    "good@EXAMPLE.org,KR,ko,full,opt-in\n"  # line 7: duplicate of line 2
+    "fourth@example.org,KR,ko,gold,opt-in\n"  # line 8
+    "fifth@example.org,KR,ko,full,maybe\n"  # line 9
+    "sixth@example.org,JP,ja,,\n"  # line 10: fine
+)
+
+
+def test_invalid_rows_are_reported_by_line_and_nothing_is_written(
+    session: Session, tmp_path: Path
+) -> None:
+    result = import_csv(session, write(tmp_path / "bad.csv", BAD))
+    reasons = {e.line: e.reason for e in result.errors}
+    assert set(reasons) == {3, 4, 5, 6, 7, 8, 9}
+    assert "invalid email 'not-an-address'" in reasons[3]
+    assert "unknown country 'XX'" in reasons[4]
+    assert "unknown language 'klingon'" in reasons[5]
+    assert reasons[7] == "duplicate of line 2 (good@example.org)"
+    assert "unknown membership 'gold'" in reasons[8] and "prospective" in reasons[8]
+    assert "unknown consent 'maybe'" in reasons[9]
+    assert not result.written
+    assert count(session) == 0
+
+
+def test_skip_invalid_writes_the_valid_rows(session: Session, tmp_path: Path) -> None:
+    result = import_csv(session, write(tmp_path / "bad.csv", BAD), skip_invalid=True)
+    assert result.written and len(result.errors) == 7
+    emails = set(session.scalars(select(Contact.email)))
+    assert emails == {"good@example.org", "sixth@example.org"}
+
+
+def test_dry_run_writes_nothing(session: Session, tmp_path: Path) -> None:
+    result = import_csv(session, write(tmp_path / "c.csv", KOREAN), dry_run=True)
+    assert result.created == 2 and not result.written
+    assert count(session) == 0
+
+
+def test_upsert_updates_only_the_columns_in_the_file(session: Session, tmp_path: Path) -> None:
+    import_csv(session, write(tmp_path / "a.csv", KOREAN))
+    first_consent = get_contact(session, "mayor@suwon.example.org").consent_at
+    import_csv(session, write(tmp_path / "a.csv", KOREAN))
+    assert get_contact(session, "mayor@suwon.example.org").consent_at == first_consent
+    result = import_csv(
+        session,
+        write(
+            tmp_path / "b.csv", "email,membership,tags\nmayor@suwon.example.org,associate,climate\n"
+        ),
+    )
+    assert (result.created, result.updated) == (0, 1)
+    session.expire_all()
+    suwon = get_contact(session, "mayor@suwon.example.org")
+    assert suwon.membership == "associate"
+    assert suwon.name == "김수진"  # absent column kept
+    assert suwon.attributes == {"region": "east-asia"}  # no free columns: attributes kept
+    assert suwon.tag_names == ["climate"]
+    assert session.scalar(select(func.count()).select_from(ContactTag)) == 1
+
+
+def test_suppressed_and_forgotten_addresses_stay_suppressed(
+    session: Session, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "c.csv", KOREAN)
+    import_csv(session, path)
+    suppress(session, "intl@makati.example.com", "unsubscribed")
+    forget(session, "mayor@suwon.example.org")
+    session.commit()
+    assert count(session) == 1
+    row = session.scalar(select(Suppression).where(Suppression.email == "mayor@suwon.example.org"))
+    assert row is not None and row.reason == "forgotten"
+    result = import_csv(session, path)
+    assert result.suppressed == 2
+    assert is_suppressed(session, "mayor@suwon.example.org")
+    assert is_suppressed(session, "intl@makati.example.com")
+
+
+def test_suppression_precedence_and_lifting(session: Session) -> None:
+    suppress(session, "a@example.org", "bounced")
+    assert suppress(session, "a@example.org", "unsubscribed").reason == "bounced"
+    with pytest.raises(Exception, match="suppressed as bounced, which stays"):
+        unsuppress(session, "a@example.org", only_reason="unsubscribed")
+    unsuppress(session, "a@example.org")
+    assert not is_suppressed(session, "a@example.org")
+    with pytest.raises(NotFound):
+        unsuppress(session, "a@example.org")
+
+
+def test_export_round_trips(session: Session, tmp_path: Path) -> None:
+    import_csv(session, write(tmp_path / "c.csv", KOREAN))
+    exported = export_to_string(session)
+    assert exported.splitlines()[0].endswith(",region")
+    assert "김수진" in exported
+    result = import_csv(session, write(tmp_path / "again.csv", exported))
+    assert (result.created, result.updated, len(result.errors)) == (0, 2, 0)
+
+
+def test_example_contacts_import_cleanly(session: Session) -> None:
+    result = import_csv(session, ROOT / "examples" / "contacts.csv")
+    assert result.written and not result.errors and result.created >= 30
+    emails = session.scalars(select(Contact.email)).all()
+    assert all(e.endswith((".example.org", ".example.com")) for e in emails)
+
+
+def test_a_large_file_imports_in_batches(session: Session, tmp_path: Path) -> None:
+    rows = "".join(f"user{i}@city{i % 97}.example.org,KR,ko,t{i % 5};all\n" for i in range(12_000))
+    path = write(tmp_path / "big.csv", "email,country,language,tags\n" + rows)
+    result = import_csv(session, path)
+    assert result.created == 12_000 and not result.errors
+    assert count(session) == 12_000
+    assert session.scalar(select(func.count()).select_from(ContactTag)) == 24_000
+
+
+def test_cli_import_reports_lines_and_exit_status(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli("init").exit_code == 0
+    write(tmp_path / "bad.csv", BAD)
+    result = run_cli("contacts", "import", "bad.csv")
+    assert result.exit_code == 1
+    assert "bad.csv:3: invalid email" in result.output
+    assert "nothing written: 7 invalid rows" in result.output
+    assert "Traceback" not in result.output
+    ok = run_cli("contacts", "import", "bad.csv", "--skip-invalid")
+    assert ok.exit_code == 0, ok.output
+    assert "imported. 9 rows: 2 new, 0 updated, 7 invalid" in ok.output
+    show = run_cli("contacts", "show", "sixth@example.org")
+    assert show.exit_code == 0 and "JP" in show.output
+    missing = run_cli("contacts", "show", "nobody@example.org")
+    assert missing.exit_code == 1 and "no contact nobody@example.org" in missing.output
+    cp949 = write(tmp_path / "k.csv", KOREAN.encode("cp949"))
+    result = run_cli("contacts", "import", str(cp949))
+    assert result.exit_code == 1 and "--encoding cp949" in result.output
+    assert run_cli("contacts", "import", str(cp949), "--encoding", "cp949").exit_code == 0
+    gone = run_cli("contacts", "forget", "sixth@example.org", "--yes")
+    assert gone.exit_code == 0
+    listed = run_cli("suppressions", "list")
+    assert "sixth@example.org" in listed.output and "forgotten" in listed.output
+    out = run_cli("contacts", "export", "-o", "out.csv")
+    assert out.exit_code == 0 and "김수진" in (tmp_path / "out.csv").read_text(encoding="utf-8")

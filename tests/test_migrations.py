@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from outreach.db import check_schema, current_revision, engine_for, head_revision, upgrade
+from outreach.errors import UserError
+from outreach.models import Base
+
+
+def test_upgrade_from_empty_and_models_match(db_url: str) -> None:
+    # db_url is already migrated from empty by the fixture; a second upgrade is a no-op.
+    upgrade(db_url)
+    assert current_revision(db_url) == head_revision()
+    with engine_for(db_url).connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, Base.metadata) == []
+
+
+def test_fresh_sqlite_from_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with pytest.raises(UserError, match="run `outreach init` first"):
+        check_schema(url)
+    upgrade(url)
+    check_schema(url)
+    tables = set(inspect(engine_for(url)).get_table_names())
+    assert {
+        "contacts",
+        "contact_tags",
+        "suppressions",
+        "campaigns",
+        "campaign_variants",
+        "deliveries",
+        "events",
+        "rate_limits",
+        "alembic_version",
+    } <= tables
+    with engine_for(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_init_command(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("init")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "outreach.db").exists()
+    assert f"schema {head_revision()}" in result.output
+    again = run_cli("init")
+    assert again.exit_code == 0
+
+
+def test_commands_refuse_an_uninitialised_database(run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("suppressions", "list")
+    assert result.exit_code != 0
+    assert "run `outreach init` first" in result.output
+    assert "Traceback" not in result.output
