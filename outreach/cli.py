@@ -429,3 +429,130 @@ def segments_show(app: App, name: str, limit: int, segments_file: Path) -> None:
 
 def main() -> None:
     cli(prog_name="outreach")
+
+
+def optional_session(app: App) -> Any:
+    """A session when the database is initialised, else None (file-only checks)."""
+    from outreach.db import _sessionmaker, check_schema
+
+    try:
+        check_schema(app.settings.database_url)
+    except UserError:
+        return None
+    return _sessionmaker(app.settings.database_url)()
+
+
+@cli.group()
+def campaigns() -> None:
+    """Validate, preview, send and follow campaigns (campaigns/*.yaml).
+
+    \b
+    Example:
+      outreach campaigns validate
+    """
+
+
+@campaigns.command("validate")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@pass_app
+def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
+    """Check campaign files, their segments and templates; exit 0 only when all is well.
+
+    Checks YAML and keys, segments, From/Reply-To, template variants for the languages in
+    the audience, Jinja and MJML errors, undefined variables (rendered for a real contact
+    of each language), links, and the unsubscribe link. Without FILES, every
+    campaigns/*.yaml is checked.
+
+    \b
+    Example:
+      outreach campaigns validate campaigns/2026-12-newsletter.yaml
+    """
+    from outreach.campaigns import find_campaigns, validate_campaign
+
+    paths = list(files) or find_campaigns()
+    if not paths:
+        raise UserError("no campaign files: pass FILE or add campaigns/*.yaml")
+    session = optional_session(app)
+    if session is None:
+        err_console.print("warning: the database is not initialised; audiences not checked")
+    failed = 0
+    try:
+        for path in paths:
+            report = validate_campaign(path, app.settings, session)
+            for warning in report.warnings:
+                err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+            if report.ok:
+                detail = ""
+                if report.audience_size is not None:
+                    langs = ", ".join(f"{k} {v}" for k, v in sorted(report.languages.items()))
+                    detail = f": {report.audience_size} recipients" + (
+                        f" (languages: {langs})" if langs else ""
+                    )
+                console.print(f"[green]ok[/green] {path}{detail}", soft_wrap=True)
+            else:
+                failed += 1
+                for error in report.errors:
+                    err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+    finally:
+        if session is not None:
+            session.close()
+    if failed:
+        raise UserError(f"{failed} of {len(paths)} campaign files have errors")
+
+
+@campaigns.command("preview")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--contact", "email", help="Render for this contact (from the database).")
+@click.option("--lang", help="Render this language variant.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="HTML file to write (default preview/NAME.LANG.html); text goes beside it.",
+)
+@click.option("--eml", type=click.Path(path_type=Path), help="Also write the whole message.")
+@click.option(
+    "--png",
+    type=click.Path(path_type=Path),
+    help="Also screenshot it in headless Chromium (desktop, and .mobile.png).",
+)
+@pass_app
+def campaigns_preview(
+    app: App,
+    file: Path,
+    email: str | None,
+    lang: str | None,
+    output: Path | None,
+    eml: Path | None,
+    png: Path | None,
+) -> None:
+    """Write exactly what one recipient would get: HTML, text, and optionally .eml and PNG.
+
+    \b
+    Example:
+      outreach campaigns preview campaigns/2026-12-newsletter.yaml \
+        --contact mayor.office@suwon.example.org --png preview/suwon.png
+    """
+    from outreach.preview import build_preview, screenshot
+
+    session = optional_session(app)
+    try:
+        preview = build_preview(file, app.settings, session, email=email, language=lang)
+    finally:
+        if session is not None:
+            session.close()
+    html_path = output or Path("preview") / f"{preview.campaign.name}.{preview.language}.html"
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(preview.rendered.html, encoding="utf-8")
+    text_path = html_path.with_suffix(".txt")
+    text_path.write_text(preview.rendered.text, encoding="utf-8")
+    console.print(f"subject ({preview.language}): {preview.rendered.subject}", soft_wrap=True)
+    console.print(f"wrote {html_path} and {text_path}")
+    if eml:
+        eml.parent.mkdir(parents=True, exist_ok=True)
+        eml.write_bytes(preview.eml)
+        console.print(f"wrote {eml}")
+    if png:
+        png.parent.mkdir(parents=True, exist_ok=True)
+        for shot in screenshot(html_path, png):
+            console.print(f"wrote {shot}")

@@ -101,7 +101,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"unknown key {loc!s}"
     if kind == "missing":
         return f"{loc}: required key is missing"
-    msg = error["msg"]
+    msg = error["msg"].removeprefix("Value error, ")
+
     if kind.startswith("literal_error") or kind == "enum":
         return f"{loc}: {msg}"
     return f"{loc}: {msg}"

@@ -1,0 +1,169 @@
+"""Message assembly: headers and MIME structure, built as bytes directly.
+
+`email.message.EmailMessage` costs milliseconds per message, more than rendering and sending
+together, so messages are written here from a per-campaign header template: only the parts
+that differ per recipient (To, Message-ID, Date, List-Unsubscribe, the bodies) are encoded
+per message. Every value that reaches a header passes through `_header_text`, which removes
+CR and LF, so no contact field or YAML value can inject a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
+from pathlib import Path
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+DKIM_HEADERS = [
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"mime-version",
+    b"content-type",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+]
+
+
+def _header_text(value: str) -> str:
+    return _CONTROL.sub(" ", value).strip()
+
+
+def encode_header(value: str) -> str:
+    """RFC 2047 for non-ASCII text (Korean subjects), folded; ASCII as is."""
+    value = _header_text(value)
+    if value.isascii() and len(value) < 900:
+        return value
+    return Header(value, "utf-8", header_name="Subject").encode(linesep="\r\n")
+
+
+def encode_address(name: str | None, address: str) -> str:
+    """A display name with an address; the name RFC 2047-encoded when not ASCII."""
+    name = _header_text(name or "")
+    address = _header_text(address)
+    if not name:
+        return address
+    return formataddr((name, address), charset="utf-8")
+
+
+def _base64_body(text: str) -> bytes:
+    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+
+
+@dataclass
+class Envelope:
+    sender: str
+    recipient: str
+    message_id: str
+    data: bytes
+
+
+@dataclass
+class DkimKey:
+    selector: str
+    domain: str
+    private_key: bytes
+
+    @classmethod
+    def load(cls, key_file: str, selector: str, domain: str) -> DkimKey:
+        return cls(selector, domain, Path(key_file).read_bytes())
+
+
+@dataclass
+class MessageBuilder:
+    """Assembles every message of one campaign; built once per campaign."""
+
+    from_header: str
+    reply_to: str | None = None
+    bounce_domain: str | None = None
+    dkim: DkimKey | None = None
+    mailto_unsubscribe: bool = True
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        name, address = parseaddr(self.from_header)
+        self.from_address = address
+        self.domain = address.rpartition("@")[2] or "localhost"
+        common = [f"From: {encode_address(name, address)}"]
+        if self.reply_to:
+            rname, raddress = parseaddr(self.reply_to)
+            common.append(f"Reply-To: {encode_address(rname, raddress)}")
+        common.append("MIME-Version: 1.0")
+        common += [f"{k}: {_header_text(v)}" for k, v in self.extra_headers.items()]
+        self._common = "\r\n".join(common)
+
+    def new_message_id(self, delivery_id: int) -> str:
+        return f"<{delivery_id}.{secrets.token_hex(8)}@{self.domain}>"
+
+    def envelope_sender(self, bounce_token: str | None) -> str:
+        if self.bounce_domain and bounce_token:
+            return f"bounces+{bounce_token}@{self.bounce_domain}"
+        return self.from_address
+
+    def build(
+        self,
+        *,
+        to_name: str | None,
+        to_address: str,
+        subject: str,
+        html: str,
+        text: str,
+        unsubscribe_url: str,
+        message_id: str,
+        bounce_token: str | None = None,
+        date: float | None = None,
+    ) -> Envelope:
+        sender = self.envelope_sender(bounce_token)
+        unsubscribe = f"<{_header_text(unsubscribe_url)}>"
+        if self.bounce_domain and bounce_token and self.mailto_unsubscribe:
+            unsubscribe += (
+                f", <mailto:unsubscribe+{bounce_token}@{self.bounce_domain}?subject=unsubscribe>"
+            )
+        boundary = "=_" + secrets.token_hex(12)
+        head = [
+            f"Return-Path: <{sender}>" if self.bounce_domain and bounce_token else None,
+            self._common,
+            f"To: {encode_address(to_name, to_address)}",
+            f"Subject: {encode_header(subject)}",
+            f"Date: {formatdate(date if date is not None else time.time(), usegmt=True)}",
+            f"Message-ID: {message_id}",
+            f"List-Unsubscribe: {unsubscribe}",
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        ]
+        parts = [
+            "\r\n".join(h for h in head if h).encode("utf-8"),
+            b"\r\n\r\n",
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
+            _base64_body(text),
+            f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
+            _base64_body(html),
+            f"--{boundary}--\r\n".encode(),
+        ]
+        data = b"".join(parts)
+        if self.dkim is not None:
+            data = self.sign(data)
+        return Envelope(sender, _header_text(to_address), message_id, data)
+
+    def sign(self, data: bytes) -> bytes:
+        import dkim
+
+        assert self.dkim is not None
+        signature = dkim.sign(
+            data,
+            self.dkim.selector.encode(),
+            self.dkim.domain.encode(),
+            self.dkim.private_key,
+            include_headers=DKIM_HEADERS,
+        )
+        return signature + data

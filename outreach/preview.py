@@ -1,0 +1,132 @@
+"""Previews: exactly what one recipient would get, as HTML, text, .eml and screenshots."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from outreach.campaigns import (
+    SAMPLE_CONTACT,
+    Campaign,
+    compile_campaign,
+    contact_variables,
+    load_campaign,
+    resolve_language,
+    validate_campaign,
+)
+from outreach.config import Settings
+from outreach.contacts import get_contact
+from outreach.errors import FileErrors, UserError
+from outreach.fields import normalise_language
+from outreach.messages import MessageBuilder
+from outreach.render import Rendered, personalise
+from outreach.tokens import Links, Tokens
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@dataclass
+class Preview:
+    campaign: Campaign
+    language: str
+    contact: dict[str, Any]
+    rendered: Rendered
+    eml: bytes
+
+
+def build_preview(
+    path: Path,
+    settings: Settings,
+    session: Session | None,
+    *,
+    email: str | None = None,
+    language: str | None = None,
+) -> Preview:
+    report = validate_campaign(path, settings, session)
+    if not report.ok:
+        raise FileErrors(report.errors)
+    campaign = load_campaign(path)
+    available = campaign.languages()
+    if email:
+        if session is None:
+            raise UserError("--contact needs the database; run `outreach init` and import contacts")
+        contact = contact_variables(get_contact(session, email))
+    else:
+        contact = dict(SAMPLE_CONTACT)
+    if language:
+        try:
+            language = normalise_language(language)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    resolved = resolve_language(
+        language or contact.get("language"), available, campaign.spec.default_language
+    )
+    contact.setdefault("language", resolved)
+    compiled = compile_campaign(campaign, {resolved}, settings)
+    links = Links(settings.base_url, Tokens(settings.secret_key or "preview"))
+    urls = links.for_delivery(0)
+    rendered = personalise(
+        compiled.personaliser(), compiled.variants[resolved], {"contact": contact, **urls}
+    )
+    builder = MessageBuilder(
+        campaign.sender(settings),
+        reply_to=campaign.spec.reply_to,
+        bounce_domain=settings.bounce_domain,
+    )
+    envelope = builder.build(
+        to_name=contact.get("name"),
+        to_address=contact["email"],
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        unsubscribe_url=urls["unsubscribe_url"],
+        message_id=builder.new_message_id(0),
+        bounce_token="preview",
+    )
+    return Preview(campaign, resolved, contact, rendered, envelope.data)
+
+
+def screenshot(html_path: Path, png_path: Path) -> list[Path]:
+    """Desktop (1200 px) and mobile (390 px) screenshots of a preview, in headless Chromium."""
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        raise UserError("--png needs Chromium: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    outputs = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            for label, width in (("", 1200), (".mobile", 390)):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                # The preview must not reach the network: block everything but the file.
+                page.route(
+                    "**/*",
+                    lambda route: (
+                        route.continue_()
+                        if route.request.url.startswith("file:")
+                        else route.abort()
+                    ),
+                )
+                page.goto(html_path.resolve().as_uri())
+                target = png_path.with_name(png_path.stem + label + png_path.suffix)
+                page.screenshot(path=str(target), full_page=True)
+                outputs.append(target)
+                page.close()
+        finally:
+            browser.close()
+    return outputs
