@@ -556,3 +556,275 @@ def campaigns_preview(
         png.parent.mkdir(parents=True, exist_ok=True)
         for shot in screenshot(html_path, png):
             console.print(f"wrote {shot}")
+
+
+def _session(app: App) -> Any:
+    from outreach.db import _sessionmaker
+
+    return _sessionmaker(app.database())()
+
+
+@campaigns.command("send")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and count the audience; queue nothing.")
+@click.option(
+    "--test-to",
+    metavar="EMAIL",
+    help="Send one copy per language to EMAIL only; the campaign is untouched.",
+)
+@pass_app
+def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> None:
+    """Validate a campaign, snapshot its audience into deliveries and queue them.
+
+    Sending the same campaign again adds only contacts new to its audience: nobody is
+    mailed twice. With send_at in the future the campaign waits, scheduled, for the worker.
+
+    \b
+    Example:
+      outreach campaigns send campaigns/2026-12-newsletter.yaml --dry-run
+      outreach campaigns send campaigns/2026-12-newsletter.yaml --test-to me@example.org
+    """
+    from outreach.queue import enqueuer
+    from outreach.sending import send_campaign, send_test
+
+    with _session(app) as session:
+        if test_to:
+            languages = send_test(file, app.settings, session, test_to)
+            console.print(
+                f"sent {len(languages)} test messages ({', '.join(languages)}) to "
+                f"{test_to}; the campaign's deliveries are untouched"
+            )
+            return
+        enqueue = None if dry_run else enqueuer(app.settings)
+        result = send_campaign(file, app.settings, session, enqueue, dry_run=dry_run)
+    langs = ", ".join(f"{k} {v}" for k, v in sorted(result.languages.items()))
+    if dry_run:
+        console.print(
+            f"dry run: {result.campaign} would queue {result.added} new deliveries "
+            f"({result.total} in all; languages: {langs}); nothing was queued"
+        )
+        return
+    line = f"{result.campaign}: {result.added} new deliveries queued ({result.total} in all)"
+    if result.state == "scheduled" and result.send_at:
+        line += f"; scheduled for {result.send_at.isoformat()}"
+    console.print(
+        line + ". Run `outreach worker` to send; follow with `outreach campaigns "
+        f"status {result.campaign} --watch`"
+    )
+
+
+def _status_view(status: Any) -> Any:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+
+    done = (
+        status.total
+        - status.counts["queued"]
+        - status.counts["deferred"]
+        - status.counts["sending"]
+    )
+    table = Table(
+        title=f"{status.name}: {status.state}" + (f" — {status.reason}" if status.reason else "")
+    )
+    for state in ("queued", "sending", "sent", "deferred", "failed", "skipped", "bounced"):
+        table.add_column(state, justify="right")
+    table.add_column("total", justify="right")
+    table.add_row(
+        *(
+            str(status.counts[s])
+            for s in ("queued", "sending", "sent", "deferred", "failed", "skipped", "bounced")
+        ),
+        str(status.total),
+    )
+    eta = "" if status.eta_seconds is None else f", about {int(status.eta_seconds)} s left"
+    line = f"{done}/{status.total} done, {int(status.per_minute)} sent in the last minute{eta}"
+    return Group(table, ProgressBar(total=max(status.total, 1), completed=done), line)
+
+
+@campaigns.command("status")
+@click.argument("name")
+@click.option("--watch", is_flag=True, help="Refresh until the campaign is done.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
+@pass_app
+def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: float) -> None:
+    """Counts of deliveries in each state, rate and time left.
+
+    \b
+    Example:
+      outreach campaigns status 2026-12-newsletter --watch
+      outreach campaigns status 2026-12-newsletter --json
+    """
+    import json
+    import time
+
+    from rich.live import Live
+
+    from outreach.sending import status
+
+    with _session(app) as session:
+        current = status(session, name)
+        if as_json:
+            click.echo(json.dumps(current.as_json(), ensure_ascii=False))
+            return
+        if not watch:
+            console.print(_status_view(current))
+            return
+        with Live(_status_view(current), console=console, refresh_per_second=4) as live:
+            while current.state in ("sending", "scheduled"):
+                time.sleep(interval)
+                current = status(session, name)
+                live.update(_status_view(current))
+
+
+@campaigns.command("list")
+@pass_app
+def campaigns_list(app: App) -> None:
+    """Every campaign that has been sent, with its state and counts.
+
+    \b
+    Example:
+      outreach campaigns list
+    """
+    from outreach.sending import list_campaigns
+
+    with _session(app) as session:
+        rows = [
+            [
+                c.name,
+                c.state,
+                sum(n.values()),
+                n["sent"],
+                n["queued"] + n["deferred"],
+                n["failed"] + n["bounced"],
+                f"{c.created_at:%Y-%m-%d %H:%M}",
+            ]
+            for c, n in list_campaigns(session)
+        ]
+    print_table(
+        "campaigns",
+        ["campaign", "state", "deliveries", "sent", "pending", "failed", "created"],
+        rows,
+    )
+
+
+@campaigns.command("pause")
+@click.argument("name")
+@pass_app
+def campaigns_pause(app: App, name: str) -> None:
+    """Stop sending a campaign; workers give back what they had claimed.
+
+    \b
+    Example:
+      outreach campaigns pause 2026-12-newsletter
+    """
+    from outreach.sending import pause
+
+    with _session(app) as session:
+        pause(session, name)
+    console.print(f"{name}: paused; `outreach campaigns resume {name}` continues it")
+
+
+@campaigns.command("resume")
+@click.argument("name")
+@pass_app
+def campaigns_resume(app: App, name: str) -> None:
+    """Continue a paused campaign.
+
+    \b
+    Example:
+      outreach campaigns resume 2026-12-newsletter
+    """
+    from outreach.queue import enqueuer
+    from outreach.sending import resume
+
+    with _session(app) as session:
+        campaign = resume(session, name, enqueuer(app.settings), app.settings)
+    console.print(f"{name}: {campaign.state}")
+
+
+@campaigns.command("cancel")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def campaigns_cancel(app: App, name: str, yes: bool) -> None:
+    """Cancel a campaign: nothing more is sent, the rest is counted as skipped.
+
+    \b
+    Example:
+      outreach campaigns cancel 2026-12-newsletter --yes
+    """
+    from outreach.sending import cancel
+
+    if not yes and not click.confirm(f"Cancel {name}? It cannot be resumed."):
+        raise UserError("nothing cancelled")
+    with _session(app) as session:
+        _, skipped = cancel(session, name)
+    console.print(f"{name}: cancelled; {skipped} unsent deliveries skipped")
+
+
+@cli.command()
+@click.option(
+    "--workers",
+    "-w",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Sending threads in this process.",
+)
+@pass_app
+def worker(app: App, workers: int) -> None:
+    """Run the worker (Huey consumer) that renders and sends queued campaigns.
+
+    Run as many as you like, on as many machines as you like, against the same database
+    and queue. SIGTERM or Ctrl-C stops it cleanly: the message in hand is finished and the
+    rest of its claims go back to the queue.
+
+    \b
+    Example:
+      OUTREACH_SMTP_URL=smtp://relay:587 OUTREACH_SECRET_KEY=… outreach worker --workers 8
+    """
+    from outreach.queue import run_worker
+
+    app.database()
+    if app.settings.smtp_url:
+        app.settings.require_secret_key("a worker sending over SMTP")
+    run_worker(app.settings, workers)
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="An empty folder for the demo's database and outbox.",
+)
+@pass_app
+def demo(app: App, directory: Path) -> None:
+    """Set up, import the example contacts, and send the example newsletter to an outbox.
+
+    Everything happens in a folder of its own, with a worker the demo starts and stops;
+    no real person is mailed. Afterwards, `cd` there and try any other command.
+
+    \b
+    Example:
+      outreach demo --dir /tmp/outreach-demo
+    """
+    from outreach.db import _sessionmaker
+    from outreach.demo import run_demo
+    from outreach.sending import status
+
+    settings = run_demo(directory, lambda line: console.print(line, soft_wrap=True))
+    with _sessionmaker(settings.database_url)() as session:
+        console.print(_status_view(status(session, "2026-12-newsletter")))
+    files = sorted((settings.outbox / "2026-12-newsletter").glob("*.eml"))
+    console.print(
+        f"{len(files)} messages are in {settings.outbox / '2026-12-newsletter'}, e.g. "
+        f"{files[0] if files else 'none'}"
+    )
+    console.print(
+        f"next: cd {directory} && outreach campaigns preview "
+        "campaigns/2026-12-newsletter.yaml --contact mayor.office@suwon.example.org"
+    )

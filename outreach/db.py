@@ -35,7 +35,12 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front, so a read-then-write transaction waits its
+        # turn instead of failing when it upgrades; readers (reader_session) do not block.
+        if conn.get_execution_options().get("sqlite_deferred"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
@@ -52,6 +57,13 @@ def engine_for(url: str) -> Engine:
 @lru_cache(maxsize=8)
 def _sessionmaker(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@lru_cache(maxsize=8)
+def reader_sessionmaker(url: str) -> sessionmaker[Session]:
+    """Sessions for reading: on SQLite they never hold the write lock."""
+    engine = engine_for(url)
+    return sessionmaker(engine.execution_options(sqlite_deferred=True), expire_on_commit=False)
 
 
 @contextmanager

@@ -111,9 +111,11 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 @pytest.fixture
 def session(db_url: str) -> Iterator[Session]:
-    from outreach.db import _sessionmaker
+    """The test's own session; it reads without locking, so helpers that open sessions of
+    their own (as workers do) are not blocked by it. Commit it before such helpers write."""
+    from outreach.db import reader_sessionmaker
 
-    with _sessionmaker(db_url)() as s:
+    with reader_sessionmaker(db_url)() as s:
         yield s
 
 

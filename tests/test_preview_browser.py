@@ -26,8 +26,16 @@ def png_size(path: Path) -> tuple[int, int]:
 @needs_chromium
 def test_preview_png_at_desktop_and_mobile_widths(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     make_project(tmp_path)
-    result = run_cli("campaigns", "preview", "campaigns/news.yaml", "--lang", "ko",
-                     "--png", "shots/news.png", env={"OUTREACH_POSTAL_ADDRESS": "Seoul"})
+    result = run_cli(
+        "campaigns",
+        "preview",
+        "campaigns/news.yaml",
+        "--lang",
+        "ko",
+        "--png",
+        "shots/news.png",
+        env={"OUTREACH_POSTAL_ADDRESS": "Seoul"},
+    )
     assert result.exit_code == 0, result.output
     desktop, mobile = tmp_path / "shots" / "news.png", tmp_path / "shots" / "news.mobile.png"
     assert png_size(desktop)[0] == 1200

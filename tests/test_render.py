@@ -26,16 +26,26 @@ LINKS = Links("https://mail.example.org", Tokens("s3cret"))
 
 def render_for(path: Path, contact: dict, languages: set[str] | None = None):  # type: ignore[no-untyped-def]
     campaign = load_campaign(path)
-    language = resolve_language(contact.get("language"), campaign.languages(),
-                                campaign.spec.default_language)
+    language = resolve_language(
+        contact.get("language"), campaign.languages(), campaign.spec.default_language
+    )
     compiled = compile_campaign(campaign, languages or {language}, SETTINGS)
-    return personalise(compiled.personaliser(), compiled.variants[language],
-                       {"contact": contact, **LINKS.for_delivery(7)})
+    return personalise(
+        compiled.personaliser(),
+        compiled.variants[language],
+        {"contact": contact, **LINKS.for_delivery(7)},
+    )
 
 
 def contact(**fields: object) -> dict:
-    return {"email": "x@example.org", "name": None, "organisation": None, "tags": [],
-            "attributes": {}, **fields}
+    return {
+        "email": "x@example.org",
+        "name": None,
+        "organisation": None,
+        "tags": [],
+        "attributes": {},
+        **fields,
+    }
 
 
 def test_korean_and_english(tmp_path: Path) -> None:
@@ -72,8 +82,11 @@ def test_fallback_languages(tmp_path: Path) -> None:
 
 def test_fallback_template_with_subject_languages(tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
-    path = make_project(tmp_path, CAMPAIGN.replace("template: news", "template: invite"),
-                        **{"invite.mjml": NEWS_FALLBACK})
+    path = make_project(
+        tmp_path,
+        CAMPAIGN.replace("template: news", "template: invite"),
+        **{"invite.mjml": NEWS_FALLBACK},
+    )
     campaign = load_campaign(path)
     assert campaign.languages() == {"en", "ko"}
     assert campaign.template_for("ko") == "invite.mjml"
@@ -112,15 +125,20 @@ def test_mjml_compiles_once_per_language(tmp_path: Path, monkeypatch: pytest.Mon
 
     calls: list[int] = []
     real = mjml.mjml2html
-    monkeypatch.setattr(mjml, "mjml2html", lambda src, *a, **k: calls.append(1) or real(src, *a, **k))
+    monkeypatch.setattr(
+        mjml, "mjml2html", lambda src, *a, **k: calls.append(1) or real(src, *a, **k)
+    )
     path = make_project(tmp_path)
     campaign = load_campaign(path)
     compiled = compile_campaign(campaign, {"en", "ko"}, SETTINGS)
     assert len(calls) == 2
     p = compiled.personaliser()
-    htmls = {personalise(p, compiled.variants["en"], {"contact": contact(name=f"N{i}"),
-                                                      **LINKS.for_delivery(i)}).html
-             for i in range(50)}
+    htmls = {
+        personalise(
+            p, compiled.variants["en"], {"contact": contact(name=f"N{i}"), **LINKS.for_delivery(i)}
+        ).html
+        for i in range(50)
+    }
     assert len(htmls) == 50 and len(calls) == 2
 
 
@@ -141,8 +159,12 @@ def test_advertising_rules(tmp_path: Path) -> None:
 def test_korean_headers_are_rfc2047(tmp_path: Path) -> None:
     builder = MessageBuilder("시티넷 사무국 <news@citynet-ap.org>", reply_to="info@citynet-ap.org")
     envelope = builder.build(
-        to_name="김수진", to_address="kim@suwon.example.org", subject="시티넷 뉴스레터 — 2026년 12월",
-        html="<p>안녕하십니까</p>", text="안녕하십니까", unsubscribe_url="https://x/u/t",
+        to_name="김수진",
+        to_address="kim@suwon.example.org",
+        subject="시티넷 뉴스레터 — 2026년 12월",
+        html="<p>안녕하십니까</p>",
+        text="안녕하십니까",
+        unsubscribe_url="https://x/u/t",
         message_id=builder.new_message_id(1),
     )
     raw = envelope.data.decode("ascii")  # the whole message is 7-bit

@@ -16,8 +16,9 @@ from tests.project import CAMPAIGN, NEWS_EN, make_project
 SETTINGS = Settings(postal_address="Seoul", secret_key="k")
 
 
-def errors_for(tmp_path: Path, campaign: str = CAMPAIGN, session: Session | None = None,
-               **templates: str) -> list[str]:
+def errors_for(
+    tmp_path: Path, campaign: str = CAMPAIGN, session: Session | None = None, **templates: str
+) -> list[str]:
     path = make_project(tmp_path, campaign, **templates)
     if session is not None:
         import_csv(session, tmp_path / "contacts.csv")
@@ -38,21 +39,42 @@ def test_the_example_project_is_clean(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "fragment", "line"),
     [
-        (lambda c: c.replace("template: news", "template: news\ntemplat: x"), "unknown key templat", 3),
-        (lambda c: c.replace("include: [everyone]", "include: [everyone, nobodies]"),
-         "unknown segment 'nobodies' in audience.include", 9),
-        (lambda c: c.replace("audience:", "audience:\n  exclud: [x]"),
-         "unknown key audience.exclud; allowed keys: include, exclude", 9),
-        (lambda c: c.replace('from: "시티넷 사무국 <news@citynet-ap.org>"', "from: not-an-address"),
-         "from: 'not-an-address' is not a valid address", 6),
-        (lambda c: c.replace("reply_to: info@citynet-ap.org", "reply_to: info@"),
-         "reply_to: 'info@' is not a valid address", 7),
+        (
+            lambda c: c.replace("template: news", "template: news\ntemplat: x"),
+            "unknown key templat",
+            3,
+        ),
+        (
+            lambda c: c.replace("include: [everyone]", "include: [everyone, nobodies]"),
+            "unknown segment 'nobodies' in audience.include",
+            9,
+        ),
+        (
+            lambda c: c.replace("audience:", "audience:\n  exclud: [x]"),
+            "unknown key audience.exclud; allowed keys: include, exclude",
+            9,
+        ),
+        (
+            lambda c: c.replace(
+                'from: "시티넷 사무국 <news@citynet-ap.org>"', "from: not-an-address"
+            ),
+            "from: 'not-an-address' is not a valid address",
+            6,
+        ),
+        (
+            lambda c: c.replace("reply_to: info@citynet-ap.org", "reply_to: info@"),
+            "reply_to: 'info@' is not a valid address",
+            7,
+        ),
         (lambda c: c + "send_at: 2026-12-01T09:00:00\n", "give a time zone", 17),
         (lambda c: c + "rate: fast\n", "is not a rate", 17),
         (lambda c: c + "context2: {}\n", "unknown key context2", 17),
         (lambda c: c.replace("subject:\n", "subject: ''\nx_subject:\n"), "the subject is empty", 3),
-        (lambda c: c.replace("  articles:", "  contact: 1\n  articles:"),
-         "'contact' is a reserved template variable", 12),
+        (
+            lambda c: c.replace("  articles:", "  contact: 1\n  articles:"),
+            "'contact' is a reserved template variable",
+            12,
+        ),
         (lambda c: c.replace("audience:", "audience: [\n"), "YAML syntax error", None),
     ],
 )
@@ -70,8 +92,9 @@ def test_missing_variant_for_a_language_in_the_audience(tmp_path: Path, session:
 
 
 def test_missing_template_entirely(tmp_path: Path) -> None:
-    error = one(errors_for(tmp_path, CAMPAIGN.replace("template: news", "template: newz")),
-                "no template")
+    error = one(
+        errors_for(tmp_path, CAMPAIGN.replace("template: news", "template: newz")), "no template"
+    )
     assert "newz.mjml" in error and "news.yaml:2:" in error
 
 
@@ -123,7 +146,7 @@ def test_missing_unsubscribe_link(tmp_path: Path) -> None:
 
 def test_empty_subject(tmp_path: Path) -> None:
     campaign = CAMPAIGN.replace(
-        "en: \"News for {{ contact.name | default('you', true) }}\"", "en: \"{{ contact.name }}\""
+        "en: \"News for {{ contact.name | default('you', true) }}\"", 'en: "{{ contact.name }}"'
     )
     one(errors_for(tmp_path, campaign), "subject renders empty")
 
@@ -144,8 +167,16 @@ def test_cli_validate_and_preview(run_cli, tmp_path: Path) -> None:  # type: ign
     ok = run_cli("campaigns", "validate", env=env)
     assert ok.exit_code == 0, ok.output
     assert "3 recipients (languages: en 2, ko 1)" in ok.output
-    preview = run_cli("campaigns", "preview", "campaigns/news.yaml", "--contact",
-                      "kim@suwon.example.org", "--eml", "out/kim.eml", env=env)
+    preview = run_cli(
+        "campaigns",
+        "preview",
+        "campaigns/news.yaml",
+        "--contact",
+        "kim@suwon.example.org",
+        "--eml",
+        "out/kim.eml",
+        env=env,
+    )
     assert preview.exit_code == 0, preview.output
     html = (tmp_path / "preview" / "news.ko.html").read_text(encoding="utf-8")
     assert "김수진님" in html
@@ -153,13 +184,18 @@ def test_cli_validate_and_preview(run_cli, tmp_path: Path) -> None:  # type: ign
     import email
     from email import policy
 
-    msg = email.message_from_bytes((tmp_path / "out" / "kim.eml").read_bytes(), policy=policy.default)
+    msg = email.message_from_bytes(
+        (tmp_path / "out" / "kim.eml").read_bytes(), policy=policy.default
+    )
     assert msg["Subject"] == "시티넷 소식 — 김수진님"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    en = run_cli("campaigns", "preview", "campaigns/news.yaml", "--lang", "en", "-o", "en.html",
-                 env=env)
+    en = run_cli(
+        "campaigns", "preview", "campaigns/news.yaml", "--lang", "en", "-o", "en.html", env=env
+    )
     assert en.exit_code == 0 and "Dear Sample Contact" in (tmp_path / "en.html").read_text()
-    write(tmp_path / "campaigns" / "broken.yaml", CAMPAIGN.replace("template: news", "templat: news"))
+    write(
+        tmp_path / "campaigns" / "broken.yaml", CAMPAIGN.replace("template: news", "templat: news")
+    )
     bad = run_cli("campaigns", "validate", env=env)
     assert bad.exit_code == 1
     assert "broken.yaml:2: unknown key templat" in bad.output

@@ -1,0 +1,296 @@
+"""The delivery store: snapshots, claims and outcomes, each one SQL statement.
+
+A delivery is claimed by setting it `sending` with a worker name and a lease; a claim whose
+lease expired (its worker died) is released back to `queued` and claimed again, so a crash
+loses nothing. Outcomes are recorded only by the worker that still holds the claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from outreach.models import (
+    DELIVERY_STATES,
+    Campaign,
+    Contact,
+    ContactTag,
+    Delivery,
+    Suppression,
+    utcnow,
+)
+
+ACTIVE = ("queued", "deferred", "sending")
+CLAIMABLE = ("queued", "deferred")
+
+
+def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> int:
+    """One delivery per contact of the audience not yet in this campaign: INSERT … SELECT."""
+    now = utcnow()
+    already = exists().where(Delivery.campaign_id == campaign_id, Delivery.contact_id == Contact.id)
+    query = select(
+        literal(campaign_id),
+        Contact.id,
+        literal("queued"),
+        literal(0),
+        literal(now, Delivery.next_attempt_at.type),
+        literal(now, Delivery.created_at.type),
+        literal(now, Delivery.updated_at.type),
+    ).where(where, ~already)
+
+    def total() -> int:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.campaign_id == campaign_id)
+            )
+            or 0
+        )
+
+    # The driver's rowcount for INSERT … SELECT is not reliable everywhere (psycopg gives -1
+    # through SQLAlchemy here), so count before and after, in the same transaction.
+    before = total()
+    session.execute(
+        insert(Delivery).from_select(
+            [
+                "campaign_id",
+                "contact_id",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "created_at",
+                "updated_at",
+            ],
+            query,
+        )
+    )
+    return total() - before
+
+
+def release_expired(session: Session, campaign_id: int) -> int:
+    """Claims whose worker stopped renewing them go back to the queue."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.state == "sending",
+            Delivery.lease_until < utcnow(),
+        )
+        .values(state="queued", worker=None, lease_until=None, updated_at=utcnow())
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float) -> list[int]:
+    """Claim up to n due deliveries, oldest first; concurrent claimers never overlap."""
+    now = utcnow()
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.state.in_(CLAIMABLE),
+            Delivery.next_attempt_at <= now,
+        )
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    )
+    rows = (
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(due.scalar_subquery()))
+            .values(
+                state="sending",
+                worker=worker,
+                lease_until=now + timedelta(seconds=lease),
+                updated_at=now,
+            )
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    return sorted(rows)
+
+
+@dataclass
+class Recipient:
+    delivery_id: int
+    attempts: int
+    contact_id: int | None
+    email: str | None
+    name: str | None
+    variables: dict[str, Any]
+
+
+def load(session: Session, ids: list[int]) -> list[Recipient]:
+    """The contacts of a claimed batch, with their tags, in two queries."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.attempts, Contact)
+        .outerjoin(Contact, Contact.id == Delivery.contact_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    contact_ids = [c.id for _, _, c in rows if c is not None]
+    tags: dict[int, list[str]] = {}
+    if contact_ids:
+        for cid, tag in session.execute(
+            select(ContactTag.contact_id, ContactTag.tag)
+            .where(ContactTag.contact_id.in_(contact_ids))
+            .order_by(ContactTag.tag)
+        ):
+            tags.setdefault(cid, []).append(tag)
+    out = []
+    for delivery_id, attempts, contact in rows:
+        if contact is None:
+            out.append(Recipient(delivery_id, attempts, None, None, None, {}))
+            continue
+        from outreach.render import clean_recipient_value
+
+        variables = {
+            "email": contact.email,
+            "name": clean_recipient_value(contact.name),
+            "organisation": clean_recipient_value(contact.organisation),
+            "organisation_type": contact.organisation_type,
+            "city": clean_recipient_value(contact.city),
+            "country": contact.country,
+            "language": contact.language,
+            "membership": contact.membership,
+            "consent": contact.consent,
+            "tags": tags.get(contact.id, []),
+            "attributes": {
+                k: clean_recipient_value(v) for k, v in (contact.attributes or {}).items()
+            },
+        }
+        out.append(
+            Recipient(delivery_id, attempts, contact.id, contact.email, contact.name, variables)
+        )
+    session.expunge_all()
+    return out
+
+
+def suppression_reason(session: Session, email: str) -> str | None:
+    return session.scalar(select(Suppression.reason).where(Suppression.email == email))
+
+
+def _mine(delivery_id: int, worker: str) -> ColumnElement[bool]:
+    return and_(Delivery.id == delivery_id, Delivery.worker == worker, Delivery.state == "sending")
+
+
+def record(
+    session: Session,
+    delivery_id: int,
+    worker: str,
+    state: str,
+    *,
+    code: int | None = None,
+    text: str | None = None,
+    message_id: str | None = None,
+    language: str | None = None,
+    attempted: bool = True,
+    retry_at: datetime | None = None,
+) -> bool:
+    """Record an outcome if this worker still holds the claim; False when it does not."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "state": state,
+        "worker": None,
+        "lease_until": None,
+        "updated_at": now,
+        "last_code": code,
+        "last_text": text,
+    }
+    if attempted:
+        values["attempts"] = Delivery.attempts + 1
+    if message_id is not None:
+        values["message_id"] = message_id
+    if language is not None:
+        values["language"] = language
+    if state == "sent":
+        values["sent_at"] = now
+    if retry_at is not None:
+        values["next_attempt_at"] = retry_at
+    result = session.execute(
+        update(Delivery)
+        .where(_mine(delivery_id, worker))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release(session: Session, ids: list[int], worker: str) -> None:
+    """Give claimed, unsent deliveries back to the queue (pause, shutdown)."""
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.state == "sending")
+            .values(state="queued", worker=None, lease_until=None, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def counts(session: Session, campaign_id: int) -> dict[str, int]:
+    found = dict(
+        session.execute(
+            select(Delivery.state, func.count())
+            .where(Delivery.campaign_id == campaign_id)
+            .group_by(Delivery.state)
+        ).all()
+    )
+    return {state: int(found.get(state, 0)) for state in DELIVERY_STATES}
+
+
+def next_wake(session: Session, campaign_id: int) -> datetime | None:
+    """When something in this campaign next becomes claimable: a retry or a lease's end."""
+    retry = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.campaign_id == campaign_id, Delivery.state.in_(CLAIMABLE)
+        )
+    )
+    lease = session.scalar(
+        select(func.min(Delivery.lease_until)).where(
+            Delivery.campaign_id == campaign_id, Delivery.state == "sending"
+        )
+    )
+    times = [t for t in (retry, lease) if t is not None]
+    if not times:
+        return None
+    from outreach.models import UTCDateTime
+
+    fixed = [UTCDateTime().process_result_value(t, session.get_bind().dialect) for t in times]
+    return min(t for t in fixed if t is not None)
+
+
+def finish_if_done(session: Session, campaign_id: int) -> bool:
+    """A sending campaign with nothing left to do becomes `done`."""
+    active = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(ACTIVE))
+    )
+    if active:
+        return False
+    now = utcnow()
+    result = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.state == "sending")
+        .values(state="done", finished_at=now, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def skip_remaining(session: Session, campaign_id: int, reason: str) -> int:
+    """On cancel: what was still to send is accounted for as skipped."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(CLAIMABLE))
+        .values(state="skipped", last_text=reason, updated_at=utcnow())
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]

@@ -1,0 +1,90 @@
+"""`outreach demo`: the whole path on a fresh machine, in a folder of its own, into an outbox."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from outreach.config import Settings
+from outreach.errors import UserError
+
+SOURCE = Path(__file__).resolve().parent.parent
+POSTAL = (
+    "CityNet Secretariat, Seoul Global Center 10F, 38 Jong-ro, Jongno-gu, Seoul 03188, "
+    "Republic of Korea"
+)
+DEMO_TOML = f"""# Written by `outreach demo`. Everything stays in this folder; mail goes to outbox/.
+postal_address = "{POSTAL}"
+from = "CityNet Secretariat <news@citynet-ap.org>"
+rate = "0"
+"""
+
+
+def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) -> Settings:
+    from outreach.campaigns import find_campaigns, validate_campaign
+    from outreach.contacts import import_csv
+    from outreach.db import _sessionmaker, upgrade
+    from outreach.errors import FileErrors
+    from outreach.queue import enqueuer
+    from outreach.sending import send_campaign, wait_until_done
+
+    for folder in ("campaigns", "templates", "examples"):
+        if not (SOURCE / folder).is_dir():
+            raise UserError(
+                f"the demo needs the example files of a source checkout "
+                f"({SOURCE / folder} is missing); run it from a clone of outreach"
+            )
+    directory = directory.resolve()
+    if directory.exists() and any(directory.iterdir()):
+        raise UserError(f"{directory} is not empty; the demo wants a folder of its own (use --dir)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for folder in ("campaigns", "templates", "examples"):
+        shutil.copytree(SOURCE / folder, directory / folder)
+    (directory / "outreach.toml").write_text(DEMO_TOML, encoding="utf-8")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OUTREACH_") or k.startswith("OUTREACH_TEST_")
+    }
+    settings = Settings.load(env=env, cwd=directory)
+    say(f"1. database {settings.database_url}")
+    upgrade(settings.database_url)
+    session_factory = _sessionmaker(settings.database_url)
+    with session_factory() as session:
+        result = import_csv(session, directory / "examples" / "contacts.csv")
+    say(f"2. imported {result.created} example contacts")
+    with session_factory() as session:
+        for path in find_campaigns(directory / "campaigns"):
+            report = validate_campaign(path, settings, session)
+            if not report.ok:
+                raise FileErrors(report.errors)
+            say(f"3. validated {path.relative_to(directory)}: {report.audience_size} recipients")
+        newsletter = directory / "campaigns" / "2026-12-newsletter.yaml"
+        sent = send_campaign(newsletter, settings, session, enqueuer(settings))
+    say(f"4. queued {sent.added} deliveries of {sent.campaign}; starting a worker")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "outreach", "worker", "--workers", "2"],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(directory / "worker.log").open("wb"),
+    )
+    try:
+        status = wait_until_done(session_factory, sent.campaign, timeout)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    say(f"5. worker stopped; campaign {status.name} is {status.state}")
+    if status.state != "done":
+        raise UserError(
+            f"the demo campaign did not finish in {timeout:.0f} s (see {directory / 'worker.log'})"
+        )
+    return settings

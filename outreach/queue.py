@@ -1,0 +1,126 @@
+"""The Huey queue: tasks that drive the sending pipeline, and the `outreach worker` consumer.
+
+The database is the source of truth for what is left to send; a task only says "work on
+campaign N". So a lost task loses nothing: the periodic sweep (every minute, and at every
+worker start) re-queues any campaign with claimable or abandoned deliveries, and starts
+scheduled campaigns whose time has come.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+
+from outreach.config import Settings
+from outreach.db import _sessionmaker
+
+log = logging.getLogger("outreach.queue")
+STOP = threading.Event()  # set when the worker shuts down; senders release their claims
+
+
+def make_huey(settings: Settings) -> Huey:
+    url = settings.queue_url
+    name = "outreach"
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        huey: Huey = SqliteHuey(name, filename=str(path), results=False, utc=True)
+    elif url.startswith(("redis://", "rediss://")):
+        huey = RedisHuey(name, url=url, results=False, utc=True)
+    else:
+        huey = MemoryHuey(name, results=False, utc=True)
+    _register(huey, settings)
+    return huey
+
+
+@dataclass
+class Tasks:
+    send_campaign: Any
+    sweep: Any
+
+
+def _register(huey: Huey, settings: Settings) -> None:
+    from outreach.transport import transport_for
+
+    transport = transport_for(settings)
+
+    @huey.task(name="outreach.send_campaign")
+    def send_campaign(campaign_id: int) -> None:
+        from outreach.worker import Sender
+
+        outcome = Sender(settings, transport, stop=STOP).run(campaign_id)
+        log.info("campaign %s: %d sent by this task", campaign_id, outcome.sent)
+        if outcome.wake_at is not None and not outcome.stopped:
+            send_campaign.schedule((campaign_id,), eta=outcome.wake_at)
+
+    @huey.periodic_task(crontab(minute="*"), name="outreach.sweep")
+    def sweep() -> None:
+        run_sweep(settings, send_campaign)
+
+    huey.outreach_tasks = Tasks(send_campaign, sweep)  # type: ignore[attr-defined]
+
+
+def run_sweep(settings: Settings, send_campaign: Any) -> None:
+    from outreach import deliveries
+    from outreach.sending import active_campaigns, due_scheduled, tasks_for
+
+    with _sessionmaker(settings.database_url)() as session:
+        started = due_scheduled(session)
+        for campaign_id in active_campaigns(session):
+            deliveries.release_expired(session, campaign_id)
+            counts = deliveries.counts(session, campaign_id)
+            session.commit()
+            pending = counts["queued"] + counts["deferred"] + counts["sending"]
+            if pending:
+                n = tasks_for(counts["queued"], settings) if campaign_id in started else 1
+                for _ in range(n):
+                    send_campaign(campaign_id)
+            elif deliveries.finish_if_done(session, campaign_id):
+                session.commit()
+
+
+def tasks(huey: Huey) -> Tasks:
+    return huey.outreach_tasks  # type: ignore[attr-defined, no-any-return]
+
+
+def enqueuer(settings: Settings) -> Any:
+    """A function that queues n tasks for a campaign, for `send` and `resume`."""
+    huey = make_huey(settings)
+
+    def enqueue(campaign_id: int, n: int) -> None:
+        for _ in range(n):
+            tasks(huey).send_campaign(campaign_id)
+
+    return enqueue
+
+
+def run_worker(settings: Settings, workers: int) -> None:
+    """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    huey = make_huey(settings)
+    consumer = huey.create_consumer(
+        workers=workers,
+        worker_type="thread",
+        periodic=True,
+        check_worker_health=True,
+        scheduler_interval=1,
+    )
+    # Both signals shut down gracefully: senders finish the message in hand, give their
+    # remaining claims back to the queue, and the consumer waits for them.
+    consumer._signal_actions[signal.SIGINT] = (False, True)
+    consumer._signal_actions[signal.SIGTERM] = (False, True)
+    original_stop = consumer.stop
+
+    def stop(graceful: bool = False) -> None:
+        STOP.set()
+        original_stop(graceful=True)
+
+    consumer.stop = stop  # type: ignore[method-assign]
+    tasks(huey).sweep()  # resume whatever a previous worker left, now
+    consumer.run()

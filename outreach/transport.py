@@ -1,0 +1,216 @@
+"""Transports: how a finished message leaves. SMTP for real mail, an outbox folder for safety.
+
+A transport has one method, `send`, which either returns the server's acceptance or raises a
+`TemporaryFailure` (try again later) or a `PermanentFailure` (never retry). Deciding what a
+failure means for the delivery and the campaign is the sender's job, not the transport's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import smtplib
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from outreach.config import Settings, SmtpSettings
+from outreach.messages import Envelope
+
+
+@dataclass(frozen=True)
+class Accepted:
+    code: int
+    text: str
+
+
+class SendFailure(Exception):
+    def __init__(self, code: int | None, text: str, *, relay: bool = False) -> None:
+        self.code, self.text, self.relay = code, text, relay
+        super().__init__(f"{code} {text}" if code else text)
+
+
+class TemporaryFailure(SendFailure):
+    """4xx, a dropped connection or a timeout: retry later. `relay` marks failures of the
+    relay itself rather than of this recipient (a run of those pauses the campaign)."""
+
+
+class PermanentFailure(SendFailure):
+    """5xx for this recipient: never retry."""
+
+    @property
+    def hard_bounce(self) -> bool:
+        """The address does not exist (5.1.x, or a 550/551/553 that says so)."""
+        if re.search(r"\b5\.1\.\d+\b", self.text):
+            return True
+        return self.code in (550, 551, 553) and bool(
+            re.search(
+                r"no such (user|mailbox)|unknown (user|recipient|mailbox)|user unknown|"
+                r"does not exist|mailbox unavailable|invalid recipient|not found",
+                self.text,
+                re.I,
+            )
+        )
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, envelope: Envelope, campaign: str) -> Accepted: ...
+
+    def close(self) -> None: ...
+
+
+class OutboxTransport:
+    """One `.eml` per message under OUTBOX/<campaign>/: nobody is mailed by accident."""
+
+    name = "outbox"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def send(self, envelope: Envelope, campaign: str) -> Accepted:
+        folder = self.directory / re.sub(r"[^A-Za-z0-9._-]", "_", campaign)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", envelope.message_id.strip("<>"))
+        final = folder / f"{stem}.eml"
+        temporary = folder / f".{stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            temporary.write_bytes(envelope.data)
+            os.replace(temporary, final)  # readers never see half a message
+        except OSError as exc:
+            raise TemporaryFailure(None, f"outbox: {exc}", relay=True) from None
+        return Accepted(250, f"written to {final}")
+
+    def close(self) -> None:
+        pass
+
+
+class SmtpTransport:
+    """SMTP with one persistent connection per thread, reused across messages."""
+
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            if s.tls == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=ssl.create_default_context()
+                )
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn.ehlo()
+            if s.tls == "starttls":
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, s.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise TemporaryFailure(
+                exc.smtp_code, f"authentication failed: {_text(exc.smtp_error)}", relay=True
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise TemporaryFailure(exc.smtp_code, _text(exc.smtp_error), relay=True) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TemporaryFailure(
+                None, f"cannot connect to {s.host}:{s.port}: {exc}", relay=True
+            ) from None
+        return conn
+
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        conn = self._connect()
+        self._local.conn = conn
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def send(self, envelope: Envelope, campaign: str) -> Accepted:
+        conn, reused = self._connection()
+        try:
+            code, reply = conn.mail(envelope.sender)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self._drop()
+            if not reused:
+                raise TemporaryFailure(
+                    None, "connection dropped before MAIL FROM", relay=True
+                ) from None
+            # An idle pooled connection the server closed: nothing was sent, reconnect once.
+            conn, _ = self._connection()
+            code, reply = self._guard(lambda: conn.mail(envelope.sender))
+        self._check(conn, code, reply, relay=True)
+        code, reply = self._guard(lambda: conn.rcpt(envelope.recipient))
+        if code not in (250, 251):
+            self._check(conn, code, reply, relay=False)
+        code, reply = self._guard(lambda: conn.data(envelope.data))
+        if code != 250:
+            self._check(conn, code, reply, relay=False)
+        return Accepted(code, _text(reply))
+
+    def _guard(self, step):  # type: ignore[no-untyped-def]
+        try:
+            return step()
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            raise TemporaryFailure(None, f"connection dropped: {exc}", relay=True) from None
+        except TimeoutError:
+            self._drop()
+            raise TemporaryFailure(None, "timed out waiting for the server", relay=True) from None
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            raise TemporaryFailure(exc.smtp_code, _text(exc.smtp_error), relay=True) from None
+        except OSError as exc:
+            self._drop()
+            raise TemporaryFailure(None, f"connection error: {exc}", relay=True) from None
+
+    def _check(self, conn: smtplib.SMTP, code: int, reply: bytes, *, relay: bool) -> None:
+        if 200 <= code < 300:
+            return
+        text = _text(reply)
+        if code == 421:  # the server is closing the channel
+            self._drop()
+            raise TemporaryFailure(code, text, relay=True)
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+        if 400 <= code < 500:
+            raise TemporaryFailure(code, text, relay=relay)
+        if relay:
+            # MAIL FROM refused: every recipient would be; it is the relay's or our setup's fault.
+            raise TemporaryFailure(code, f"sender refused: {text}", relay=True)
+        raise PermanentFailure(code, text)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                conn.quit()
+            self._local.conn = None
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
+
+
+def transport_for(settings: Settings) -> Transport:
+    smtp = settings.smtp
+    if smtp is not None:
+        return SmtpTransport(smtp)
+    return OutboxTransport(settings.outbox)

@@ -1,0 +1,335 @@
+"""The sending pipeline against real SMTP and real databases (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Iterator
+from datetime import timedelta
+from email import policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from outreach.config import parse_smtp_url
+from outreach.errors import ConfigError, FileErrors
+from outreach.models import Campaign, Delivery, Event, Suppression, utcnow
+from outreach.queue import run_sweep
+from outreach.ratelimit import Limit, reserve
+from outreach.sending import cancel, pause, resume, send_test
+from outreach.suppressions import suppress
+from outreach.transport import SmtpTransport
+from outreach.worker import Sender
+from tests.project import CAMPAIGN
+from tests.sending_helpers import campaign_id as cid_of
+from tests.sending_helpers import contacts_csv, current, drain, project_with, send, settings_for
+from tests.smtp_server import SmtpServer, start_server
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_server(stall_seconds=2.0)
+    yield server
+    server.stop()
+
+
+def test_outbox_send_and_status(session: Session, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path, secret_key=None)
+    path = project_with(tmp_path, session)
+    result = send(path, settings, session)
+    assert (result.added, result.state) == (3, "sending")
+    campaign_id = cid_of(session)
+    drain(settings, session)
+    status = current(settings)
+    assert status.state == "done" and status.counts["sent"] == 3
+    files = sorted((tmp_path / "outbox" / "news").glob("*.eml"))
+    assert len(files) == 3
+    ids = set(session.scalars(select(Delivery.message_id)))
+    for f in files:
+        msg = email.message_from_bytes(f.read_bytes(), policy=policy.default)
+        assert msg["Message-ID"] in ids
+        assert msg["List-Unsubscribe"].startswith(f"<{settings.base_url}/u/")
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    kim = [f for f in files if b"kim@suwon" in f.read_bytes()][0]
+    msg = email.message_from_bytes(kim.read_bytes(), policy=policy.default)
+    assert msg["Subject"] == "시티넷 소식 — 김수진님"
+    assert "김수진님, 안녕하십니까." in msg.get_body(("html",)).get_content()
+
+
+def test_sending_twice_never_mails_anyone_twice(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session)
+    send(path, settings, session)
+    drain(settings, session)
+    again = send(path, settings, session)
+    assert again.added == 0 and again.total == 3
+    from outreach.contacts import import_csv
+    from tests.conftest import write
+
+    write(tmp_path / "more.csv", "email,language\nnew@example.org,en\n")
+    import_csv(session, tmp_path / "more.csv")
+    third = send(path, settings, session)
+    assert third.added == 1 and third.total == 4
+    drain(settings, session)
+    assert len(list((tmp_path / "outbox" / "news").glob("*.eml"))) == 4
+
+
+def test_invalid_campaign_queues_nothing(session: Session, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(
+        tmp_path, session, campaign=CAMPAIGN.replace("template: news", "template: x")
+    )
+    with pytest.raises(FileErrors):
+        send(path, settings, session)
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(Campaign)) == 0
+    assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_smtp_send_needs_a_secret_key(session: Session, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(
+        db_url, tmp_path, secret_key=None, smtp_url="smtp://127.0.0.1:1?tls=none"
+    )
+    path = project_with(tmp_path, session)
+    with pytest.raises(ConfigError, match="OUTREACH_SECRET_KEY"):
+        send(path, settings, session)
+
+
+def test_failures_are_retried_or_failed_and_nothing_is_lost(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url, pause_after_failures=50)
+    path = project_with(tmp_path, session, csv=contacts_csv(40))
+    h = smtp.handler
+    for i in range(0, 8):
+        h.rule(f"person{i}@example.org", "reply", "451 4.3.0 try later", times=2)
+    for i in range(8, 12):
+        h.rule(f"person{i}@example.org", "reply", "550 5.1.1 user unknown")
+    for i in range(12, 14):
+        h.rule(f"person{i}@example.org", "reply", "552 5.2.2 mailbox full")
+    for i in range(14, 18):
+        h.rule(f"person{i}@example.org", "drop", times=1)
+    h.rule("person18@example.org", "stall", times=1)
+    h.rule("person19@example.org", "reply", "451 4.3.0 always", times=None)
+    send(path, settings, session)
+    drain(settings, session, timeout=60)
+    status = current(settings)
+    counts = status.counts
+    assert status.state == "done"
+    assert counts["sent"] == 40 - 4 - 2 - 1
+    assert counts["failed"] == 7
+    assert sum(counts.values()) == status.total == 40
+    received = h.by_recipient()
+    for i in list(range(0, 8)) + list(range(14, 19)) + list(range(20, 40)):
+        assert received[f"person{i}@example.org"] == 1, i
+    for i in range(8, 14):
+        assert received[f"person{i}@example.org"] == 0
+    # the 5.1.1s are hard bounces: suppressed and recorded; a full mailbox is not
+    suppressed = set(session.scalars(select(Suppression.email)))
+    assert suppressed == {f"person{i}@example.org" for i in range(8, 12)}
+    assert (
+        session.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")) == 4
+    )
+    always = session.scalar(select(Delivery).where(Delivery.last_text.like("gave up after%")))
+    assert always is not None and always.attempts == settings.max_attempts
+    retried = session.scalars(
+        select(Delivery.attempts).where(Delivery.state == "sent", Delivery.attempts > 1)
+    ).all()
+    assert len(retried) == 8 + 4 + 1
+
+
+def test_a_failing_relay_pauses_the_campaign(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url, pause_after_failures=3)
+    path = project_with(tmp_path, session, csv=contacts_csv(30))
+    for i in range(30):
+        smtp.handler.rule(f"person{i}@example.org", "reply", "421 4.7.0 too many connections")
+    send(path, settings, session)
+    Sender(settings, SmtpTransport(parse_smtp_url(smtp.url))).run(cid_of(session))
+    status = current(settings)
+    assert status.state == "paused"
+    assert "3 consecutive relay failures" in (status.reason or "") and "421" in status.reason
+    attempts = session.scalars(select(Delivery.attempts)).all()
+    assert sum(attempts) == 3 and status.counts["queued"] == 27
+    assert status.counts["sending"] == 0
+
+
+def test_pause_resume_cancel(session: Session, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session, csv=contacts_csv(10))
+    send(path, settings, session)
+    campaign_id = cid_of(session)
+    pause(session, "news")
+    assert (
+        Sender(settings, SmtpTransport(parse_smtp_url("smtp://127.0.0.1:1"))).run(campaign_id).sent
+        == 0
+    )
+    assert current(settings).counts["queued"] == 10
+    queued: list[tuple[int, int]] = []
+    resume(session, "news", lambda cid, n: queued.append((cid, n)), settings)
+    assert queued == [(campaign_id, 1)] and current(settings).state == "sending"
+    drain(settings, session)
+    assert current(settings).counts["sent"] == 10
+    with pytest.raises(Exception, match="already done"):
+        cancel(session, "news")
+
+
+def test_cancel_skips_what_is_left(session: Session, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session, csv=contacts_csv(5))
+    send(path, settings, session)
+    _, skipped = cancel(session, "news")
+    assert skipped == 5
+    status = current(settings)
+    assert status.state == "cancelled" and status.counts["skipped"] == 5
+    with pytest.raises(Exception, match="was cancelled"):
+        send(path, settings, session)
+
+
+def test_unsubscribe_after_queueing_is_honoured(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session)
+    send(path, settings, session)
+    suppress(session, "kim@suwon.example.org", "unsubscribed")
+    session.commit()
+    drain(settings, session)
+    status = current(settings)
+    assert status.counts == {**status.counts, "sent": 2, "skipped": 1}
+    skipped = session.scalar(select(Delivery).where(Delivery.state == "skipped"))
+    assert skipped is not None and skipped.last_text == "suppressed (unsubscribed)"
+    assert not any(b"kim@suwon" in f.read_bytes() for f in (tmp_path / "outbox" / "news").iterdir())
+
+
+def test_forgotten_contact_is_skipped(session: Session, db_url: str, tmp_path: Path) -> None:
+    from outreach.contacts import forget
+
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session)
+    send(path, settings, session)
+    forget(session, "kim@suwon.example.org")
+    session.commit()
+    drain(settings, session)
+    assert current(settings).counts["skipped"] == 1
+
+
+def test_scheduled_campaign_starts_on_time(session: Session, db_url: str, tmp_path: Path) -> None:
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(
+        tmp_path, session, campaign=CAMPAIGN + "send_at: 2099-01-01T09:00:00+09:00\n"
+    )
+    result = send(path, settings, session)
+    assert result.state == "scheduled"
+    enqueued: list[int] = []
+    run_sweep(settings, lambda cid: enqueued.append(cid))
+    assert enqueued == [] and current(settings).state == "scheduled"
+    session.execute(update(Campaign).values(send_at=utcnow() - timedelta(seconds=1)))
+    session.commit()
+    run_sweep(settings, lambda cid: enqueued.append(cid))
+    assert enqueued and current(settings).state == "sending"
+
+
+def test_sweep_resumes_abandoned_claims(session: Session, db_url: str, tmp_path: Path) -> None:
+    from outreach import deliveries
+
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session)
+    send(path, settings, session)
+    campaign_id = cid_of(session)
+    ids = deliveries.claim(session, campaign_id, "dead-worker", 10, lease=0.01)
+    session.commit()
+    assert len(ids) == 3
+    import time
+
+    time.sleep(0.05)
+    enqueued: list[int] = []
+    run_sweep(settings, lambda cid: enqueued.append(cid))
+    assert enqueued == [campaign_id]
+    assert current(settings).counts["queued"] == 3
+    drain(settings, session)
+    assert current(settings).counts["sent"] == 3
+
+
+def test_test_to_sends_one_per_language_and_touches_nothing(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url)
+    path = project_with(tmp_path, session)
+    languages = send_test(path, settings, session, "Staff@CityNet.example.org")
+    assert languages == ["en", "ko"]
+    got = smtp.handler.received
+    assert [r.rcpt for r in got] == ["staff@citynet.example.org"] * 2
+    subjects = sorted(
+        email.message_from_bytes(r.data, policy=policy.default)["Subject"] for r in got
+    )
+    assert subjects[0].startswith("[TEST en]") and subjects[1].startswith("[TEST ko] 시티넷")
+    assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_verp_dkim_and_header_injection(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    import subprocess
+
+    import dkim
+
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        bounce_domain="bounce.citynet-ap.org",
+        dkim_key_file=str(key),
+        dkim_selector="s2026",
+    )
+    csv = (
+        "email,name,organisation,language\n"
+        '"evil@example.org","Eve\r\nBcc: victim@example.org","Org\nX-Injected: yes",en\n'
+    )
+    path = project_with(tmp_path, session, csv=csv)
+    send(path, settings, session)
+    drain(settings, session)
+    (message,) = smtp.handler.received
+    assert message.mail_from.startswith("bounces+") and message.mail_from.endswith(
+        "@bounce.citynet-ap.org"
+    )
+    assert message.rcpt == "evil@example.org"
+    msg = email.message_from_bytes(message.data, policy=policy.default)
+    assert msg["Return-Path"] == f"<{message.mail_from}>"
+    assert "mailto:unsubscribe+" in msg["List-Unsubscribe"]
+    assert "Bcc" not in msg and "X-Injected" not in msg
+    assert "victim@example.org" in str(msg["To"])  # harmless text inside the display name
+    signature = msg["DKIM-Signature"]
+    tags = dict(
+        part.strip().split("=", 1)
+        for part in signature.replace("\r\n", "").split(";")
+        if "=" in part
+    )
+    signed = tags["h"].replace(" ", "").lower().split(":")
+    assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
+    assert tags["d"] == "citynet-ap.org" and tags["s"] == "s2026"
+    assert dkim.verify(message.data, dnsfunc=lambda name, timeout=5: record)
+
+
+def test_rate_limit_reservations_are_shared(session: Session) -> None:
+    limit = Limit("global", 10.0)
+    first = reserve(session, limit, 5, now=1000.0)
+    second = reserve(session, limit, 5, now=1000.0)  # another worker, same instant
+    third = reserve(session, limit, 2, now=1003.0)  # after a pause: no burst from the past
+    assert first == 1000.0
+    assert second == pytest.approx(1000.5)
+    assert third == pytest.approx(1003.0)
