@@ -770,10 +770,18 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     default=4,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Sending threads in this process.",
+    help="Sending threads per process (each with its own SMTP connection).",
+)
+@click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes; more than one uses more CPU cores.",
 )
 @pass_app
-def worker(app: App, workers: int) -> None:
+def worker(app: App, workers: int, processes: int) -> None:
     """Run the worker (Huey consumer) that renders and sends queued campaigns.
 
     Run as many as you like, on as many machines as you like, against the same database
@@ -782,13 +790,15 @@ def worker(app: App, workers: int) -> None:
 
     \b
     Example:
-      OUTREACH_SMTP_URL=smtp://relay:587 OUTREACH_SECRET_KEY=… outreach worker --workers 8
+      OUTREACH_SMTP_URL=smtp://relay:587 OUTREACH_SECRET_KEY=… outreach worker -p 2 -w 4
     """
-    from outreach.queue import run_worker
+    from outreach.queue import run_processes, run_worker
 
     app.database()
     if app.settings.smtp_url:
         app.settings.require_secret_key("a worker sending over SMTP")
+    if processes > 1:
+        sys.exit(run_processes(processes, workers))
     run_worker(app.settings, workers)
 
 

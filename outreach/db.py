@@ -140,40 +140,105 @@ def ping(url: str) -> None:
         conn.execute(text("SELECT 1"))
 
 
-def bulk_execute(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
-    """executemany of one statement over many rows, compiled once.
+class RawStatement:
+    """A statement compiled once per dialect and run straight on the driver.
 
-    SQLAlchemy's per-row parameter handling costs more than the database's own insert on
-    bulk loads. Here the statement is compiled once with named parameters, the rows are
-    handed to the driver as they are, and only columns whose type needs converting
-    (datetimes, JSON) are converted, once per distinct value.
+    SQLAlchemy's per-call statement building, cache-key generation and parameter handling
+    cost more than the database's own work on the hot paths (bulk loads, a delivery's
+    outcome). Bind processors still run, so datetimes and JSON are stored exactly as the
+    ORM stores them.
     """
-    if not rows:
-        return
-    dialect = conn.dialect
-    named = dialect
-    if dialect.name == "sqlite":
-        from sqlalchemy.dialects import sqlite
 
-        named = sqlite.dialect(paramstyle="named")
-    compiled = stmt.compile(dialect=named, column_keys=list(rows[0]))
-    processors = {}
-    for name, bind in compiled.binds.items():
-        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if proc is not None and name in rows[0]:
-            processors[name] = proc
-    if processors:
-        memo: dict[tuple[str, Any], Any] = {}
-        for row in rows:  # converted in place: callers hand over rows built for this call
-            for name, proc in processors.items():
-                value = row[name]
-                if value is None:
-                    continue
-                if isinstance(value, dict | list):
-                    row[name] = proc(value)
-                    continue
-                key = (name, value)
-                if key not in memo:
-                    memo[key] = proc(value)
-                row[name] = memo[key]
-    conn.exec_driver_sql(compiled.string, rows)
+    def __init__(self, stmt: Any, keys: list[str] | None = None) -> None:
+        self.stmt = stmt
+        self.keys = keys
+        self._compiled: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+
+    def _compile(self, dialect: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        cached = self._compiled.get(dialect.name)
+        if cached is None:
+            named = dialect
+            if dialect.name == "sqlite":
+                from sqlalchemy.dialects import sqlite
+
+                named = sqlite.dialect(paramstyle="named")
+            compiled = self.stmt.compile(dialect=named, column_keys=self.keys)
+            processors = {}
+            for name, bind in compiled.binds.items():
+                proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if proc is not None:
+                    processors[name] = proc
+            # Values fixed in the statement itself (constants, NULLs) travel as parameters too.
+            fixed = {
+                name: bind.value
+                for name, bind in compiled.binds.items()
+                if not bind.required
+                and bind.callable is None
+                and (self.keys is None or name not in self.keys)
+            }
+            cached = (compiled.string, processors, fixed)
+            self._compiled[dialect.name] = cached
+        return cached
+
+    def execute(self, conn: Any, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        sql, params = self._prepare(conn.dialect, params)
+        return conn.exec_driver_sql(sql, params)
+
+    def execute_raw(self, raw: AutocommitConnection, params: dict[str, Any]) -> Any:
+        """Run on a driver connection in autocommit mode: one statement, one transaction."""
+        sql, prepared = self._prepare(raw.dialect, params)
+        cursor = raw.dbapi.cursor()
+        cursor.execute(sql, prepared)
+        return cursor
+
+    def _prepare(self, dialect: Any, params: Any) -> tuple[str, Any]:
+        sql, processors, fixed = self._compile(dialect)
+        rows = params if isinstance(params, list) else [params]
+        if fixed:
+            rows = [{**fixed, **row} for row in rows]
+            params = rows if isinstance(params, list) else rows[0]
+        if processors:
+            memo: dict[tuple[str, Any], Any] = {}
+            for row in rows:  # converted in place: callers hand over rows built for the call
+                for name, proc in processors.items():
+                    value = row.get(name)
+                    if value is None:
+                        continue
+                    if isinstance(value, dict | list):
+                        row[name] = proc(value)
+                        continue
+                    key = (name, value)
+                    if key not in memo:
+                        memo[key] = proc(value)
+                    row[name] = memo[key]
+        return sql, params if isinstance(params, list) else rows[0]
+
+
+class AutocommitConnection:
+    """A pooled driver connection in autocommit mode, for single-statement hot paths: each
+    statement is its own transaction, so none is ever left holding a lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.dialect = engine.dialect
+        self._pooled = engine.raw_connection()
+        self.dbapi = self._pooled.dbapi_connection
+        assert self.dbapi is not None
+        if self.dialect.name == "postgresql":
+            self.dbapi.autocommit = True  # SQLite connections already are (see _sqlite_setup)
+
+    def close(self) -> None:
+        if self.dialect.name == "postgresql":
+            self.dbapi.autocommit = False
+        self._pooled.close()
+
+    def __enter__(self) -> AutocommitConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def bulk_execute(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """executemany of one statement over many rows, compiled once (see RawStatement)."""
+    if rows:
+        RawStatement(stmt, list(rows[0])).execute(conn, rows)

@@ -11,9 +11,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from outreach.db import AutocommitConnection, RawStatement
 from outreach.models import (
     DELIVERY_STATES,
     Campaign,
@@ -21,6 +35,7 @@ from outreach.models import (
     ContactTag,
     Delivery,
     Suppression,
+    UTCDateTime,
     utcnow,
 )
 
@@ -175,16 +190,53 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
     return out
 
 
-def suppression_reason(session: Session, email: str) -> str | None:
-    return session.scalar(select(Suppression.reason).where(Suppression.email == email))
+_SUPPRESSION = RawStatement(
+    select(Suppression.reason).where(Suppression.email == bindparam("email"))
+)
 
 
-def _mine(delivery_id: int, worker: str) -> ColumnElement[bool]:
-    return and_(Delivery.id == delivery_id, Delivery.worker == worker, Delivery.state == "sending")
+def _run(
+    db: Session | Connection | AutocommitConnection, stmt: RawStatement, params: dict[str, Any]
+) -> Any:
+    if isinstance(db, AutocommitConnection):
+        return stmt.execute_raw(db, params)
+    return stmt.execute(db.connection() if isinstance(db, Session) else db, params)
+
+
+def suppression_reason(db: Session | Connection | AutocommitConnection, email: str) -> str | None:
+    row = _run(db, _SUPPRESSION, {"email": email}).fetchone()
+    return None if row is None else str(row[0])
+
+
+_table = Delivery.__table__
+# One statement for every outcome; optional values keep the stored ones when NULL.
+_RECORD = RawStatement(
+    update(_table)
+    .where(
+        _table.c.id == bindparam("p_id"),
+        _table.c.worker == bindparam("p_worker"),
+        _table.c.state == "sending",
+    )
+    .values(
+        state=bindparam("p_state", type_=String),
+        worker=None,
+        lease_until=None,
+        updated_at=bindparam("p_now", type_=UTCDateTime()),
+        last_code=bindparam("p_code", type_=Integer),
+        last_text=bindparam("p_text", type_=Text),
+        attempts=_table.c.attempts + bindparam("p_inc", type_=Integer),
+        message_id=func.coalesce(bindparam("p_message_id", type_=String), _table.c.message_id),
+        language=func.coalesce(bindparam("p_language", type_=String), _table.c.language),
+        sent_at=func.coalesce(bindparam("p_sent_at", type_=UTCDateTime()), _table.c.sent_at),
+        next_attempt_at=func.coalesce(
+            bindparam("p_retry_at", type_=UTCDateTime()), _table.c.next_attempt_at
+        ),
+    )
+)
 
 
 def record(
-    session: Session,
+    db: Session | Connection | AutocommitConnection,
     delivery_id: int,
     worker: str,
     state: str,
@@ -198,31 +250,24 @@ def record(
 ) -> bool:
     """Record an outcome if this worker still holds the claim; False when it does not."""
     now = utcnow()
-    values: dict[str, Any] = {
-        "state": state,
-        "worker": None,
-        "lease_until": None,
-        "updated_at": now,
-        "last_code": code,
-        "last_text": text,
-    }
-    if attempted:
-        values["attempts"] = Delivery.attempts + 1
-    if message_id is not None:
-        values["message_id"] = message_id
-    if language is not None:
-        values["language"] = language
-    if state == "sent":
-        values["sent_at"] = now
-    if retry_at is not None:
-        values["next_attempt_at"] = retry_at
-    result = session.execute(
-        update(Delivery)
-        .where(_mine(delivery_id, worker))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    result = _run(
+        db,
+        _RECORD,
+        {
+            "p_id": delivery_id,
+            "p_worker": worker,
+            "p_state": state,
+            "p_now": now,
+            "p_code": code,
+            "p_text": text,
+            "p_inc": 1 if attempted else 0,
+            "p_message_id": message_id,
+            "p_language": language,
+            "p_sent_at": now if state == "sent" else None,
+            "p_retry_at": retry_at,
+        },
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)
 
 
 def release(session: Session, ids: list[int], worker: str) -> None:

@@ -10,12 +10,14 @@ CR and LF, so no contact field or YAML value can inject a header.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
+from functools import lru_cache
 from pathlib import Path
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -37,12 +39,31 @@ def _header_text(value: str) -> str:
     return _CONTROL.sub(" ", value).strip()
 
 
+@lru_cache(maxsize=1024)
 def encode_header(value: str) -> str:
-    """RFC 2047 for non-ASCII text (Korean subjects), folded; ASCII as is."""
+    """RFC 2047 for non-ASCII text (Korean subjects), folded; ASCII as is.
+
+    Cached: most recipients of a campaign share their language's subject."""
     value = _header_text(value)
     if value.isascii() and len(value) < 900:
         return value
     return Header(value, "utf-8", header_name="Subject").encode(linesep="\r\n")
+
+
+def _encoded_words(text: str) -> str:
+    """UTF-8 base64 encoded-words of at most 75 characters, split between characters."""
+    words, chunk, size = [], [], 0
+    for char in text:
+        n = len(char.encode("utf-8"))
+        if size + n > 45:  # 45 bytes -> 60 base64 characters + 12 of framing
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(char)
+        size += n
+    words.append("".join(chunk))
+    return "\r\n ".join(
+        "=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?=" for w in words
+    )
 
 
 def encode_address(name: str | None, address: str) -> str:
@@ -51,11 +72,14 @@ def encode_address(name: str | None, address: str) -> str:
     address = _header_text(address)
     if not name:
         return address
-    return formataddr((name, address), charset="utf-8")
+    if name.isascii():
+        return formataddr((name, address))
+    return f"{_encoded_words(name)} <{address}>"
 
 
 def _base64_body(text: str) -> bytes:
-    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    return b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + b"\r\n"
 
 
 @dataclass

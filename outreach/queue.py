@@ -124,3 +124,34 @@ def run_worker(settings: Settings, workers: int) -> None:
     consumer.stop = stop  # type: ignore[method-assign]
     tasks(huey).sweep()  # resume whatever a previous worker left, now
     consumer.run()
+
+
+def run_processes(processes: int, threads: int) -> int:
+    """Run several single-process workers as children; signals are passed on to them."""
+    import subprocess
+    import sys
+
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "outreach",
+                "worker",
+                "--processes",
+                "1",
+                "--workers",
+                str(threads),
+            ]
+        )
+        for _ in range(processes)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return max(child.wait() for child in children)

@@ -8,6 +8,7 @@ so one token reveals nothing about any other recipient.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -19,12 +20,18 @@ class InvalidToken(Exception):
     pass
 
 
+@lru_cache(maxsize=64)
+def _serializer(secret: str, kind: str) -> URLSafeSerializer:
+    # Building a serializer derives its keys; one per kind is plenty.
+    return URLSafeSerializer(secret, salt=f"outreach.{kind}")
+
+
 @dataclass(frozen=True)
 class Tokens:
     secret: str
 
     def _serializer(self, kind: str) -> URLSafeSerializer:
-        return URLSafeSerializer(self.secret, salt=f"outreach.{kind}")
+        return _serializer(self.secret, kind)
 
     def sign(self, kind: str, payload: Any) -> str:
         return self._serializer(kind).dumps(payload)  # type: ignore[no-any-return]

@@ -143,7 +143,7 @@ class SmtpTransport:
     def send(self, envelope: Envelope, campaign: str) -> Accepted:
         conn, reused = self._connection()
         try:
-            code, reply = conn.mail(envelope.sender)
+            code, reply = _command(conn, f"FROM:<{envelope.sender}>", "mail")
         except (smtplib.SMTPServerDisconnected, OSError):
             self._drop()
             if not reused:
@@ -152,12 +152,12 @@ class SmtpTransport:
                 ) from None
             # An idle pooled connection the server closed: nothing was sent, reconnect once.
             conn, _ = self._connection()
-            code, reply = self._guard(lambda: conn.mail(envelope.sender))
+            code, reply = self._guard(lambda: _command(conn, f"FROM:<{envelope.sender}>", "mail"))
         self._check(conn, code, reply, relay=True)
-        code, reply = self._guard(lambda: conn.rcpt(envelope.recipient))
+        code, reply = self._guard(lambda: _command(conn, f"TO:<{envelope.recipient}>", "rcpt"))
         if code not in (250, 251):
             self._check(conn, code, reply, relay=False)
-        code, reply = self._guard(lambda: conn.data(envelope.data))
+        code, reply = self._guard(lambda: _data(conn, envelope.data))
         if code != 250:
             self._check(conn, code, reply, relay=False)
         return Accepted(code, _text(reply))
@@ -202,6 +202,25 @@ class SmtpTransport:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 conn.quit()
             self._local.conn = None
+
+
+def _command(conn: smtplib.SMTP, argument: str, verb: str) -> tuple[int, bytes]:
+    """MAIL/RCPT with addresses we normalised ourselves (smtplib re-parses each one)."""
+    conn.putcmd(verb, argument)
+    return conn.getreply()
+
+
+def _data(conn: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """DATA without smtplib's regex pass over the whole message when no line starts with a
+    dot (our headers and base64 bodies never do); otherwise smtplib dot-stuffs it."""
+    if data.startswith(b".") or b"\n." in data or not data.endswith(b"\r\n"):
+        return conn.data(data)
+    conn.putcmd("data")
+    code, reply = conn.getreply()
+    if code != 354:
+        return code, reply
+    conn.send(data + b".\r\n")
+    return conn.getreply()
 
 
 def _text(reply: bytes | str) -> str:

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from outreach import deliveries
 from outreach.campaigns import resolve_language
 from outreach.config import Settings
-from outreach.db import _sessionmaker
-from outreach.messages import DkimKey, MessageBuilder
+from outreach.db import AutocommitConnection, _sessionmaker, engine_for
+from outreach.messages import DkimKey, Envelope, MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Event, utcnow
 from outreach.ratelimit import Limit, Pacer
 from outreach.render import CompiledVariant, Personaliser, personalise
@@ -121,11 +121,14 @@ class Sender:
 
     def __post_init__(self) -> None:
         self.session_factory = _sessionmaker(self.settings.database_url)
+        self.engine = engine_for(self.settings.database_url)
         self.links = Links(self.settings.base_url, Tokens(secret_for(self.settings)))
 
     def run(self, campaign_id: int) -> Outcome:
         outcome = Outcome()
-        with self.session_factory() as session:
+        # The per-message path is two single statements on an autocommit driver connection:
+        # a Session's bookkeeping would cost more than the statements themselves.
+        with AutocommitConnection(self.engine) as self.conn, self.session_factory() as session:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None or campaign.state != "sending":
                 return outcome
@@ -182,7 +185,6 @@ class Sender:
                     self._release(session, recipients[index:])
                     return False
             self._deliver(session, prepared, pacer, recipient, len(recipients) - index, outcome)
-            session.commit()
             if self.relay_failures >= self.settings.pause_after_failures:
                 self._release(session, recipients[index + 1 :])
                 return False
@@ -191,6 +193,10 @@ class Sender:
     def _release(self, session: Session, recipients: list[deliveries.Recipient]) -> None:
         deliveries.release(session, [r.delivery_id for r in recipients], self.worker)
         session.commit()
+
+    def _finish(self, delivery_id: int, state: str, **outcome: object) -> None:
+        """Record an outcome and commit it at once: the crash window is one message."""
+        deliveries.record(self.conn, delivery_id, self.worker, state, **outcome)  # type: ignore[arg-type]
 
     def _deliver(
         self,
@@ -201,114 +207,106 @@ class Sender:
         remaining: int,
         outcome: Outcome,
     ) -> None:
-        delivery_id, worker = recipient.delivery_id, self.worker
+        delivery_id = recipient.delivery_id
         if recipient.email is None:
-            deliveries.record(
-                session,
-                delivery_id,
-                worker,
-                "skipped",
-                attempted=False,
-                text="the contact was erased",
-            )
+            self._finish(delivery_id, "skipped", attempted=False, text="the contact was erased")
             return
-        reason = deliveries.suppression_reason(session, recipient.email)
-        # No transaction may stay open across rendering, pacing and SMTP: on SQLite every
-        # transaction holds the write lock, and other threads and workers need it.
-        session.commit()
+        # Autocommit: no transaction stays open across rendering, pacing and SMTP.
+        reason = deliveries.suppression_reason(self.conn, recipient.email)
         if reason is not None:
-            deliveries.record(
-                session,
-                delivery_id,
-                worker,
-                "skipped",
-                attempted=False,
-                text=f"suppressed ({reason})",
-            )
+            self._finish(delivery_id, "skipped", attempted=False, text=f"suppressed ({reason})")
             return
         language = resolve_language(
             recipient.variables.get("language"), set(prepared.variants), prepared.default_language
         )
-        urls = self.links.for_delivery(delivery_id)
         try:
-            rendered = personalise(
-                prepared.personaliser,
-                prepared.variants[language],
-                {"contact": recipient.variables, **urls},
-            )
+            envelope = self._assemble(prepared, recipient, language)
         except Exception as exc:
-            deliveries.record(
-                session,
-                delivery_id,
-                worker,
-                "failed",
-                language=language,
-                text=f"render error: {getattr(exc, 'message', None) or exc}",
-            )
+            message = getattr(exc, "message", None) or str(exc)
+            self._finish(delivery_id, "failed", language=language, text=f"render error: {message}")
             return
+        pacer.wait(remaining)
+        try:
+            accepted = self.transport.send(envelope, prepared.name)
+        except TemporaryFailure as exc:
+            self._temporary(session, prepared, recipient, exc, envelope.message_id, language)
+            return
+        except PermanentFailure as exc:
+            self._permanent(session, prepared, recipient, exc, envelope.message_id, language)
+            return
+        self.relay_failures = 0
+        outcome.sent += 1
+        self._finish(
+            delivery_id,
+            "sent",
+            code=accepted.code,
+            text=accepted.text[:500],
+            message_id=envelope.message_id,
+            language=language,
+        )
+
+    def _assemble(
+        self, prepared: Prepared, recipient: deliveries.Recipient, language: str
+    ) -> Envelope:
+        delivery_id = recipient.delivery_id
+        urls = self.links.for_delivery(delivery_id)
+        rendered = personalise(
+            prepared.personaliser,
+            prepared.variants[language],
+            {"contact": recipient.variables, **urls},
+        )
         builder = prepared.builder
-        message_id = builder.new_message_id(delivery_id)
         bounce_token = (
             self.links.tokens.sign("bounce", delivery_id) if self.settings.bounce_domain else None
         )
-        envelope = builder.build(
+        assert recipient.email is not None
+        return builder.build(
             to_name=recipient.name,
             to_address=recipient.email,
             subject=rendered.subject,
             html=rendered.html,
             text=rendered.text,
             unsubscribe_url=urls["unsubscribe_url"],
-            message_id=message_id,
+            message_id=builder.new_message_id(delivery_id),
             bounce_token=bounce_token,
         )
-        pacer.wait(remaining)
-        try:
-            accepted = self.transport.send(envelope, prepared.name)
-        except TemporaryFailure as exc:
-            self._temporary(session, prepared, recipient, exc, message_id, language)
-            return
-        except PermanentFailure as exc:
-            self.relay_failures = 0
-            deliveries.record(
-                session,
-                delivery_id,
-                worker,
-                "failed",
-                code=exc.code,
-                text=exc.text,
-                message_id=message_id,
-                language=language,
-            )
-            if exc.hard_bounce:
-                suppress(
-                    session,
-                    recipient.email,
-                    "bounced",
-                    campaign_id=prepared.campaign_id,
-                    detail=f"{exc.code} {exc.text}"[:500],
-                )
-                session.add(
-                    Event(
-                        kind="bounce",
-                        campaign_id=prepared.campaign_id,
-                        delivery_id=delivery_id,
-                        contact_id=recipient.contact_id,
-                        data={"kind": "hard", "code": exc.code, "text": exc.text, "source": "smtp"},
-                    )
-                )
-            return
+
+    def _permanent(
+        self,
+        session: Session,
+        prepared: Prepared,
+        recipient: deliveries.Recipient,
+        exc: PermanentFailure,
+        message_id: str,
+        language: str,
+    ) -> None:
         self.relay_failures = 0
-        outcome.sent += 1
-        deliveries.record(
-            session,
-            delivery_id,
-            worker,
-            "sent",
-            code=accepted.code,
-            text=accepted.text[:500],
+        self._finish(
+            recipient.delivery_id,
+            "failed",
+            code=exc.code,
+            text=exc.text,
             message_id=message_id,
             language=language,
         )
+        if exc.hard_bounce and recipient.email:
+            suppress(
+                session,
+                recipient.email,
+                "bounced",
+                campaign_id=prepared.campaign_id,
+                detail=f"{exc.code} {exc.text}"[:500],
+            )
+            session.add(
+                Event(
+                    kind="bounce",
+                    campaign_id=prepared.campaign_id,
+                    delivery_id=recipient.delivery_id,
+                    contact_id=recipient.contact_id,
+                    data={"kind": "hard", "code": exc.code, "text": exc.text, "source": "smtp"},
+                )
+            )
+            session.commit()
 
     def _temporary(
         self,
@@ -323,10 +321,8 @@ class Sender:
         if exc.relay:
             self.relay_failures += 1
         if attempts >= self.settings.max_attempts:
-            deliveries.record(
-                session,
+            self._finish(
                 recipient.delivery_id,
-                self.worker,
                 "failed",
                 code=exc.code,
                 text=f"gave up after {attempts} attempts: {exc.text}",
@@ -335,10 +331,8 @@ class Sender:
             )
         else:
             delay = self.settings.retry_delay * (2 ** (attempts - 1))
-            deliveries.record(
-                session,
+            self._finish(
                 recipient.delivery_id,
-                self.worker,
                 "deferred",
                 code=exc.code,
                 text=exc.text,
@@ -356,4 +350,5 @@ class Sender:
                 .where(Campaign.id == prepared.campaign_id, Campaign.state == "sending")
                 .values(state="paused", state_reason=reason, updated_at=utcnow())
             )
+            session.commit()
             log.error("campaign %s: %s", prepared.name, reason)

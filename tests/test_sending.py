@@ -39,7 +39,7 @@ def test_outbox_send_and_status(session: Session, db_url: str, tmp_path: Path) -
     path = project_with(tmp_path, session)
     result = send(path, settings, session)
     assert (result.added, result.state) == (3, "sending")
-    campaign_id = cid_of(session)
+    cid_of(session)
     drain(settings, session)
     status = current(settings)
     assert status.state == "done" and status.counts["sent"] == 3
@@ -51,7 +51,7 @@ def test_outbox_send_and_status(session: Session, db_url: str, tmp_path: Path) -
         assert msg["Message-ID"] in ids
         assert msg["List-Unsubscribe"].startswith(f"<{settings.base_url}/u/")
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    kim = [f for f in files if b"kim@suwon" in f.read_bytes()][0]
+    kim = next(f for f in files if b"kim@suwon" in f.read_bytes())
     msg = email.message_from_bytes(kim.read_bytes(), policy=policy.default)
     assert msg["Subject"] == "시티넷 소식 — 김수진님"
     assert "김수진님, 안녕하십니까." in msg.get_body(("html",)).get_content()

@@ -1,0 +1,174 @@
+"""Guarantees shown with real `outreach worker` processes, a real SMTP server and real
+databases and queues: nothing lost on a crash, exactly once across workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from outreach.queue import enqueuer
+from outreach.sending import pause, resume, send_campaign
+from outreach.suppressions import suppress
+from tests.conftest import REDIS_URL
+from tests.sending_helpers import contacts_csv, current, project_with, settings_for
+from tests.smtp_server import SmtpServer, start_server
+from tests.workers import Worker, wait_done, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_server(stall_seconds=2.0)
+    yield server
+    server.stop()
+
+
+def queue_url(tmp_path: Path, backend: str) -> str:
+    if backend == "redis":
+        if not REDIS_URL:
+            pytest.skip("Redis tests need OUTREACH_TEST_REDIS_URL (CI sets it)")
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        return REDIS_URL
+    return f"sqlite:///{tmp_path / 'queue.db'}"
+
+
+def start(path: Path, settings, session: Session) -> None:  # type: ignore[no-untyped-def]
+    session.commit()
+    send_campaign(path, settings, session, enqueuer(settings))
+
+
+def test_sigkill_mid_campaign_loses_nothing(session: Session, db_url: str, tmp_path: Path,
+                                             smtp: SmtpServer) -> None:
+    n, threads = 300, 2
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
+                            queue_url=queue_url(tmp_path, "sqlite"), lease_seconds=2,
+                            batch_size=20, rate=Settings_rate("150/s"))
+    path = project_with(tmp_path, session, csv=contacts_csv(n))
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, threads) as first:
+        wait_for(lambda: len(smtp.handler.received) >= n // 3, 60, "a third to be sent", log)
+        first.kill()
+    at_kill = len(smtp.handler.received)
+    assert at_kill < n, "the worker finished before it could be killed"
+    with Worker(settings, log, threads) as second:
+        status = wait_done(settings, 90, log)
+        assert second.terminate() == 0
+    assert status.state == "done" and status.counts["sent"] == n
+    received = smtp.handler.by_recipient()
+    assert set(received) == {f"person{i}@example.org" for i in range(n)}
+    duplicates = sum(c - 1 for c in received.values())
+    # Only a message in flight at the kill may arrive twice: at most one per sending thread.
+    assert duplicates <= threads
+
+
+def test_real_worker_retries_and_fails_as_it_should(session: Session, db_url: str,
+                                                    tmp_path: Path, smtp: SmtpServer) -> None:
+    n = 60
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
+                            queue_url=queue_url(tmp_path, "sqlite"), retry_delay=0.3)
+    path = project_with(tmp_path, session, csv=contacts_csv(n))
+    h = smtp.handler
+    for i in range(0, 10):
+        h.rule(f"person{i}@example.org", "reply", "451 4.7.1 greylisted", times=1)
+    for i in range(10, 15):
+        h.rule(f"person{i}@example.org", "reply", "550 5.1.1 no such user")
+    for i in range(15, 20):
+        h.rule(f"person{i}@example.org", "drop", times=1)
+    h.rule("person20@example.org", "stall", times=1)
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, 2) as worker:
+        status = wait_done(settings, 90, log)
+        worker.terminate()
+    assert status.state == "done"
+    assert status.counts["sent"] == n - 5 and status.counts["failed"] == 5
+    assert sum(status.counts.values()) == n
+    received = h.by_recipient()
+    assert all(received[f"person{i}@example.org"] == 1 for i in [*range(10), *range(15, n)])
+
+
+def test_sigterm_releases_claims_and_pause_resume_and_unsubscribe(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    n = 200
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
+                            queue_url=queue_url(tmp_path, "sqlite"), rate=Settings_rate("40/s"),
+                            batch_size=50)
+    path = project_with(tmp_path, session, csv=contacts_csv(n))
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    late = "person199@example.org"
+    with Worker(settings, log, 2) as worker:
+        wait_for(lambda: len(smtp.handler.received) >= 20, 30, "sending to start", log)
+        suppress(session, late, "unsubscribed")
+        session.commit()
+        assert worker.terminate() == 0
+    after_stop = current(settings)
+    assert after_stop.counts["sending"] == 0, "claims must be released on SIGTERM"
+    assert after_stop.counts["queued"] > 0
+    with Worker(settings, log, 2) as worker:
+        wait_for(lambda: len(smtp.handler.received) >= after_stop.counts["sent"] + 20, 30,
+                 "sending to continue", log)
+        pause(session, "news")
+        wait_for(lambda: current(settings).counts["sending"] == 0, 15, "claims released", log)
+        paused_at = len(smtp.handler.received)
+        import time
+
+        time.sleep(1.5)
+        assert len(smtp.handler.received) <= paused_at + 2
+        resume(session, "news", enqueuer(settings), settings)
+        status = wait_done(settings, 60, log)
+        worker.terminate()
+    assert status.state == "done"
+    assert status.counts["skipped"] == 1 and status.counts["sent"] == n - 1
+    assert smtp.handler.count_for(late) == 0
+    assert max(smtp.handler.by_recipient().values()) == 1
+
+
+def Settings_rate(text: str):  # type: ignore[no-untyped-def]
+    from outreach.config import parse_rate
+
+    return parse_rate(text)
+
+
+@pytest.mark.parametrize("backend", ["redis"])
+def test_three_workers_share_one_campaign_exactly_once(
+    request: pytest.FixtureRequest, tmp_path: Path, smtp: SmtpServer, backend: str
+) -> None:
+    db_url = request.getfixturevalue("pg_url")
+    from tests.conftest import _truncate
+
+    _truncate(db_url)
+    from outreach.db import reader_sessionmaker
+
+    n = int(os.environ.get("OUTREACH_TEST_SCALE_N", "3000"))
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
+                            queue_url=queue_url(tmp_path, backend), rate=Settings_rate("0"),
+                            batch_size=50, lease_seconds=5)
+    with reader_sessionmaker(db_url)() as session:
+        path = project_with(tmp_path, session, csv=contacts_csv(n))
+        start(path, settings, session)
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [Worker(settings, log, 2) for log in logs]
+    try:
+        status = wait_done(settings, 240, logs[0])
+    finally:
+        for w in workers:
+            w.terminate()
+    assert status.state == "done" and status.counts["sent"] == n
+    received = smtp.handler.by_recipient()
+    assert len(received) == n and max(received.values()) == 1
+    # every worker process did part of the work
+    import re
+
+    for log in logs:
+        sent = sum(int(m) for m in re.findall(r": (\d+) sent by this task", log.read_text()))
+        assert sent > 0, f"{log.name} sent nothing"
