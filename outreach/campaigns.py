@@ -398,10 +398,38 @@ def compile_campaign(
                 if "</body>" in html
                 else html + footer
             )
-        variants[language] = CompiledVariant(language, subject, html, html_to_text(html))
+        # The text part keeps the real addresses; tracking rewrites only the HTML.
+        text = html_to_text(html)
+        tracking = campaign.spec.tracking
+        if tracking.clicks:
+            html = track_clicks(html, deferred)
+        if tracking.opens:
+            pixel = deferred.marker("{{ open_url }}", ("open tracking", 0))
+            img = (
+                f'<img src="{pixel}" width="1" height="1" alt="" '
+                'style="display:block;width:1px;height:1px;border:0;">'
+            )
+            html = html.replace("</body>", img + "</body>", 1) if "</body>" in html else html + img
+        variants[language] = CompiledVariant(language, subject, html, text)
     return CompiledCampaign(
         variants, list(deferred.sources), deferred.nonce, list(deferred.origins)
     )
+
+
+_TRACKABLE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.I)
+
+
+def track_clicks(html: str, deferred: Deferred) -> str:
+    """Every http(s) link goes through /c/TOKEN; recipients' own links (unsubscribe,
+    preferences, view online) are markers, not http, and stay as they are."""
+    import html as html_lib
+
+    def rewrite(match: re.Match[str]) -> str:
+        url = html_lib.unescape(match.group(3))
+        marker = deferred.marker("{{ click(" + repr(url) + ") }}", ("click tracking", 0))
+        return f"{match.group(1)}{match.group(2)}{marker}{match.group(2)}"
+
+    return _TRACKABLE.sub(rewrite, html)
 
 
 _HREF = re.compile(r"""\b(href|src)\s*=\s*(["'])(.*?)\2""", re.I | re.S)
@@ -666,7 +694,7 @@ def _check_rendering(
     contact: dict[str, Any],
 ) -> FileError | None:
     try:
-        rendered = personalise(personaliser, variant, {"contact": contact, **links.for_delivery(0)})
+        rendered = personalise(personaliser, variant, {"contact": contact, **links.variables(0)})
     except (jinja2.UndefinedError, jinja2.TemplateError, RenderError) as exc:
         return _stage2_error(exc, compiled, campaign, language, contact)
     where = campaign.templates_dir / campaign.template_for(language)
@@ -707,6 +735,8 @@ def _stage2_error(
                     "unsubscribe_url": "",
                     "preferences_url": "",
                     "view_online_url": "",
+                    "open_url": "",
+                    "click": lambda url: url,
                 }
             )
         except Exception:

@@ -838,3 +838,55 @@ def demo(app: App, directory: Path) -> None:
         f"next: cd {directory} && outreach campaigns preview "
         "campaigns/2026-12-newsletter.yaml --contact mayor.office@suwon.example.org"
     )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers",
+    "-w",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="gunicorn worker processes.",
+)
+@pass_app
+def serve(app: App, host: str, port: int, workers: int) -> None:
+    """Serve recipients' pages: unsubscribe, preferences, click and open tracking.
+
+    Needs OUTREACH_SECRET_KEY (the same as the workers') and OUTREACH_BASE_URL set to the
+    public address this is reached at. Runs gunicorn; put it behind your HTTPS proxy.
+
+    \b
+    Example:
+      OUTREACH_SECRET_KEY=… OUTREACH_BASE_URL=https://mail.citynet-ap.org \
+        outreach serve --host 0.0.0.0 --port 8000 --workers 4
+    """
+    from gunicorn.app.base import BaseApplication
+
+    from outreach.db import engine_for
+    from outreach.web import create_app
+
+    app.database()
+    flask_app = create_app(app.settings)
+    # gunicorn forks its workers from this process: no pooled connection may cross the fork.
+    engine_for(app.settings.database_url).dispose()
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 30)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set(
+                "post_fork",
+                lambda _server, _worker: engine_for(app.settings.database_url).dispose(close=False),
+            )
+
+        def load(self) -> Any:
+            return flask_app
+
+    console.print(f"serving {app.settings.base_url} on http://{host}:{port} ({workers} workers)")
+    Server().run()

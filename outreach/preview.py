@@ -76,7 +76,7 @@ def build_preview(
     contact.setdefault("language", resolved)
     compiled = compile_campaign(campaign, {resolved}, settings)
     links = Links(settings.base_url, Tokens(settings.secret_key or "preview"))
-    urls = links.for_delivery(0)
+    urls = links.variables(0)
     rendered = personalise(
         compiled.personaliser(), compiled.variants[resolved], {"contact": contact, **urls}
     )

@@ -176,7 +176,7 @@ def send_test(path: Path, settings: Settings, session: Session | None, to: str) 
     try:
         for language, variant in sorted(compiled.variants.items()):
             contact = {**SAMPLE_CONTACT, "email": address, "language": language}
-            urls = links.for_delivery(0)
+            urls = links.variables(0)
             rendered = personalise(personaliser, variant, {"contact": contact, **urls})
             envelope = builder.build(
                 to_name=None,

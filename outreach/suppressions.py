@@ -67,3 +67,34 @@ def list_suppressions(session: Session, reason: str | None = None) -> list[Suppr
     if reason:
         query = query.where(Suppression.reason == reason)
     return list(session.scalars(query))
+
+
+def suppress_if_new(
+    session: Session,
+    email: str,
+    reason: str,
+    *,
+    detail: str | None = None,
+    campaign_id: int | None = None,
+) -> bool:
+    """Suppress unless already suppressed, race-free (two identical requests at once both
+    succeed, one of them inserts); True when this call added the suppression."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from outreach.models import utcnow
+
+    address = _address(email)
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Suppression)
+    result = session.execute(
+        insert.values(
+            email=address,
+            reason=reason,
+            detail=detail,
+            campaign_id=campaign_id,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["email"])
+        .returning(Suppression.id)
+    )
+    return result.first() is not None

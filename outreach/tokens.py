@@ -60,8 +60,31 @@ class Links:
             "view_online_url": f"{self.base_url}/v/{sign('view', delivery_id)}",
         }
 
+    def variables(self, delivery_id: int) -> dict[str, Any]:
+        """Everything per-recipient that a compiled message may ask for besides `contact`."""
+        return {
+            **self.for_delivery(delivery_id),
+            "open_url": _Lazy(lambda: self.open_pixel(delivery_id)),
+            "click": lambda url: self.click(delivery_id, url),
+        }
+
     def click(self, delivery_id: int, url: str) -> str:
         return f"{self.base_url}/c/{self.tokens.sign('click', [delivery_id, url])}"
 
     def open_pixel(self, delivery_id: int) -> str:
         return f"{self.base_url}/o/{self.tokens.sign('open', delivery_id)}.gif"
+
+
+class _Lazy:
+    """A value computed only if a template prints it (the open pixel's token)."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+
+    def __str__(self) -> str:
+        return str(self._make())
+
+    def __html__(self) -> str:
+        from markupsafe import escape
+
+        return str(escape(str(self)))

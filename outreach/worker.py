@@ -249,7 +249,7 @@ class Sender:
         self, prepared: Prepared, recipient: deliveries.Recipient, language: str
     ) -> Envelope:
         delivery_id = recipient.delivery_id
-        urls = self.links.for_delivery(delivery_id)
+        urls = self.links.variables(delivery_id)
         rendered = personalise(
             prepared.personaliser,
             prepared.variants[language],

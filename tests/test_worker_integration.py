@@ -44,12 +44,19 @@ def start(path: Path, settings, session: Session) -> None:  # type: ignore[no-un
     send_campaign(path, settings, session, enqueuer(settings))
 
 
-def test_sigkill_mid_campaign_loses_nothing(session: Session, db_url: str, tmp_path: Path,
-                                             smtp: SmtpServer) -> None:
+def test_sigkill_mid_campaign_loses_nothing(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
     n, threads = 300, 2
-    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
-                            queue_url=queue_url(tmp_path, "sqlite"), lease_seconds=2,
-                            batch_size=20, rate=Settings_rate("150/s"))
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        lease_seconds=2,
+        batch_size=20,
+        rate=Settings_rate("150/s"),
+    )
     path = project_with(tmp_path, session, csv=contacts_csv(n))
     start(path, settings, session)
     log = tmp_path / "worker.log"
@@ -69,11 +76,17 @@ def test_sigkill_mid_campaign_loses_nothing(session: Session, db_url: str, tmp_p
     assert duplicates <= threads
 
 
-def test_real_worker_retries_and_fails_as_it_should(session: Session, db_url: str,
-                                                    tmp_path: Path, smtp: SmtpServer) -> None:
+def test_real_worker_retries_and_fails_as_it_should(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
     n = 60
-    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
-                            queue_url=queue_url(tmp_path, "sqlite"), retry_delay=0.3)
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        retry_delay=0.3,
+    )
     path = project_with(tmp_path, session, csv=contacts_csv(n))
     h = smtp.handler
     for i in range(0, 10):
@@ -99,9 +112,14 @@ def test_sigterm_releases_claims_and_pause_resume_and_unsubscribe(
     session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
 ) -> None:
     n = 200
-    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
-                            queue_url=queue_url(tmp_path, "sqlite"), rate=Settings_rate("40/s"),
-                            batch_size=50)
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        rate=Settings_rate("40/s"),
+        batch_size=50,
+    )
     path = project_with(tmp_path, session, csv=contacts_csv(n))
     start(path, settings, session)
     log = tmp_path / "worker.log"
@@ -115,8 +133,12 @@ def test_sigterm_releases_claims_and_pause_resume_and_unsubscribe(
     assert after_stop.counts["sending"] == 0, "claims must be released on SIGTERM"
     assert after_stop.counts["queued"] > 0
     with Worker(settings, log, 2) as worker:
-        wait_for(lambda: len(smtp.handler.received) >= after_stop.counts["sent"] + 20, 30,
-                 "sending to continue", log)
+        wait_for(
+            lambda: len(smtp.handler.received) >= after_stop.counts["sent"] + 20,
+            30,
+            "sending to continue",
+            log,
+        )
         pause(session, "news")
         wait_for(lambda: current(settings).counts["sending"] == 0, 15, "claims released", log)
         paused_at = len(smtp.handler.received)
@@ -150,9 +172,15 @@ def test_three_workers_share_one_campaign_exactly_once(
     from outreach.db import reader_sessionmaker
 
     n = int(os.environ.get("OUTREACH_TEST_SCALE_N", "3000"))
-    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
-                            queue_url=queue_url(tmp_path, backend), rate=Settings_rate("0"),
-                            batch_size=50, lease_seconds=5)
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, backend),
+        rate=Settings_rate("0"),
+        batch_size=50,
+        lease_seconds=5,
+    )
     with reader_sessionmaker(db_url)() as session:
         path = project_with(tmp_path, session, csv=contacts_csv(n))
         start(path, settings, session)

@@ -16,20 +16,25 @@ from tests.sending_helpers import current
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")
-           or k.startswith("OUTREACH_TEST_")}
-    env.update({
-        "OUTREACH_DATABASE_URL": settings.database_url,
-        "OUTREACH_QUEUE_URL": settings.queue_url,
-        "OUTREACH_SECRET_KEY": settings.secret_key or "test-secret",
-        "OUTREACH_RATE": "0" if settings.rate.unlimited else f"{settings.rate.per_second}/s",
-        "OUTREACH_RETRY_DELAY": str(settings.retry_delay),
-        "OUTREACH_MAX_ATTEMPTS": str(settings.max_attempts),
-        "OUTREACH_LEASE_SECONDS": str(settings.lease_seconds),
-        "OUTREACH_BATCH_SIZE": str(settings.batch_size),
-        "OUTREACH_OUTBOX": str(settings.outbox),
-        "OUTREACH_POSTAL_ADDRESS": settings.postal_address or "Seoul",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OUTREACH_") or k.startswith("OUTREACH_TEST_")
+    }
+    env.update(
+        {
+            "OUTREACH_DATABASE_URL": settings.database_url,
+            "OUTREACH_QUEUE_URL": settings.queue_url,
+            "OUTREACH_SECRET_KEY": settings.secret_key or "test-secret",
+            "OUTREACH_RATE": "0" if settings.rate.unlimited else f"{settings.rate.per_second}/s",
+            "OUTREACH_RETRY_DELAY": str(settings.retry_delay),
+            "OUTREACH_MAX_ATTEMPTS": str(settings.max_attempts),
+            "OUTREACH_LEASE_SECONDS": str(settings.lease_seconds),
+            "OUTREACH_BATCH_SIZE": str(settings.batch_size),
+            "OUTREACH_OUTBOX": str(settings.outbox),
+            "OUTREACH_POSTAL_ADDRESS": settings.postal_address or "Seoul",
+        }
+    )
     if settings.smtp_url:
         env["OUTREACH_SMTP_URL"] = settings.smtp_url
     env.update(extra)
@@ -41,8 +46,10 @@ class Worker:
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "outreach", "worker", "--workers", str(threads)],
-            env=worker_env(settings, **extra), stdout=subprocess.DEVNULL,
-            stderr=log.open("ab"), cwd=log.parent,
+            env=worker_env(settings, **extra),
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+            cwd=log.parent,
         )
 
     def terminate(self, timeout: float = 30) -> int:
@@ -63,8 +70,13 @@ class Worker:
             self.process.wait(timeout=10)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, log: Path | None = None,
-             interval: float = 0.1) -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path | None = None,
+    interval: float = 0.1,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -74,8 +86,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, log: Path
     raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
-def wait_done(settings: Settings, timeout: float, log: Path | None = None,
-              name: str = "news") -> Status:
-    wait_for(lambda: current(settings, name).state in ("done", "paused", "cancelled"), timeout,
-             f"campaign {name} to finish", log)
+def wait_done(
+    settings: Settings, timeout: float, log: Path | None = None, name: str = "news"
+) -> Status:
+    wait_for(
+        lambda: current(settings, name).state in ("done", "paused", "cancelled"),
+        timeout,
+        f"campaign {name} to finish",
+        log,
+    )
     return current(settings, name)

@@ -1,0 +1,152 @@
+"""The recipient's side end to end: a real message from the real pipeline, a real
+`outreach serve` process, a plain HTTP client and headless Chromium."""
+
+from __future__ import annotations
+
+import email
+import re
+import shutil
+from collections.abc import Iterator
+from email import policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from outreach.models import Contact, Delivery
+from tests.conftest import write
+from tests.project import CAMPAIGN
+from tests.sending_helpers import drain, project_with, send, settings_for
+from tests.smtp_server import SmtpServer, start_server
+from tests.web_helpers import Server, request
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_server()
+    yield server
+    server.stop()
+
+
+def sent_to(smtp: SmtpServer, address: str) -> email.message.EmailMessage:
+    (raw,) = [r.data for r in smtp.handler.received if r.rcpt == address]
+    return email.message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
+
+
+def unsubscribe_url(message: email.message.EmailMessage) -> str:
+    match = re.match(r"<([^>]+)>", message["List-Unsubscribe"])
+    assert match is not None
+    return match.group(1)
+
+
+def test_one_click_from_a_real_message_against_a_real_server(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    log = tmp_path / "serve.log"
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url)
+    path = project_with(tmp_path, session)
+    with Server(settings, log) as server:
+        from dataclasses import replace
+
+        settings = replace(settings, base_url=server.url)
+        send(path, settings, session)
+        drain(settings, session)
+        message = sent_to(smtp, "kim@suwon.example.org")
+        url = unsubscribe_url(message)
+        assert url.startswith(server.url + "/u/")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        # A mail scanner following the link changes nothing.
+        status, _, body = request(url)
+        assert status == 200 and "수신거부하기".encode() in body
+        # What Gmail does (RFC 8058): a POST with this exact body, no cookies.
+        status, headers, body = request(
+            url,
+            "POST",
+            b"List-Unsubscribe=One-Click",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert status == 200 and "Location" not in headers
+        assert headers["Referrer-Policy"] == "no-referrer"
+        again = request(
+            url,
+            "POST",
+            b"List-Unsubscribe=One-Click",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert again[0] == 200
+        forged = request(
+            url[:-4] + "AAAA",
+            "POST",
+            b"List-Unsubscribe=One-Click",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert forged[0] == 400
+    # The next campaign skips that contact.
+    write(tmp_path / "campaigns" / "next.yaml", CAMPAIGN.replace("name: news", "name: next"))
+    session.commit()
+    result = send(tmp_path / "campaigns" / "next.yaml", settings, session)
+    assert result.added == 2
+    drain(settings, session, "next")
+    assert not [r for r in smtp.handler.received if r.rcpt == "kim@suwon.example.org"][1:]
+    kim = session.scalar(select(Contact.id).where(Contact.email == "kim@suwon.example.org"))
+    assert (
+        session.scalar(select(func.count()).select_from(Delivery).where(Delivery.contact_id == kim))
+        == 1
+    )
+
+
+needs_chromium = pytest.mark.skipif(
+    not (Path("/usr/bin/chromium").exists() or shutil.which("chromium")),
+    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
+)
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_a_person_unsubscribes_in_korean_and_comes_back(
+    sqlite_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    from dataclasses import replace
+
+    from playwright.sync_api import sync_playwright
+
+    from outreach.db import reader_sessionmaker
+    from outreach.preview import CHROMIUM, CHROMIUM_ARGS
+    from outreach.suppressions import is_suppressed
+
+    settings = settings_for(sqlite_url, tmp_path, smtp_url=smtp.url)
+    with reader_sessionmaker(sqlite_url)() as session:
+        path = project_with(tmp_path, session)
+        with Server(settings, tmp_path / "serve.log") as server:
+            settings = replace(settings, base_url=server.url)
+            send(path, settings, session)
+            drain(settings, session)
+            message = sent_to(smtp, "kim@suwon.example.org")
+            html = message.get_body(("html",)).get_content()
+            link = re.search(r'href="([^"]+/u/[^"]+)"', html)
+            assert link is not None and "수신거부" in html
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 390, "height": 800})
+                page.goto(link.group(1).replace("&amp;", "&"))
+                assert page.locator("html").get_attribute("lang") == "ko"
+                assert page.locator("h1").inner_text() == "수신거부"
+                session.commit()
+                assert not is_suppressed(session, "kim@suwon.example.org")
+                page.click("#unsubscribe")
+                page.wait_for_selector("#done")
+                assert page.locator("#done").inner_text() == "수신거부되었습니다"
+                session.commit()
+                assert is_suppressed(session, "kim@suwon.example.org")
+                page.screenshot(path=str(tmp_path / "unsubscribed.png"))
+                page.click("#preferences")
+                page.wait_for_selector("#resubscribe")
+                page.click("#resubscribe")
+                page.wait_for_selector("#notice")
+                assert "다시 받도록" in page.locator("#notice").inner_text()
+                browser.close()
+            session.commit()
+            assert not is_suppressed(session, "kim@suwon.example.org")
