@@ -36,11 +36,12 @@ def setup(tmp: Path, database_url: str, n: int) -> list[int]:
     shutil.copytree(ROOT / "templates", tmp / "templates")
     (tmp / "campaigns").mkdir()
     (tmp / "campaigns" / "segments.yaml").write_text(
-        "everyone:\n  where:\n    not: {email: nobody@example.org}\n", encoding="utf-8")
+        "everyone:\n  where:\n    not: {email: nobody@example.org}\n", encoding="utf-8"
+    )
     newsletter = (ROOT / "campaigns" / "2026-12-newsletter.yaml").read_text(encoding="utf-8")
-    newsletter = newsletter.replace("include: [newsletter-readers, korean-local-governments]",
-                                    "include: [everyone]").replace("name: 2026-12-newsletter",
-                                                                   "name: load")
+    newsletter = newsletter.replace(
+        "include: [newsletter-readers, korean-local-governments]", "include: [everyone]"
+    ).replace("name: 2026-12-newsletter", "name: load")
     (tmp / "campaigns" / "load.yaml").write_text(newsletter, encoding="utf-8")
     with (tmp / "contacts.csv").open("w", encoding="utf-8") as out:
         out.write("email,name,language\n")
@@ -77,8 +78,11 @@ def run(label: str, database_url: str, n: int, clients: int, seconds: float, wor
                     return -1, 0.0
                 start = time.perf_counter()
                 req = urllib.request.Request(
-                    url, data=b"List-Unsubscribe=One-Click", method="POST",
-                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+                    url,
+                    data=b"List-Unsubscribe=One-Click",
+                    method="POST",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=30) as r:
                         r.read()
@@ -100,23 +104,37 @@ def run(label: str, database_url: str, n: int, clients: int, seconds: float, wor
 
             print("  failures by status:", dict(Counter(s for s, _ in results if s != 200)))
             log = (tmp / "serve.log").read_text()
-            print("  server errors:", "\n".join(
-                line for line in log.splitlines() if "Error" in line or "error" in line)[-3000:])
+            print(
+                "  server errors:",
+                "\n".join(line for line in log.splitlines() if "Error" in line or "error" in line)[
+                    -3000:
+                ],
+            )
         with reader_sessionmaker(database_url)() as session:
             suppressed = session.scalar(select(func.count()).select_from(Suppression)) or 0
-            events = session.scalar(select(func.count()).select_from(Event)
-                                    .where(Event.kind == "unsubscribe")) or 0
+            events = (
+                session.scalar(
+                    select(func.count()).select_from(Event).where(Event.kind == "unsubscribe")
+                )
+                or 0
+            )
 
         def pct(p: float) -> float:
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
-        print(f"{label}: {len(results)} POSTs from {clients} clients to {workers} gunicorn workers "
-              f"in {elapsed:.1f} s = {len(results) / elapsed:.0f} requests/s; failed: {failed}")
+        print(
+            f"{label}: {len(results)} POSTs from {clients} clients to {workers} gunicorn workers "
+            f"in {elapsed:.1f} s = {len(results) / elapsed:.0f} requests/s; failed: {failed}"
+        )
         if latencies:
-            print(f"  latency ms: p50 {pct(0.5):.1f}, p90 {pct(0.9):.1f}, p99 {pct(0.99):.1f}, "
-                  f"max {latencies[-1] * 1000:.1f}, mean {statistics.mean(latencies) * 1000:.1f}")
-        print(f"  suppressed afterwards: {suppressed} of {n}; unsubscribe events: {events}"
-              f" -> {'none lost' if suppressed == n == events else 'LOST OR DUPLICATED'}")
+            print(
+                f"  latency ms: p50 {pct(0.5):.1f}, p90 {pct(0.9):.1f}, p99 {pct(0.99):.1f}, "
+                f"max {latencies[-1] * 1000:.1f}, mean {statistics.mean(latencies) * 1000:.1f}"
+            )
+        print(
+            f"  suppressed afterwards: {suppressed} of {n}; unsubscribe events: {events}"
+            f" -> {'none lost' if suppressed == n == events else 'LOST OR DUPLICATED'}"
+        )
 
 
 def main() -> None:
@@ -125,13 +143,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=300)
-    parser.add_argument("--postgres", default=os.environ.get("OUTREACH_TEST_POSTGRES_URL"),
-                        help="also run on this PostgreSQL database (its tables are replaced)")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("OUTREACH_TEST_POSTGRES_URL"),
+        help="also run on this PostgreSQL database (its tables are replaced)",
+    )
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
-        run("SQLite", f"sqlite:///{tmp}/load.db", args.n, args.clients, args.seconds,
-            args.workers)
+        run("SQLite", f"sqlite:///{tmp}/load.db", args.n, args.clients, args.seconds, args.workers)
     if args.postgres:
         from sqlalchemy import create_engine, text
 
@@ -142,8 +162,14 @@ def main() -> None:
             conn.execute(text("CREATE SCHEMA outreach_load"))
         sep = "&" if "?" in base else "?"
         try:
-            run("PostgreSQL", f"{base}{sep}options=-csearch_path%3Doutreach_load", args.n,
-                args.clients, args.seconds, args.workers)
+            run(
+                "PostgreSQL",
+                f"{base}{sep}options=-csearch_path%3Doutreach_load",
+                args.n,
+                args.clients,
+                args.seconds,
+                args.workers,
+            )
         finally:
             with engine.begin() as conn:
                 conn.execute(text("DROP SCHEMA IF EXISTS outreach_load CASCADE"))

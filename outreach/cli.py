@@ -890,3 +890,124 @@ def serve(app: App, host: str, port: int, workers: int) -> None:
 
     console.print(f"serving {app.settings.base_url} on http://{host}:{port} ({workers} workers)")
     Server().run()
+
+
+@cli.group()
+def bounces() -> None:
+    """Read bounce messages and complaints, and act on them.
+
+    \b
+    Example:
+      outreach bounces ingest --maildir /var/mail/bounces
+    """
+
+
+@bounces.command("ingest")
+@click.argument("source", required=False)
+@click.option("--mbox", type=click.Path(path_type=Path), help="Read every message of an mbox.")
+@click.option(
+    "--maildir",
+    type=click.Path(path_type=Path),
+    help="Read new/ of a Maildir; processed messages move to cur/.",
+)
+@pass_app
+def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Path | None) -> None:
+    """Ingest bounces (RFC 3464 DSNs, common non-standard formats, VERP) and ARF complaints.
+
+    A hard bounce marks the delivery bounced and suppresses the address; soft bounces do so
+    after OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always suppresses.
+    Ingesting the same message twice counts it once. SOURCE is a file, or - for standard
+    input, so an MTA alias can pipe into it.
+
+    \b
+    Example:
+      outreach bounces ingest --maildir ~/Maildir/bounces
+      # /etc/aliases:  bounces: "|/opt/outreach/bin/outreach bounces ingest -"
+    """
+    from outreach.bounces import ingest, messages_from
+    from outreach.tokens import Tokens
+    from outreach.worker import secret_for
+
+    if sum(x is not None for x in (source, mbox, maildir)) != 1:
+        raise UserError("give exactly one of FILE, -, --mbox FILE or --maildir DIR")
+    settings = app.settings
+    stream = messages_from(source, mbox=mbox, maildir=maildir, stdin=sys.stdin.buffer)
+    with _session(app) as session:
+        report = ingest(
+            session,
+            Tokens(secret_for(settings)),
+            settings.bounce_domain,
+            settings.soft_bounce_limit,
+            stream,
+        )
+    for problem in report.malformed:
+        err_console.print(f"skipped malformed message {problem}", soft_wrap=True)
+    console.print(
+        f"{report.messages} messages: {report.hard} hard bounces, {report.soft} soft, "
+        f"{report.complaints} complaints, {report.suppressed} addresses suppressed, "
+        f"{report.duplicates} already seen, {report.unattributed} not ours, "
+        f"{report.not_bounces} not bounces, {len(report.malformed)} malformed"
+    )
+
+
+@campaigns.command("report")
+@click.argument("name")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    help="Write a self-contained HTML page with charts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.option(
+    "--segments-file",
+    type=click.Path(path_type=Path),
+    default=Path("campaigns/segments.yaml"),
+    show_default=True,
+)
+@pass_app
+def campaigns_report(
+    app: App, name: str, html_path: Path | None, as_json: bool, segments_file: Path
+) -> None:
+    """Per-state counts, delivery, bounce, unsubscribe, open and click rates, top links,
+    languages, segments, bounces by domain and the send timeline.
+
+    \b
+    Example:
+      outreach campaigns report 2026-12-newsletter --html report.html
+    """
+    import json
+
+    from outreach.db import reader_sessionmaker
+    from outreach.reports import build, render_html
+    from outreach.sending import get_campaign
+
+    with reader_sessionmaker(app.database())() as session:
+        report = build(session, get_campaign(session, name), segments_file)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+        return
+    if html_path:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(render_html(report), encoding="utf-8")
+    pct = {k: "–" if v is None else f"{v * 100:.1f}%" for k, v in report.rates.items()}
+    print_table(
+        f"{report.campaign}: {report.state}",
+        [*list(report.counts), "total"],
+        [[*report.counts.values(), report.total]],
+    )
+    print_table("rates", list(pct), [list(pct.values())])
+    if report.top_links:
+        print_table(
+            "top clicked links",
+            ["url", "clicks", "unique"],
+            [[x["url"], x["clicks"], x["unique"]] for x in report.top_links],
+        )
+    if report.bounces_by_domain:
+        print_table(
+            "bounces by domain",
+            ["domain", "bounced"],
+            [[x["domain"], x["bounced"]] for x in report.bounces_by_domain],
+        )
+    if html_path:
+        console.print(f"wrote {html_path}")

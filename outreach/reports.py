@@ -1,0 +1,271 @@
+"""Campaign reports: what happened to every delivery, computed with SQL aggregates.
+
+Nothing here loops over deliveries in Python; each figure is one GROUP BY, so a report on a
+campaign of a million messages costs a handful of queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+from sqlalchemy import ColumnElement, distinct, func, select
+from sqlalchemy.orm import Session
+
+from outreach import deliveries
+from outreach.models import Campaign, Contact, Delivery, Event, utcnow
+from outreach.segments import load_segments
+
+
+@dataclass
+class Report:
+    campaign: str
+    state: str
+    reason: str | None
+    generated_at: str
+    total: int
+    counts: dict[str, int]
+    rates: dict[str, float | None]
+    events: dict[str, dict[str, int]]
+    top_links: list[dict[str, Any]] = field(default_factory=list)
+    by_language: list[dict[str, Any]] = field(default_factory=list)
+    by_segment: list[dict[str, Any]] = field(default_factory=list)
+    bounces_by_domain: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    timeline_unit: str = "minute"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _domain(session: Session) -> ColumnElement[str]:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.split_part(Contact.email, "@", 2)
+    return func.substr(Contact.email, func.instr(Contact.email, "@") + 1)
+
+
+def _bucket(session: Session, unit: str) -> ColumnElement[str]:
+    if session.get_bind().dialect.name == "postgresql":
+        fmt = "YYYY-MM-DD HH24:MI" if unit == "minute" else "YYYY-MM-DD HH24:00"
+        return func.to_char(func.date_trunc(unit, func.timezone("UTC", Delivery.sent_at)), fmt)
+    fmt = "%Y-%m-%d %H:%M" if unit == "minute" else "%Y-%m-%d %H:00"
+    return func.strftime(fmt, Delivery.sent_at)
+
+
+def build(session: Session, campaign: Campaign, segments_path: Path | None = None) -> Report:
+    cid = campaign.id
+    counts = deliveries.counts(session, cid)
+    total = sum(counts.values())
+    delivered = counts["sent"]  # accepted and not bounced since
+    attempted = counts["sent"] + counts["bounced"] + counts["failed"]
+    events: dict[str, dict[str, int]] = {}
+    for kind, n, unique in session.execute(
+        select(Event.kind, func.count(), func.count(distinct(Event.delivery_id)))
+        .where(Event.campaign_id == cid)
+        .group_by(Event.kind)
+    ):
+        events[kind] = {"total": int(n), "unique": int(unique)}
+
+    def unique(kind: str) -> int:
+        return events.get(kind, {}).get("unique", 0)
+
+    rates = {
+        "delivery": _ratio(delivered, attempted),
+        "bounce": _ratio(counts["bounced"], counts["sent"] + counts["bounced"]),
+        "unsubscribe": _ratio(unique("unsubscribe"), delivered + counts["bounced"]),
+        "open": _ratio(unique("open"), delivered),
+        "click": _ratio(unique("click"), delivered),
+    }
+    url = Event.data["url"].as_string()
+    top_links = [
+        {"url": u, "clicks": int(n), "unique": int(q)}
+        for u, n, q in session.execute(
+            select(url, func.count(), func.count(distinct(Event.delivery_id)))
+            .where(Event.campaign_id == cid, Event.kind == "click")
+            .group_by(url)
+            .order_by(func.count().desc())
+            .limit(10)
+        )
+    ]
+    languages: dict[str, dict[str, int]] = {}
+    for language, state, n in session.execute(
+        select(Delivery.language, Delivery.state, func.count())
+        .where(Delivery.campaign_id == cid)
+        .group_by(Delivery.language, Delivery.state)
+    ):
+        languages.setdefault(language or "(not yet sent)", {})[state] = int(n)
+    by_language = [
+        {"language": k, "total": sum(v.values()), **v} for k, v in sorted(languages.items())
+    ]
+    by_segment = []
+    segments = load_segments(segments_path) if segments_path and segments_path.exists() else {}
+    for name in campaign.definition.get("audience", {}).get("include", []):
+        segment = segments.get(name)
+        if segment is None:
+            continue
+        row = session.execute(
+            select(
+                func.count(),
+                func.count().filter(Delivery.state == "sent"),
+                func.count().filter(Delivery.state == "bounced"),
+            )
+            .select_from(Delivery)
+            .join(Contact, Contact.id == Delivery.contact_id)
+            .where(Delivery.campaign_id == cid, segment.where)
+        ).one()
+        by_segment.append(
+            {"segment": name, "total": int(row[0]), "sent": int(row[1]), "bounced": int(row[2])}
+        )
+    domain = _domain(session)
+    bounces_by_domain = [
+        {"domain": d, "bounced": int(n)}
+        for d, n in session.execute(
+            select(domain, func.count())
+            .select_from(Delivery)
+            .join(Contact, Contact.id == Delivery.contact_id)
+            .where(Delivery.campaign_id == cid, Delivery.state == "bounced")
+            .group_by(domain)
+            .order_by(func.count().desc())
+            .limit(10)
+        )
+    ]
+    first, last = session.execute(
+        select(func.min(Delivery.sent_at), func.max(Delivery.sent_at)).where(
+            Delivery.campaign_id == cid
+        )
+    ).one()
+    unit = "minute"
+    if first is not None and last is not None and _seconds(first, last) > 3 * 3600:
+        unit = "hour"
+    bucket = _bucket(session, unit)
+    timeline = [
+        {"at": at, "sent": int(n)}
+        for at, n in session.execute(
+            select(bucket, func.count())
+            .where(Delivery.campaign_id == cid, Delivery.sent_at.isnot(None))
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+    ]
+    return Report(
+        campaign=campaign.name,
+        state=campaign.state,
+        reason=campaign.state_reason,
+        generated_at=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+        total=total,
+        counts=counts,
+        rates=rates,
+        events=events,
+        top_links=top_links,
+        by_language=by_language,
+        by_segment=by_segment,
+        bounces_by_domain=bounces_by_domain,
+        timeline=timeline,
+        timeline_unit=unit,
+    )
+
+
+def _seconds(a: Any, b: Any) -> float:
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return (b.replace(tzinfo=None) - a.replace(tzinfo=None)).total_seconds()
+    return 0.0
+
+
+COLOURS = {
+    "sent": "#2f855a",
+    "queued": "#a0aec0",
+    "sending": "#4299e1",
+    "deferred": "#d69e2e",
+    "failed": "#c53030",
+    "skipped": "#718096",
+    "bounced": "#dd6b20",
+}
+
+
+def bar_chart(
+    items: list[tuple[str, int]],
+    *,
+    colour: str = "#0b5cad",
+    colours: dict[str, str] | None = None,
+    width: int = 640,
+) -> Markup:
+    """Horizontal bars as inline SVG: no script, no network."""
+    if not items:
+        return Markup('<p class="empty">nothing yet</p>')
+    label_w, row_h = 220, 24
+    top = max(n for _, n in items) or 1
+    height = row_h * len(items) + 4
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" class="chart">'
+    ]
+    for i, (label, n) in enumerate(items):
+        y = i * row_h + 2
+        w = int((width - label_w - 60) * n / top)
+        fill = (colours or {}).get(label, colour)
+        short = label if len(label) <= 34 else label[:31] + "…"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(short)}'
+            f"<title>{escape(label)}</title></text>"
+        )
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1)}" height="{row_h - 8}" '
+            f'fill="{fill}"/>'
+        )
+        parts.append(f'<text x="{label_w + max(w, 1) + 6}" y="{y + 16}">{n}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def timeline_chart(points: list[dict[str, Any]], width: int = 640, height: int = 160) -> Markup:
+    if not points:
+        return Markup('<p class="empty">nothing sent yet</p>')
+    top = max(p["sent"] for p in points) or 1
+    step = min(width / max(len(points), 1), 40.0)
+    bars = []
+    for i, p in enumerate(points):
+        h = int((height - 30) * p["sent"] / top)
+        bars.append(
+            f'<rect x="{i * step:.1f}" y="{height - 20 - h}" width="{max(step - 1, 1):.1f}"'
+            f' height="{h}" fill="#0b5cad"><title>{escape(p["at"])}: {p["sent"]}'
+            "</title></rect>"
+        )
+    labels = (
+        f'<text x="0" y="{height - 4}">{escape(points[0]["at"])}</text>'
+        f'<text x="{width}" y="{height - 4}" text-anchor="end">'
+        f"{escape(points[-1]['at'])}</text>"
+    )
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" class="chart">{"".join(bars)}{labels}</svg>'
+    )
+
+
+def render_html(report: Report) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "web_templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    states = [(s, n) for s, n in report.counts.items() if n]
+    return env.get_template("report.html").render(
+        r=report,
+        states_chart=bar_chart(states, colours=COLOURS),
+        links_chart=bar_chart([(link["url"], link["clicks"]) for link in report.top_links]),
+        languages_chart=bar_chart([(row["language"], row["total"]) for row in report.by_language]),
+        domains_chart=bar_chart(
+            [(row["domain"], row["bounced"]) for row in report.bounces_by_domain], colour="#dd6b20"
+        ),
+        timeline_chart=timeline_chart(report.timeline),
+        percent=lambda v: "–" if v is None else f"{v * 100:.1f}%",
+    )

@@ -1,0 +1,148 @@
+"""Campaign reports: SQL aggregates, JSON, and an HTML page that renders in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from outreach.bounces import ingest
+from outreach.reports import build, render_html
+from outreach.sending import get_campaign
+from outreach.tokens import Tokens
+from outreach.web import create_app
+from tests.project import CAMPAIGN
+from tests.sending_helpers import contacts_csv, drain, project_with, send, settings_for
+from tests.test_bounces import fixture
+
+SECRET = "test-secret"
+
+
+@pytest.fixture
+def reported(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = settings_for(
+        db_url, tmp_path, secret_key=SECRET, bounce_domain="bounce.citynet-ap.org"
+    )
+    csv = contacts_csv(20).replace("person0@example.org", "postfix@city.example.org")
+    path = project_with(
+        tmp_path, session, csv=csv, campaign=CAMPAIGN + "tracking: {opens: true, clicks: true}\n"
+    )
+    send(path, settings, session)
+    drain(settings, session)
+    from sqlalchemy import select
+
+    from outreach.models import Contact, Delivery
+
+    ids = dict(
+        session.execute(
+            select(Contact.email, Delivery.id).join(Delivery, Delivery.contact_id == Contact.id)
+        ).all()
+    )
+    mid = session.scalar(
+        select(Delivery.message_id).where(Delivery.id == ids["postfix@city.example.org"])
+    )
+    session.commit()
+    client = create_app(settings).test_client()
+    tokens = Tokens(SECRET)
+    for n, address in enumerate(sorted(ids)[:6]):
+        did = ids[address]
+        client.get(f"/o/{tokens.sign('open', did)}.gif")
+        client.get(f"/c/{tokens.sign('click', [did, 'https://citynet-ap.org/news/colombo'])}")
+        if n < 2:
+            client.get(f"/c/{tokens.sign('click', [did, 'https://citynet-ap.org/news/suwon'])}")
+    client.get(
+        f"/c/{tokens.sign('click', [ids[sorted(ids)[0]], 'https://citynet-ap.org/news/colombo'])}"
+    )
+    client.post(
+        f"/u/{tokens.sign('unsubscribe', ids[sorted(ids)[7]])}",
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    ingest(
+        session,
+        tokens,
+        settings.bounce_domain,
+        3,
+        iter([("postfix", fixture("postfix", {"postfix": (0, mid)}), None)]),
+    )
+    return settings, tmp_path
+
+
+def test_report_figures(reported, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, tmp_path = reported
+    report = build(session, get_campaign(session, "news"), tmp_path / "campaigns" / "segments.yaml")
+    assert report.total == 20
+    assert report.counts["sent"] == 19 and report.counts["bounced"] == 1
+    assert report.rates["bounce"] == 0.05
+    assert report.rates["open"] == round(6 / 19, 4)
+    assert report.rates["click"] == round(6 / 19, 4)
+    assert report.events["click"] == {"total": 9, "unique": 6}
+    assert report.events["unsubscribe"]["unique"] == 1
+    assert report.top_links[0] == {
+        "url": "https://citynet-ap.org/news/colombo",
+        "clicks": 7,
+        "unique": 6,
+    }
+    assert report.top_links[1]["url"] == "https://citynet-ap.org/news/suwon"
+    assert report.bounces_by_domain == [{"domain": "city.example.org", "bounced": 1}]
+    assert {row["language"] for row in report.by_language} == {"ko"}
+    assert report.by_segment == [{"segment": "everyone", "total": 20, "sent": 19, "bounced": 1}]
+    assert sum(p["sent"] for p in report.timeline) == 20
+    json.dumps(report.as_json())
+
+
+def test_report_cli_json_and_html(reported, run_cli, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, tmp_path = reported
+    env = {"OUTREACH_DATABASE_URL": settings.database_url}
+    result = run_cli("campaigns", "report", "news", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["counts"]["bounced"] == 1 and data["top_links"][0]["clicks"] == 7
+    html = tmp_path / "out" / "report.html"
+    table = run_cli("campaigns", "report", "news", "--html", str(html), env=env)
+    assert table.exit_code == 0 and "top clicked links" in table.output
+    page = html.read_text(encoding="utf-8")
+    assert page.count("<svg") >= 4
+    # Self-contained: nothing fetched from anywhere.
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    missing = run_cli("campaigns", "report", "nope", env=env)
+    assert missing.exit_code == 1 and "no campaign 'nope'" in missing.output
+
+
+needs_chromium = pytest.mark.skipif(
+    not (Path("/usr/bin/chromium").exists() or shutil.which("chromium")),
+    reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
+)
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_html_report_renders_in_chromium(reported, session: Session) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    from outreach.preview import CHROMIUM, CHROMIUM_ARGS
+
+    settings, tmp_path = reported
+    report = build(session, get_campaign(session, "news"), tmp_path / "campaigns" / "segments.yaml")
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        assert page.locator("#states svg rect").count() == 2  # sent, bounced
+        assert page.locator("#links svg rect").count() == 2
+        assert page.locator("#timeline svg rect").count() >= 1
+        assert "news" in page.locator("h1").inner_text()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert all(url.startswith("file:") for url in requests)
