@@ -72,7 +72,7 @@ def reported(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-
 
 
 def test_report_figures(reported, session: Session) -> None:  # type: ignore[no-untyped-def]
-    settings, tmp_path = reported
+    _settings, tmp_path = reported
     report = build(session, get_campaign(session, "news"), tmp_path / "campaigns" / "segments.yaml")
     assert report.total == 20
     assert report.counts["sent"] == 19 and report.counts["bounced"] == 1
@@ -125,7 +125,7 @@ def test_html_report_renders_in_chromium(reported, session: Session) -> None:  #
 
     from outreach.preview import CHROMIUM, CHROMIUM_ARGS
 
-    settings, tmp_path = reported
+    _settings, tmp_path = reported
     report = build(session, get_campaign(session, "news"), tmp_path / "campaigns" / "segments.yaml")
     path = tmp_path / "report.html"
     path.write_text(render_html(report), encoding="utf-8")

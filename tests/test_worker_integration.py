@@ -200,3 +200,37 @@ def test_three_workers_share_one_campaign_exactly_once(
     for log in logs:
         sent = sum(int(m) for m in re.findall(r": (\d+) sent by this task", log.read_text()))
         assert sent > 0, f"{log.name} sent nothing"
+
+
+def test_scale_out_a_killed_worker_is_covered_by_the_others(
+    request: pytest.FixtureRequest, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """Separate worker processes, as on separate machines, against PostgreSQL and Redis."""
+    db_url = request.getfixturevalue("pg_url")
+    from tests.conftest import _truncate
+
+    _truncate(db_url)
+    from outreach.db import reader_sessionmaker
+
+    n, threads = 1500, 2
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
+                            queue_url=queue_url(tmp_path, "redis"), rate=Settings_rate("400/s"),
+                            batch_size=25, lease_seconds=3)
+    with reader_sessionmaker(db_url)() as session:
+        path = project_with(tmp_path, session, csv=contacts_csv(n))
+        start(path, settings, session)
+    logs = [tmp_path / f"machine{i}.log" for i in range(3)]
+    workers = [Worker(settings, log, threads) for log in logs]
+    try:
+        wait_for(lambda: len(smtp.handler.received) >= n // 4, 60, "a quarter sent", logs[0])
+        workers[0].kill()
+        killed_at = len(smtp.handler.received)
+        status = wait_done(settings, 120, logs[1])
+    finally:
+        for w in workers[1:]:
+            w.terminate()
+    assert killed_at < n
+    assert status.state == "done" and status.counts["sent"] == n
+    received = smtp.handler.by_recipient()
+    assert len(received) == n  # everyone, including what the killed worker had claimed
+    assert sum(c - 1 for c in received.values()) <= threads  # at most its messages in flight
