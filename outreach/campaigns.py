@@ -25,6 +25,7 @@ from outreach.render import (
     Deferred,
     Personaliser,
     RenderError,
+    contact_variables,
     html_to_text,
     personalise,
     stage1_environment,
@@ -513,26 +514,6 @@ SAMPLE_CONTACT = {
     "tags": [],
     "attributes": {},
 }
-
-
-def contact_variables(contact: Contact | dict[str, Any]) -> dict[str, Any]:
-    from outreach.render import clean_recipient_value
-
-    if isinstance(contact, dict):
-        return {k: clean_recipient_value(v) for k, v in contact.items()}
-    return {
-        "email": contact.email,
-        "name": clean_recipient_value(contact.name),
-        "organisation": clean_recipient_value(contact.organisation),
-        "organisation_type": contact.organisation_type,
-        "city": clean_recipient_value(contact.city),
-        "country": contact.country,
-        "language": contact.language,
-        "membership": contact.membership,
-        "consent": contact.consent,
-        "tags": contact.tag_names,
-        "attributes": {k: clean_recipient_value(v) for k, v in (contact.attributes or {}).items()},
-    }
 
 
 def audience_of(campaign: Campaign) -> tuple[list[Segment], list[Segment], list[FileError]]:

@@ -38,6 +38,7 @@ from outreach.models import (
     UTCDateTime,
     utcnow,
 )
+from outreach.render import contact_variables
 
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
@@ -166,23 +167,7 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
         if contact is None:
             out.append(Recipient(delivery_id, attempts, None, None, None, {}))
             continue
-        from outreach.render import clean_recipient_value
-
-        variables = {
-            "email": contact.email,
-            "name": clean_recipient_value(contact.name),
-            "organisation": clean_recipient_value(contact.organisation),
-            "organisation_type": contact.organisation_type,
-            "city": clean_recipient_value(contact.city),
-            "country": contact.country,
-            "language": contact.language,
-            "membership": contact.membership,
-            "consent": contact.consent,
-            "tags": tags.get(contact.id, []),
-            "attributes": {
-                k: clean_recipient_value(v) for k, v in (contact.attributes or {}).items()
-            },
-        }
+        variables = contact_variables(contact, tags.get(contact.id, []))
         out.append(
             Recipient(delivery_id, attempts, contact.id, contact.email, contact.name, variables)
         )

@@ -234,6 +234,25 @@ def clean_recipient_value(value: Any) -> Any:
     return value
 
 
+def contact_variables(contact: Any, tags: list[str] | None = None) -> dict[str, Any]:
+    """What templates see as `contact`: a Contact row (or a dict standing in for one)."""
+    if isinstance(contact, dict):
+        return {k: clean_recipient_value(v) for k, v in contact.items()}
+    return {
+        "email": contact.email,
+        "name": clean_recipient_value(contact.name),
+        "organisation": clean_recipient_value(contact.organisation),
+        "organisation_type": contact.organisation_type,
+        "city": clean_recipient_value(contact.city),
+        "country": contact.country,
+        "language": contact.language,
+        "membership": contact.membership,
+        "consent": contact.consent,
+        "tags": contact.tag_names if tags is None else tags,
+        "attributes": {k: clean_recipient_value(v) for k, v in (contact.attributes or {}).items()},
+    }
+
+
 @dataclass
 class Rendered:
     subject: str

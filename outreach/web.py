@@ -185,6 +185,14 @@ def create_app(settings: Settings) -> Flask:
             return message(lang, TEXT[lang]["brand"], TEXT[lang]["gone_text"])
         return None
 
+    def resolve(kind: str, token: str, session: Any) -> tuple[Recipient, Response | None]:
+        """The recipient a token names, or the page to answer instead of acting."""
+        delivery_id = verify(kind, token)
+        if delivery_id is None:
+            return None, invalid()  # type: ignore[return-value]
+        recipient = load(session, delivery_id)
+        return recipient, special(delivery_id, recipient)  # type: ignore[return-value]
+
     @app.after_request
     def headers(response: Response) -> Response:
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -212,12 +220,8 @@ def create_app(settings: Settings) -> Flask:
 
     @app.get("/u/<token>")
     def unsubscribe_page(token: str) -> Response:
-        delivery_id = verify("unsubscribe", token)
-        if delivery_id is None:
-            return invalid()
         with reader() as session:
-            recipient = load(session, delivery_id)
-            other = special(delivery_id, recipient)
+            recipient, other = resolve("unsubscribe", token, session)
             if other is not None:
                 return other
             assert recipient is not None and recipient.contact is not None
@@ -234,16 +238,12 @@ def create_app(settings: Settings) -> Flask:
 
     @app.post("/u/<token>")
     def unsubscribe(token: str) -> Response:
-        delivery_id = verify("unsubscribe", token)
-        if delivery_id is None:
-            return invalid()
         one_click = request.form.get("List-Unsubscribe") == "One-Click"
         confirmed = request.form.get("confirm") == "yes"
         if not (one_click or confirmed):
             abort(400)
         with writer() as session:
-            recipient = load(session, delivery_id)
-            other = special(delivery_id, recipient)
+            recipient, other = resolve("unsubscribe", token, session)
             if other is not None:
                 return other
             assert recipient is not None and recipient.contact is not None
@@ -279,13 +279,9 @@ def create_app(settings: Settings) -> Flask:
 
     @app.route("/p/<token>", methods=["GET", "POST"])
     def preferences(token: str) -> Response:
-        delivery_id = verify("preferences", token)
-        if delivery_id is None:
-            return invalid()
         sessions = writer if request.method == "POST" else reader
         with sessions() as session:
-            recipient = load(session, delivery_id)
-            other = special(delivery_id, recipient)
+            recipient, other = resolve("preferences", token, session)
             if other is not None:
                 return other
             assert recipient is not None and recipient.contact is not None
@@ -391,12 +387,8 @@ def create_app(settings: Settings) -> Flask:
 
     @app.get("/v/<token>")
     def view_online(token: str) -> Response:
-        delivery_id = verify("view", token)
-        if delivery_id is None:
-            return invalid()
         with reader() as session:
-            recipient = load(session, delivery_id)
-            other = special(delivery_id, recipient)
+            recipient, other = resolve("view", token, session)
             if other is not None:
                 return other
             assert recipient is not None
