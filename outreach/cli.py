@@ -9,13 +9,19 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# No markup: user text ("include: [a, b]", "[TEST ko]") must print as it is.
+console = Console(highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
+
+
+def labelled(label: str, style: str, text: object) -> Text:
+    return Text.assemble((label, style), " ", str(text))
 
 
 class App:
@@ -48,10 +54,10 @@ class OutreachGroup(click.Group):
             return super().invoke(ctx)
         except FileErrors as exc:
             for error in exc.errors:
-                err_console.print(f"[red]error:[/red] {error}", markup=True, soft_wrap=True)
+                err_console.print(labelled("error:", "red", error), soft_wrap=True)
             sys.exit(exc.exit_code)
         except UserError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            err_console.print(labelled("error:", "red", exc), soft_wrap=True)
             sys.exit(exc.exit_code)
 
 
@@ -152,8 +158,12 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
         console.print(f"imported. {summary}")
     else:
         err_console.print(
-            f"[red]error:[/red] nothing written: {len(result.errors)} invalid rows "
-            "(fix them, or pass --skip-invalid to import the valid rows)"
+            labelled(
+                "error:",
+                "red",
+                f"nothing written: {len(result.errors)} invalid rows "
+                "(fix them, or pass --skip-invalid to import the valid rows)",
+            )
         )
     if result.errors and not (skip_invalid and result.written):
         sys.exit(1)
@@ -480,7 +490,7 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
         for path in paths:
             report = validate_campaign(path, app.settings, session)
             for warning in report.warnings:
-                err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+                err_console.print(labelled("warning:", "yellow", warning), soft_wrap=True)
             if report.ok:
                 detail = ""
                 if report.audience_size is not None:
@@ -488,11 +498,11 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
                     detail = f": {report.audience_size} recipients" + (
                         f" (languages: {langs})" if langs else ""
                     )
-                console.print(f"[green]ok[/green] {path}{detail}", soft_wrap=True)
+                console.print(labelled("ok", "green", f"{path}{detail}"), soft_wrap=True)
             else:
                 failed += 1
                 for error in report.errors:
-                    err_console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+                    err_console.print(labelled("error:", "red", error), soft_wrap=True)
     finally:
         if session is not None:
             session.close()

@@ -24,8 +24,8 @@ from outreach.campaigns import (
 from outreach.campaigns import (
     Campaign as CampaignFile,
 )
-from outreach.config import ConfigError, Settings
-from outreach.errors import FileErrors, NotFound, UserError
+from outreach.config import Settings
+from outreach.errors import ConfigError, FileErrors, NotFound, UserError
 from outreach.fields import normalise_email
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
@@ -123,7 +123,8 @@ def send_campaign(
             )
         )
     added = deliveries.snapshot(session, campaign.id, where)
-    if campaign.state in ("draft", "done", "scheduled"):
+    # A finished campaign sent again only reopens when its audience gained someone.
+    if campaign.state in ("draft", "scheduled") or (campaign.state == "done" and added):
         if send_at is not None and send_at > now:
             campaign.state = "scheduled"
         else:

@@ -31,3 +31,13 @@ def test_bad_configuration_is_one_line(run_cli) -> None:  # type: ignore[no-unty
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "OUTREACH_DATABASE_URL" in lines[0]
+
+
+def test_brackets_in_errors_print_as_they_are(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import write
+
+    write(tmp_path / "campaigns" / "segments.yaml", "s:\n  where: {country: [KR, [bold]]}\n")
+    assert run_cli("init").exit_code == 0
+    result = run_cli("segments", "list")
+    assert result.exit_code != 0
+    assert "expected a value, got list" in result.output and "Traceback" not in result.output

@@ -15,14 +15,24 @@ from outreach.config import _PARSERS
 from tests.conftest import ROOT
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None,
-                    reason="docker-compose is not installed (apt-get install docker-compose; "
-                           ".ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose is not installed (apt-get install docker-compose; .ci/run installs it)",
+)
 def test_compose_file_validates(tmp_path: Path) -> None:
     result = subprocess.run(
-        ["docker-compose", "--env-file", str(ROOT / ".env.example"), "-f",
-         str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        [
+            "docker-compose",
+            "--env-file",
+            str(ROOT / ".env.example"),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
@@ -34,8 +44,9 @@ def test_compose_file_validates(tmp_path: Path) -> None:
         assert env["OUTREACH_QUEUE_URL"] == "redis://redis:6379/0"
     # scalable: no fixed container name or host port on the worker
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
-    assert services["worker"]["depends_on"]["migrate"]["condition"] == \
-        "service_completed_successfully"
+    assert (
+        services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    )
     for name in ("postgres", "redis", "web"):
         assert "healthcheck" in services[name], name
 

@@ -213,9 +213,15 @@ def test_scale_out_a_killed_worker_is_covered_by_the_others(
     from outreach.db import reader_sessionmaker
 
     n, threads = 1500, 2
-    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url,
-                            queue_url=queue_url(tmp_path, "redis"), rate=Settings_rate("400/s"),
-                            batch_size=25, lease_seconds=3)
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "redis"),
+        rate=Settings_rate("400/s"),
+        batch_size=25,
+        lease_seconds=3,
+    )
     with reader_sessionmaker(db_url)() as session:
         path = project_with(tmp_path, session, csv=contacts_csv(n))
         start(path, settings, session)
