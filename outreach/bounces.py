@@ -94,10 +94,11 @@ def _original_message_id(msg: Message) -> str | None:
     return None
 
 
-def _verp_token(msg: Message, bounce_domain: str | None) -> str | None:
+def _verp_token(msg: Message, bounce_domain: str | None, local: str = "bounces") -> str | None:
+    """The token of a bounces+TOKEN@DOMAIN (or unsubscribe+TOKEN@DOMAIN) recipient."""
     if not bounce_domain:
         return None
-    pattern = re.compile(rf"bounces\+([A-Za-z0-9_.\-]+)@{re.escape(bounce_domain)}", re.I)
+    pattern = re.compile(rf"{local}\+([A-Za-z0-9_.\-]+)@{re.escape(bounce_domain)}", re.I)
     for header in (
         "Delivered-To",
         "X-Original-To",
@@ -209,6 +210,7 @@ class IngestReport:
     hard: int = 0
     soft: int = 0
     complaints: int = 0
+    unsubscribes: int = 0
     suppressed: int = 0
     duplicates: int = 0
     unattributed: int = 0
@@ -227,6 +229,8 @@ class Ingester:
     def ingest(self, raw: bytes, source: str) -> None:
         self.report.messages += 1
         try:
+            if self._mailto_unsubscribe(raw):
+                return
             parsed = parse(raw, self.bounce_domain)
         except Exception as exc:
             self.report.malformed.append(f"{source}: {exc}")
@@ -245,6 +249,54 @@ class Ingester:
                 failures = [Failure(contact.email, "hard", None, "unreadable bounce to VERP")]
         for failure in failures:
             self._record(parsed, failure, delivery)
+
+    def _mailto_unsubscribe(self, raw: bytes) -> bool:
+        """The List-Unsubscribe mailto: (unsubscribe+TOKEN@DOMAIN) lands here too."""
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        if msg.get_content_type() == "multipart/report":
+            return False  # a bounce of a message that was sent to that address
+        token = _verp_token(msg, self.bounce_domain, local="unsubscribe")
+        if token is None:
+            return False
+        try:
+            delivery_id = self.tokens.verify("bounce", token)
+        except InvalidToken:
+            self.report.unattributed += 1
+            return True
+        delivery = self.session.get(Delivery, delivery_id) if isinstance(delivery_id, int) else None
+        contact = (
+            self.session.get(Contact, delivery.contact_id)
+            if delivery is not None and delivery.contact_id
+            else None
+        )
+        if delivery is None or contact is None:
+            self.report.unattributed += 1
+            return True
+        fingerprint = hashlib.sha256(raw).hexdigest()[:32]
+        try:
+            with self.session.begin_nested():
+                self.session.add(
+                    Event(
+                        kind="unsubscribe",
+                        campaign_id=delivery.campaign_id,
+                        delivery_id=delivery.id,
+                        contact_id=contact.id,
+                        dedupe_key=f"unsubscribe:{fingerprint}",
+                        data={"method": "mailto"},
+                    )
+                )
+        except IntegrityError:
+            self.report.duplicates += 1
+            return True
+        suppress(
+            self.session,
+            contact.email,
+            "unsubscribed",
+            campaign_id=delivery.campaign_id,
+            detail="mailto unsubscribe",
+        )
+        self.report.unsubscribes += 1
+        return True
 
     def _delivery(self, parsed: Parsed) -> Delivery | None:
         if parsed.verp_token:

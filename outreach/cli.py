@@ -954,7 +954,8 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
         err_console.print(f"skipped malformed message {problem}", soft_wrap=True)
     console.print(
         f"{report.messages} messages: {report.hard} hard bounces, {report.soft} soft, "
-        f"{report.complaints} complaints, {report.suppressed} addresses suppressed, "
+        f"{report.complaints} complaints, {report.unsubscribes} unsubscribes by mail, "
+        f"{report.suppressed} addresses suppressed, "
         f"{report.duplicates} already seen, {report.unattributed} not ours, "
         f"{report.not_bounces} not bounces, {len(report.malformed)} malformed"
     )

@@ -237,3 +237,17 @@ def test_cli_ingest_and_report(run_cli, campaign, session: Session, tmp_path: Pa
     assert missing.exit_code == 1 and "not a Maildir" in missing.output
     shown = run_cli("contacts", "show", "postfix@city.example.org", env=env)
     assert "history" in shown.output and "bounce" in shown.output and "bounced" in shown.output
+
+
+def test_mailto_unsubscribe(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    did, _ = info["fine"]
+    raw = (
+        f"From: fine@city.example.org\r\nTo: <unsubscribe+{Tokens(SECRET).sign('bounce', did)}"
+        f"@{DOMAIN}>\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n"
+    ).encode()
+    report = run(session, settings, iter([("mail", raw, None), ("again", raw, None)]))
+    assert report.unsubscribes == 1 and report.duplicates == 1
+    assert suppressed(session) == {"fine": "unsubscribed"}
+    forged = raw.replace(b"unsubscribe+", b"unsubscribe+x")
+    assert run(session, settings, iter([("forged", forged, None)])).unattributed == 1
