@@ -11,17 +11,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from outreach.db import bulk_execute
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import KNOWN_COLUMNS, normalise_email, normalise_field, split_tags
-from outreach.models import Contact, ContactTag, Suppression, utcnow
+from outreach.models import Contact, Suppression, utcnow
 from outreach.suppressions import suppress
 
-BATCH = 1000
+BATCH = 2000
 MAX_REPORTED = 50
 # Columns that land in a contact's own column (consent_date is stored as consent_at).
 COLUMNS = (
@@ -280,15 +280,19 @@ def _write(
     conn = session.connection()
     bulk_execute(conn, stmt, rows)
     if batch[0][1] is not None:  # the file has a tags column: it replaces the contact's tags
-        chunk = [v["email"] for v, _ in batch]
-        found = conn.execute(select(table.c.email, table.c.id).where(table.c.email.in_(chunk)))
-        ids = {email: cid for email, cid in found}
-        tags_table = ContactTag.__table__
-        conn.execute(delete(tags_table).where(tags_table.c.contact_id.in_(list(ids.values()))))
-        tag_rows = [
-            {"contact_id": ids[v["email"]], "tag": t} for v, tags in batch for t in tags or ()
-        ]
-        bulk_execute(conn, insert(tags_table), tag_rows)
+        # Plain SQL with one placeholder per address: SQLAlchemy's expanding IN would
+        # re-render a thousand-parameter statement for every batch.
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        emails = [v["email"] for v, _ in batch]
+        marks = ", ".join([mark] * len(emails))
+        ids = dict(conn.exec_driver_sql(
+            f"SELECT email, id FROM contacts WHERE email IN ({marks})", tuple(emails)).all())
+        conn.exec_driver_sql(f"DELETE FROM contact_tags WHERE contact_id IN ({marks})",
+                             tuple(ids[e] for e in emails))
+        tag_rows = [(ids[v["email"]], t) for v, tags in batch for t in tags or ()]
+        if tag_rows:
+            conn.exec_driver_sql(
+                f"INSERT INTO contact_tags (contact_id, tag) VALUES ({mark}, {mark})", tag_rows)
 
 
 def get_contact(session: Session, email: str) -> Contact:
