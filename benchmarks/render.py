@@ -65,7 +65,7 @@ def main() -> None:
         variant = compiled.variants["ko"]
         start = time.perf_counter()
         for i, contact in enumerate(people):
-            personalise(personaliser, variant, {"contact": contact, **links.for_delivery(i)})
+            personalise(personaliser, variant, {"contact": contact, **links.variables(i)})
         ours = time.perf_counter() - start
 
         # The naive pipeline: no lifting, everything per recipient.
@@ -78,7 +78,7 @@ def main() -> None:
         for with_text in (False, True):
             start = time.perf_counter()
             for i, contact in enumerate(people[:naive_n]):
-                urls = links.for_delivery(i)
+                urls = links.variables(i)
                 variables = {
                     **campaign.spec.context,
                     "campaign": {"name": campaign.name, "subject": "x"},

@@ -224,7 +224,7 @@ def bare(n: int, threads: int, port: int) -> float:
     messages = []
     for i in range(n):
         lang = "ko" if i % 2 else "en"
-        urls = links.for_delivery(i)
+        urls = links.variables(i)
         contact = {
             "email": f"officer{i}@example.org",
             "name": f"담당자 {i}",
