@@ -142,6 +142,8 @@ class SmtpTransport:
 
     def send(self, envelope: Envelope, campaign: str) -> Accepted:
         conn, reused = self._connection()
+        if conn.has_extn("pipelining") and _dot_safe(envelope.data):
+            return self._send_pipelined(conn, reused, envelope)
         try:
             code, reply = _command(conn, f"FROM:<{envelope.sender}>", "mail")
         except (smtplib.SMTPServerDisconnected, OSError):
@@ -158,6 +160,48 @@ class SmtpTransport:
         if code not in (250, 251):
             self._check(conn, code, reply, relay=False)
         code, reply = self._guard(lambda: _data(conn, envelope.data))
+        if code != 250:
+            self._check(conn, code, reply, relay=False)
+        return Accepted(code, _text(reply))
+
+    def _send_pipelined(self, conn: smtplib.SMTP, reused: bool, envelope: Envelope) -> Accepted:
+        """RFC 2920: MAIL, RCPT and DATA in one write, then their three replies. Two round
+        trips a message instead of four, which is most of the time a message takes."""
+        commands = (
+            f"MAIL FROM:<{envelope.sender}>\r\nRCPT TO:<{envelope.recipient}>\r\nDATA\r\n"
+        ).encode()
+
+        def start(conn: smtplib.SMTP) -> tuple[int, bytes]:
+            conn.send(commands)
+            return conn.getreply()
+
+        try:
+            mail = start(conn)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self._drop()
+            if not reused:
+                raise TemporaryFailure(
+                    None, "connection dropped before MAIL FROM", relay=True
+                ) from None
+            conn, _ = self._connection()  # an idle pooled connection the server closed
+            mail = self._guard(lambda: start(conn))
+        rcpt = self._guard(conn.getreply)
+        data = self._guard(conn.getreply)
+        if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            # A server that accepted DATA after refusing the envelope: send nothing.
+            self._guard(lambda: (conn.send(b".\r\n"), conn.getreply()))
+        if mail[0] != 250:
+            self._check(conn, *mail, relay=True)
+        if rcpt[0] not in (250, 251):
+            self._check(conn, *rcpt, relay=False)
+        if data[0] != 354:
+            self._check(conn, *data, relay=False)
+
+        def body() -> tuple[int, bytes]:
+            conn.send(envelope.data + b".\r\n")
+            return conn.getreply()
+
+        code, reply = self._guard(body)
         if code != 250:
             self._check(conn, code, reply, relay=False)
         return Accepted(code, _text(reply))
@@ -210,10 +254,15 @@ def _command(conn: smtplib.SMTP, argument: str, verb: str) -> tuple[int, bytes]:
     return conn.getreply()
 
 
+def _dot_safe(data: bytes) -> bool:
+    """No line starts with a dot (our headers and base64 bodies never do), so the message
+    needs no dot-stuffing and can go as it is."""
+    return not (data.startswith(b".") or b"\n." in data) and data.endswith(b"\r\n")
+
+
 def _data(conn: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
-    """DATA without smtplib's regex pass over the whole message when no line starts with a
-    dot (our headers and base64 bodies never do); otherwise smtplib dot-stuffs it."""
-    if data.startswith(b".") or b"\n." in data or not data.endswith(b"\r\n"):
+    """DATA without smtplib's regex pass over the whole message when none is needed."""
+    if not _dot_safe(data):
         return conn.data(data)
     conn.putcmd("data")
     code, reply = conn.getreply()

@@ -193,3 +193,37 @@ def test_outbox_writes_one_file_per_message(tmp_path: Path) -> None:
     files = list((tmp_path / "2026-12-newsletter").iterdir())
     assert len(files) == 1 and files[0].suffix == ".eml"
     assert files[0].read_bytes() == e.data
+
+
+@pytest.fixture
+def pipelining() -> Iterator[object]:
+    from tests.pipelining_server import PipeliningServer
+
+    server = PipeliningServer()
+    yield server
+    server.stop()
+
+
+def test_pipelined_sending(pipelining) -> None:  # type: ignore[no-untyped-def]
+    server = pipelining
+    server.rcpt_replies = {
+        "busy@example.org": "451 4.7.1 greylisted",
+        "gone@example.org": "550 5.1.1 user unknown",
+    }
+    smtp = SmtpTransport(parse_smtp_url(server.url))
+    sent = [envelope(n=i) for i in range(3)]
+    for e in sent:
+        assert smtp.send(e, "c").code == 250
+    with pytest.raises(TemporaryFailure) as temp:
+        smtp.send(envelope("busy@example.org"), "c")
+    assert temp.value.code == 451 and not temp.value.relay
+    with pytest.raises(PermanentFailure) as hard:
+        smtp.send(envelope("gone@example.org"), "c")
+    assert hard.value.hard_bounce
+    smtp.send(envelope("after@example.org"), "c")  # the connection is still in step
+    smtp.close()
+    assert [r[1] for r in server.received] == [e.recipient for e in sent] + ["after@example.org"]
+    for e, (_, _, data) in zip(sent, server.received, strict=False):
+        assert data == e.data
+    assert server.connections == 1
+    assert max(server.batches) >= 3  # MAIL, RCPT and DATA arrived in one write
