@@ -219,26 +219,15 @@ def contacts_show(app: App, email: str) -> None:
     from outreach.db import session_scope
     from outreach.history import contact_history
     from outreach.models import Suppression
+    from outreach.segments import FIELDS as CONTACT_FIELDS
 
     with session_scope(app.database()) as session:
         contact = get_contact(session, email)
         suppression = session.query(Suppression).filter_by(email=contact.email).one_or_none()
         rows = [
             [k, getattr(contact, k)]
-            for k in (
-                "email",
-                "name",
-                "organisation",
-                "organisation_type",
-                "city",
-                "country",
-                "language",
-                "membership",
-                "consent",
-                "consent_at",
-                "created_at",
-                "updated_at",
-            )
+            for k in (*CONTACT_FIELDS, "consent_at", "created_at", "updated_at")
+            if k != "tags"
         ]
         rows.append(["tags", ", ".join(contact.tag_names)])
         rows += [[f"attributes.{k}", v] for k, v in sorted((contact.attributes or {}).items())]

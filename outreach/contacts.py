@@ -24,16 +24,7 @@ from outreach.suppressions import suppress
 BATCH = 2000
 MAX_REPORTED = 50
 # Columns that land in a contact's own column (consent_date is stored as consent_at).
-COLUMNS = (
-    "name",
-    "organisation",
-    "organisation_type",
-    "city",
-    "country",
-    "language",
-    "membership",
-    "consent",
-)
+COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("email", "tags", "consent_date"))
 
 
 @dataclass
@@ -285,14 +276,19 @@ def _write(
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         emails = [v["email"] for v, _ in batch]
         marks = ", ".join([mark] * len(emails))
-        ids = dict(conn.exec_driver_sql(
-            f"SELECT email, id FROM contacts WHERE email IN ({marks})", tuple(emails)).all())
-        conn.exec_driver_sql(f"DELETE FROM contact_tags WHERE contact_id IN ({marks})",
-                             tuple(ids[e] for e in emails))
+        ids = dict(
+            conn.exec_driver_sql(
+                f"SELECT email, id FROM contacts WHERE email IN ({marks})", tuple(emails)
+            ).all()
+        )
+        conn.exec_driver_sql(
+            f"DELETE FROM contact_tags WHERE contact_id IN ({marks})", tuple(ids[e] for e in emails)
+        )
         tag_rows = [(ids[v["email"]], t) for v, tags in batch for t in tags or ()]
         if tag_rows:
             conn.exec_driver_sql(
-                f"INSERT INTO contact_tags (contact_id, tag) VALUES ({mark}, {mark})", tag_rows)
+                f"INSERT INTO contact_tags (contact_id, tag) VALUES ({mark}, {mark})", tag_rows
+            )
 
 
 def get_contact(session: Session, email: str) -> Contact:
@@ -317,19 +313,7 @@ def forget(session: Session, email: str) -> Contact:
     return contact
 
 
-EXPORT_COLUMNS = (
-    "email",
-    "name",
-    "organisation",
-    "organisation_type",
-    "city",
-    "country",
-    "language",
-    "membership",
-    "tags",
-    "consent",
-    "consent_date",
-)
+EXPORT_COLUMNS = KNOWN_COLUMNS  # the import format, so an export re-imports as is
 
 
 def export_csv(session: Session, out: IO[str], where: Any = None) -> int:

@@ -15,23 +15,12 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, sele
 from sqlalchemy.orm import Session
 
 from outreach.errors import FileError, FileErrors, NotFound
-from outreach.fields import normalise_field
+from outreach.fields import KNOWN_COLUMNS, normalise_field
 from outreach.models import Contact, ContactTag, Suppression
 from outreach.yamlfile import Loc, YamlDoc, load_yaml
 
 DEFAULT_PATH = Path("campaigns/segments.yaml")
-FIELDS = (
-    "email",
-    "name",
-    "organisation",
-    "organisation_type",
-    "city",
-    "country",
-    "language",
-    "membership",
-    "consent",
-    "tags",
-)
+FIELDS = tuple(c for c in KNOWN_COLUMNS if c != "consent_date")
 COMBINATORS = ("all", "any", "not")
 VALUE_OPERATORS = ("in", "not")
 TAG_OPERATORS = ("any", "all", "none")
