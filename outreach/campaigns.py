@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from outreach.config import Rate, Settings, parse_rate
-from outreach.errors import FileError, FileErrors
+from outreach.errors import FileError, FileErrors, located
 from outreach.fields import normalise_language, primary_language
 from outreach.models import Contact
 from outreach.render import (
@@ -572,16 +572,13 @@ def validate_campaign(
     report = Report()
     try:
         campaign = load_campaign(path, root)
-    except FileErrors as exc:
-        report.errors += exc.errors
-        return report
-    except FileError as exc:
-        report.errors.append(exc)
+    except (FileError, FileErrors) as exc:
+        report.errors += located(exc)
         return report
     try:
         include, exclude, errors = audience_of(campaign)
     except (FileError, FileErrors) as exc:
-        report.errors += exc.errors if isinstance(exc, FileErrors) else [exc]
+        report.errors += located(exc)
         return report
     report.errors += errors
     report.errors += check_addresses(campaign, settings)
@@ -641,11 +638,8 @@ def validate_campaign(
         return report
     try:
         compiled = compile_campaign(campaign, needed, settings)
-    except FileErrors as exc:
-        report.errors += exc.errors
-        return report
-    except FileError as exc:
-        report.errors.append(exc)
+    except (FileError, FileErrors) as exc:
+        report.errors += located(exc)
         return report
     report.compiled = compiled
     report.errors += check_links(compiled, campaign)

@@ -40,3 +40,8 @@ class FileErrors(UserError):
 
 class NotFound(UserError):
     """A named thing (contact, segment, campaign) does not exist."""
+
+
+def located(exc: FileError | FileErrors) -> list[FileError]:
+    """The located problems an exception carries, whether it holds one or several."""
+    return exc.errors if isinstance(exc, FileErrors) else [exc]

@@ -169,24 +169,29 @@ def test_mbox_maildir_and_stdin(campaign, session: Session, tmp_path: Path) -> N
     assert states(session)["qmail"] == "bounced"
 
 
+def send_another(tmp_path: Path, settings, session: Session, name: str) -> str:  # type: ignore[no-untyped-def]
+    """Send the project's campaign again under another name; the soft address's Message-ID."""
+    write(tmp_path / "campaigns" / f"{name}.yaml", CAMPAIGN.replace("name: news", f"name: {name}"))
+    send(tmp_path / "campaigns" / f"{name}.yaml", settings, session)
+    drain(settings, session, name)
+    message_id = session.scalar(
+        select(Delivery.message_id)
+        .join(Contact, Contact.id == Delivery.contact_id)
+        .where(Contact.email == "soft@city.example.org")
+        .order_by(Delivery.id.desc())
+    )
+    session.commit()
+    assert message_id is not None
+    return message_id
+
+
 def test_soft_bounces_suppress_after_three_campaigns_in_a_row(
     campaign, session: Session, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     settings, info = campaign
     soft_ids = [info["soft"][1]]
     for n in (2, 3):
-        write(tmp_path / "campaigns" / f"c{n}.yaml", CAMPAIGN.replace("name: news", f"name: c{n}"))
-        send(tmp_path / "campaigns" / f"c{n}.yaml", settings, session)
-        drain(settings, session, f"c{n}")
-        soft_ids.append(
-            session.scalar(
-                select(Delivery.message_id)
-                .join(Contact, Contact.id == Delivery.contact_id)
-                .where(Contact.email == "soft@city.example.org")
-                .order_by(Delivery.id.desc())
-            )
-        )
-        session.commit()
+        soft_ids.append(send_another(tmp_path, settings, session, f"c{n}"))
     for i, mid in enumerate(soft_ids):
         raw = fixture("soft", {"soft": (0, mid)})
         run(session, settings, iter([(f"soft{i}", raw, None)]))
@@ -201,18 +206,7 @@ def test_a_delivery_in_between_resets_the_soft_count(
     settings, info = campaign
     ids = [info["soft"][1]]
     for n in (2, 3, 4):
-        write(tmp_path / "campaigns" / f"c{n}.yaml", CAMPAIGN.replace("name: news", f"name: c{n}"))
-        send(tmp_path / "campaigns" / f"c{n}.yaml", settings, session)
-        drain(settings, session, f"c{n}")
-        ids.append(
-            session.scalar(
-                select(Delivery.message_id)
-                .join(Contact, Contact.id == Delivery.contact_id)
-                .where(Contact.email == "soft@city.example.org")
-                .order_by(Delivery.id.desc())
-            )
-        )
-        session.commit()
+        ids.append(send_another(tmp_path, settings, session, f"c{n}"))
     # campaigns 1, 2 and 4 soft-bounce; campaign 3 got through
     for i in (0, 1, 3):
         run(session, settings, iter([(f"s{i}", fixture("soft", {"soft": (0, ids[i])}), None)]))
