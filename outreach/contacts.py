@@ -5,17 +5,16 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from outreach.db import bulk_execute
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import KNOWN_COLUMNS, normalise_email, normalise_field, split_tags
 from outreach.models import Contact, Suppression, utcnow
@@ -23,6 +22,7 @@ from outreach.suppressions import suppress
 
 BATCH = 2000
 MAX_REPORTED = 50
+_KNOWN = frozenset(KNOWN_COLUMNS)
 # Columns that land in a contact's own column (consent_date is stored as consent_at).
 COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("email", "tags", "consent_date"))
 
@@ -96,6 +96,7 @@ def _rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]]]:
             if "email" not in columns:
                 found = ", ".join(c for c in columns if c) or "none"
                 raise FileError(path, f"no email column in the header row (found: {found})", 1)
+            unnamed = "" in columns
             seen = set()
             for name in columns:
                 if name and name in seen:
@@ -103,7 +104,7 @@ def _rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]]]:
                 seen.add(name)
             for record in reader:
                 line = reader.line_num
-                if not any(cell.strip() for cell in record):
+                if not "".join(record).strip():
                     continue
                 if len(record) > len(columns):
                     yield (
@@ -114,7 +115,10 @@ def _rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]]]:
                         },
                     )
                     continue
-                yield line, {c: v for c, v in zip(columns, record, strict=False) if c}
+                row = dict(zip(columns, record, strict=False))
+                if unnamed:
+                    row.pop("", None)
+                yield line, row
     except UnicodeDecodeError as exc:
         raise _decode_hint(path, encoding, exc, reader.line_num + 1) from None
     except csv.Error as exc:
@@ -139,15 +143,16 @@ def _validate(raw: dict[str, str], now: datetime) -> tuple[dict[str, Any], list[
         raise ValueError(raw["__error__"])
     values: dict[str, Any] = {"email": normalise_email(raw.get("email", ""))}
     for column in COLUMNS:
-        if column in raw:
-            cell = raw[column].strip()
+        cell = raw.get(column)
+        if cell is not None:
+            cell = cell.strip()
             values[column] = normalise_field(column, cell) if cell else None
     if "consent" in raw:
         date_cell = raw.get("consent_date", "").strip()
         values["consent_at"] = (
             _parse_date(date_cell) if date_cell else (now if values["consent"] else None)
         )
-    attributes = {k: v.strip() for k, v in raw.items() if k not in KNOWN_COLUMNS and v.strip()}
+    attributes = {k: v.strip() for k, v in raw.items() if k not in _KNOWN and v.strip()}
     values["attributes"] = attributes
     tags = split_tags(raw["tags"]) if "tags" in raw else None
     return values, tags
@@ -251,40 +256,80 @@ def _write(
     now: datetime,
     has_consent_dates: bool = False,
 ) -> None:
-    rows = [{**values, "created_at": now, "updated_at": now} for values, _ in batch]
+    """Upsert one batch with a single multi-row INSERT … ON CONFLICT … RETURNING.
 
-    # Update only what the file has: a column absent from the file keeps its stored value.
-    columns = set(rows[0]) - {"email", "created_at"}
-    if not has_free_columns:
-        columns.discard("attributes")
-    dialect = session.get_bind().dialect.name
-    table = Contact.__table__
-    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    set_ = {c: getattr(stmt.excluded, c) for c in columns}
-    if "consent_at" in set_ and not has_consent_dates:
-        # Re-importing the same consent keeps the date it was first recorded.
-        set_["consent_at"] = case(
-            (Contact.consent == stmt.excluded.consent, Contact.consent_at),
-            else_=stmt.excluded.consent_at,
-        )
-    stmt = stmt.on_conflict_do_update(index_elements=[table.c.email], set_=set_)
+    Written as plain SQL on purpose: one statement per thousands of rows, no per-row
+    parameter handling, and the ids come back with the insert instead of a second lookup.
+    """
     conn = session.connection()
-    bulk_execute(conn, stmt, rows)
+    postgres = conn.dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    columns = [*batch[0][0], "created_at", "updated_at"]
+    table = Contact.__table__
+    convert: dict[str, Any] = {}
+    for name in columns:
+        if name == "attributes":
+            convert[name] = json.dumps
+        elif not postgres and name in ("consent_at", "created_at", "updated_at"):
+            convert[name] = (
+                table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            )
+    stamp = convert["created_at"](now) if "created_at" in convert else now
+    one = (
+        "("
+        + ", ".join(f"{mark}::jsonb" if postgres and c == "attributes" else mark for c in columns)
+        + ")"
+    )
+    params: list[Any] = []
+    for values, _ in batch:
+        params.extend(values.values())
+        params += (stamp, stamp)
+    width = len(columns)
+    for index, name in enumerate(columns):
+        if name in convert and name not in ("created_at", "updated_at"):
+            fn, memo = convert[name], {}
+            for pos in range(index, len(params), width):
+                value = params[pos]
+                if value is None:
+                    continue
+                if isinstance(value, dict):
+                    params[pos] = fn(value)
+                else:
+                    if value not in memo:
+                        memo[value] = fn(value)
+                    params[pos] = memo[value]
+    # Update only what the file has: a column absent from the file keeps its stored value.
+    updates = [
+        c
+        for c in columns
+        if c not in ("email", "created_at") and (c != "attributes" or has_free_columns)
+    ]
+    same = "IS NOT DISTINCT FROM" if postgres else "IS"
+    assignments = [
+        f"{c} = CASE WHEN contacts.consent {same} excluded.consent "
+        "THEN contacts.consent_at ELSE excluded.consent_at END"
+        # Re-importing the same consent keeps the date it was first recorded.
+        if c == "consent_at" and not has_consent_dates
+        else f"{c} = excluded.{c}"
+        for c in updates
+    ]
+    ids = dict(
+        (email, cid)
+        for cid, email in conn.exec_driver_sql(
+            f"INSERT INTO contacts ({', '.join(columns)}) VALUES {', '.join([one] * len(batch))} "
+            f"ON CONFLICT (email) DO UPDATE SET {', '.join(assignments)} RETURNING id, email",
+            tuple(params),
+        ).all()
+    )
     if batch[0][1] is not None:  # the file has a tags column: it replaces the contact's tags
-        # Plain SQL with one placeholder per address: SQLAlchemy's expanding IN would
-        # re-render a thousand-parameter statement for every batch.
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        emails = [v["email"] for v, _ in batch]
-        marks = ", ".join([mark] * len(emails))
-        ids = dict(
-            conn.exec_driver_sql(
-                f"SELECT email, id FROM contacts WHERE email IN ({marks})", tuple(emails)
-            ).all()
-        )
+        contact_ids = [ids[v["email"]] for v, _ in batch]
         conn.exec_driver_sql(
-            f"DELETE FROM contact_tags WHERE contact_id IN ({marks})", tuple(ids[e] for e in emails)
+            f"DELETE FROM contact_tags WHERE contact_id IN ({', '.join([mark] * len(batch))})",
+            tuple(contact_ids),
         )
-        tag_rows = [(ids[v["email"]], t) for v, tags in batch for t in tags or ()]
+        tag_rows = [
+            (cid, t) for cid, (_, tags) in zip(contact_ids, batch, strict=True) for t in tags or ()
+        ]
         if tag_rows:
             conn.exec_driver_sql(
                 f"INSERT INTO contact_tags (contact_id, tag) VALUES ({mark}, {mark})", tag_rows
