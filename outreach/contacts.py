@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ MAX_REPORTED = 50
 _KNOWN = frozenset(KNOWN_COLUMNS)
 # Columns that land in a contact's own column (consent_date is stored as consent_at).
 COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("email", "tags", "consent_date"))
+_NORMALISERS = [(c, partial(normalise_field, c)) for c in COLUMNS]
 
 
 @dataclass
@@ -142,11 +144,11 @@ def _validate(raw: dict[str, str], now: datetime) -> tuple[dict[str, Any], list[
     if "__error__" in raw:
         raise ValueError(raw["__error__"])
     values: dict[str, Any] = {"email": normalise_email(raw.get("email", ""))}
-    for column in COLUMNS:
+    for column, normalise in _NORMALISERS:
         cell = raw.get(column)
         if cell is not None:
             cell = cell.strip()
-            values[column] = normalise_field(column, cell) if cell else None
+            values[column] = normalise(cell) if cell else None
     if "consent" in raw:
         date_cell = raw.get("consent_date", "").strip()
         values["consent_at"] = (

@@ -123,8 +123,14 @@ def normalise_tag(value: str) -> str:
     return value.strip().lower()
 
 
+@lru_cache(maxsize=4096)
+def _split_tags(value: str) -> tuple[str, ...]:
+    return tuple(sorted({normalise_tag(t) for t in value.split(";") if t.strip()}))
+
+
 def split_tags(value: str) -> list[str]:
-    return sorted({normalise_tag(t) for t in value.split(";") if t.strip()})
+    # Lists repeat from row to row ("newsletter;covid19-webinar"): each is split once.
+    return list(_split_tags(value))
 
 
 @lru_cache(maxsize=4096)
