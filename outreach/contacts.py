@@ -201,10 +201,10 @@ def import_csv(
         if writing:
             batch.append((values, tags))
             if len(batch) >= BATCH:
-                _write(session, batch, result, has_free_columns, now, has_consent_dates)
+                _write(session, batch, has_free_columns, now, has_consent_dates)
                 batch.clear()
     if writing and batch:
-        _write(session, batch, result, has_free_columns, now, has_consent_dates)
+        _write(session, batch, has_free_columns, now, has_consent_dates)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
         if dry_run:
@@ -253,7 +253,6 @@ def _count_existing(session: Session, emails: list[str], result: ImportResult) -
 def _write(
     session: Session,
     batch: list[tuple[dict[str, Any], list[str] | None]],
-    result: ImportResult,
     has_free_columns: bool,
     now: datetime,
     has_consent_dates: bool = False,
@@ -315,14 +314,14 @@ def _write(
         else f"{c} = excluded.{c}"
         for c in updates
     ]
-    ids = dict(
-        (email, cid)
+    ids = {
+        email: cid
         for cid, email in conn.exec_driver_sql(
             f"INSERT INTO contacts ({', '.join(columns)}) VALUES {', '.join([one] * len(batch))} "
             f"ON CONFLICT (email) DO UPDATE SET {', '.join(assignments)} RETURNING id, email",
             tuple(params),
         ).all()
-    )
+    }
     if batch[0][1] is not None:  # the file has a tags column: it replaces the contact's tags
         contact_ids = [ids[v["email"]] for v, _ in batch]
         conn.exec_driver_sql(
