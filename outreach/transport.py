@@ -13,6 +13,7 @@ import re
 import smtplib
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -144,17 +145,9 @@ class SmtpTransport:
         conn, reused = self._connection()
         if conn.has_extn("pipelining") and _dot_safe(envelope.data):
             return self._send_pipelined(conn, reused, envelope)
-        try:
-            code, reply = _command(conn, f"FROM:<{envelope.sender}>", "mail")
-        except (smtplib.SMTPServerDisconnected, OSError):
-            self._drop()
-            if not reused:
-                raise TemporaryFailure(
-                    None, "connection dropped before MAIL FROM", relay=True
-                ) from None
-            # An idle pooled connection the server closed: nothing was sent, reconnect once.
-            conn, _ = self._connection()
-            code, reply = self._guard(lambda: _command(conn, f"FROM:<{envelope.sender}>", "mail"))
+        conn, (code, reply) = self._first(
+            conn, reused, lambda c: _command(c, f"FROM:<{envelope.sender}>", "mail")
+        )
         self._check(conn, code, reply, relay=True)
         code, reply = self._guard(lambda: _command(conn, f"TO:<{envelope.recipient}>", "rcpt"))
         if code not in (250, 251):
@@ -163,6 +156,25 @@ class SmtpTransport:
         if code != 250:
             self._check(conn, code, reply, relay=False)
         return Accepted(code, _text(reply))
+
+    def _first(
+        self,
+        conn: smtplib.SMTP,
+        reused: bool,
+        step: Callable[[smtplib.SMTP], tuple[int, bytes]],
+    ) -> tuple[smtplib.SMTP, tuple[int, bytes]]:
+        """A message's first command. On a pooled connection the server may have closed
+        while it sat idle; nothing was sent yet, so reconnect once and go on."""
+        try:
+            return conn, step(conn)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self._drop()
+            if not reused:
+                raise TemporaryFailure(
+                    None, "connection dropped before MAIL FROM", relay=True
+                ) from None
+            fresh, _ = self._connection()
+            return fresh, self._guard(lambda: step(fresh))
 
     def _send_pipelined(self, conn: smtplib.SMTP, reused: bool, envelope: Envelope) -> Accepted:
         """RFC 2920: MAIL, RCPT and DATA in one write, then their three replies. Two round
@@ -175,16 +187,7 @@ class SmtpTransport:
             conn.send(commands)
             return conn.getreply()
 
-        try:
-            mail = start(conn)
-        except (smtplib.SMTPServerDisconnected, OSError):
-            self._drop()
-            if not reused:
-                raise TemporaryFailure(
-                    None, "connection dropped before MAIL FROM", relay=True
-                ) from None
-            conn, _ = self._connection()  # an idle pooled connection the server closed
-            mail = self._guard(lambda: start(conn))
+        conn, mail = self._first(conn, reused, start)
         rcpt = self._guard(conn.getreply)
         data = self._guard(conn.getreply)
         if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):

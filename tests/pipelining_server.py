@@ -12,7 +12,9 @@ from tests.smtp_server import free_port
 
 
 class PipeliningServer:
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
+        self.writers: list[asyncio.StreamWriter] = []
         self.port = free_port()
         self.url = f"smtp://127.0.0.1:{self.port}?tls=none&timeout=2"
         self.rcpt_replies: dict[str, str] = {}
@@ -35,6 +37,7 @@ class PipeliningServer:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         writer.write(b"220 pipelining test server\r\n")
         await writer.drain()
         sender, recipients = "", []
@@ -43,7 +46,8 @@ class PipeliningServer:
             self.batches[1 + bytes(reader._buffer).count(b"\r\n") if pending else 1] += 1
             verb = line[:4].upper()
             if verb == b"EHLO":
-                writer.write(b"250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                extension = b"250-PIPELINING\r\n" if self.pipelining else b""
+                writer.write(b"250-test\r\n" + extension + b"250 8BITMIME\r\n")
             elif verb == b"MAIL":
                 sender, recipients = line[10:].strip().strip(b"<>").decode(), []
                 writer.write(b"250 2.1.0 ok\r\n")
@@ -76,6 +80,15 @@ class PipeliningServer:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
         writer.close()
+
+    def close_idle_connections(self) -> None:
+        """What a server does to a connection idle past its timeout."""
+        for writer in self.writers:
+            self._loop.call_soon_threadsafe(writer.close)
+        self.writers = []
+        import time
+
+        time.sleep(0.2)
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._server.close)

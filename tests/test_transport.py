@@ -227,3 +227,20 @@ def test_pipelined_sending(pipelining) -> None:  # type: ignore[no-untyped-def]
         assert data == e.data
     assert server.connections == 1
     assert max(server.batches) >= 3  # MAIL, RCPT and DATA arrived in one write
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_connection_closed_while_idle_is_replaced_silently(pipelined: bool) -> None:
+    from tests.pipelining_server import PipeliningServer
+
+    server = PipeliningServer(pipelining=pipelined)
+    try:
+        smtp = SmtpTransport(parse_smtp_url(server.url))
+        smtp.send(envelope("first@example.org"), "c")
+        server.close_idle_connections()
+        assert smtp.send(envelope("second@example.org"), "c").code == 250
+        assert server.connections == 2
+        assert [r[1] for r in server.received] == ["first@example.org", "second@example.org"]
+        smtp.close()
+    finally:
+        server.stop()
