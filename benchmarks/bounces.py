@@ -125,9 +125,9 @@ def main() -> None:
 
     from outreach.bounces import ingest, messages_from
     from outreach.db import _sessionmaker, reader_sessionmaker
+    from outreach.lifecycle import get_campaign
     from outreach.models import Delivery
     from outreach.reports import build
-    from outreach.sending import get_campaign
     from outreach.tokens import Tokens
 
     print(f"cores: {os.cpu_count()}")

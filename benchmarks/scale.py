@@ -30,8 +30,8 @@ def run(n: int, processes: int, database_url: str, queue_url: str, smtp_url: str
     from outreach.config import Settings
     from outreach.contacts import import_csv
     from outreach.db import _sessionmaker, engine_for, reader_sessionmaker, upgrade
-    from outreach.queue import enqueuer
-    from outreach.sending import send_campaign, status
+    from outreach.lifecycle import send_campaign, status
+    from outreach.tasks import enqueuer
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -148,8 +148,8 @@ def prepare(tmp: Path, n: int, smtp_url: str) -> dict[str, str]:
 def end_to_end(n: int, threads: int, smtp_url: str, processes: int = 1) -> tuple[float, float, int]:
     from outreach.config import Settings
     from outreach.db import _sessionmaker, reader_sessionmaker
-    from outreach.queue import enqueuer
-    from outreach.sending import send_campaign, status
+    from outreach.lifecycle import send_campaign, status
+    from outreach.tasks import enqueuer
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

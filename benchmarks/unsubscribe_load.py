@@ -30,8 +30,8 @@ def setup(tmp: Path, database_url: str, n: int) -> list[int]:
     from outreach.config import Settings
     from outreach.contacts import import_csv
     from outreach.db import _sessionmaker, upgrade
+    from outreach.lifecycle import send_campaign
     from outreach.models import Delivery
-    from outreach.sending import send_campaign
 
     shutil.copytree(ROOT / "templates", tmp / "templates")
     (tmp / "campaigns").mkdir()

@@ -583,8 +583,8 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
       outreach campaigns send campaigns/2026-12-newsletter.yaml --dry-run
       outreach campaigns send campaigns/2026-12-newsletter.yaml --test-to me@example.org
     """
-    from outreach.queue import enqueuer
-    from outreach.sending import send_campaign, send_test
+    from outreach.lifecycle import send_campaign, send_test
+    from outreach.tasks import enqueuer
 
     with _session(app) as session:
         if test_to:
@@ -659,7 +659,7 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
 
     from rich.live import Live
 
-    from outreach.sending import status
+    from outreach.lifecycle import status
 
     with _session(app) as session:
         current = status(session, name)
@@ -685,7 +685,7 @@ def campaigns_list(app: App) -> None:
     Example:
       outreach campaigns list
     """
-    from outreach.sending import list_campaigns
+    from outreach.lifecycle import list_campaigns
 
     with _session(app) as session:
         rows = [
@@ -717,7 +717,7 @@ def campaigns_pause(app: App, name: str) -> None:
     Example:
       outreach campaigns pause 2026-12-newsletter
     """
-    from outreach.sending import pause
+    from outreach.lifecycle import pause
 
     with _session(app) as session:
         pause(session, name)
@@ -734,8 +734,8 @@ def campaigns_resume(app: App, name: str) -> None:
     Example:
       outreach campaigns resume 2026-12-newsletter
     """
-    from outreach.queue import enqueuer
-    from outreach.sending import resume
+    from outreach.lifecycle import resume
+    from outreach.tasks import enqueuer
 
     with _session(app) as session:
         campaign = resume(session, name, enqueuer(app.settings), app.settings)
@@ -753,7 +753,7 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     Example:
       outreach campaigns cancel 2026-12-newsletter --yes
     """
-    from outreach.sending import cancel
+    from outreach.lifecycle import cancel
 
     if not yes and not click.confirm(f"Cancel {name}? It cannot be resumed."):
         raise UserError("nothing cancelled")
@@ -791,7 +791,7 @@ def worker(app: App, workers: int, processes: int) -> None:
     Example:
       OUTREACH_SMTP_URL=smtp://relay:587 OUTREACH_SECRET_KEY=… outreach worker -p 2 -w 4
     """
-    from outreach.queue import run_processes, run_worker
+    from outreach.tasks import run_processes, run_worker
 
     app.database()
     if app.settings.smtp_url:
@@ -823,7 +823,7 @@ def demo(app: App, directory: Path) -> None:
     """
     from outreach.db import _sessionmaker
     from outreach.demo import run_demo
-    from outreach.sending import status
+    from outreach.lifecycle import status
 
     settings = run_demo(directory, lambda line: console.print(line, soft_wrap=True))
     with _sessionmaker(settings.database_url)() as session:
@@ -924,8 +924,8 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
       # /etc/aliases:  bounces: "|/opt/outreach/bin/outreach bounces ingest -"
     """
     from outreach.bounces import ingest, messages_from
+    from outreach.pipeline import secret_for
     from outreach.tokens import Tokens
-    from outreach.worker import secret_for
 
     if sum(x is not None for x in (source, mbox, maildir)) != 1:
         raise UserError("give exactly one of FILE, -, --mbox FILE or --maildir DIR")
@@ -979,8 +979,8 @@ def campaigns_report(
     import json
 
     from outreach.db import reader_sessionmaker
+    from outreach.lifecycle import get_campaign
     from outreach.reports import build, render_html
-    from outreach.sending import get_campaign
 
     with reader_sessionmaker(app.database())() as session:
         report = build(session, get_campaign(session, name), segments_file)

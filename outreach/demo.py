@@ -30,8 +30,8 @@ def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) 
     from outreach.contacts import import_csv
     from outreach.db import _sessionmaker, upgrade
     from outreach.errors import FileErrors
-    from outreach.queue import enqueuer
-    from outreach.sending import send_campaign, wait_until_done
+    from outreach.lifecycle import send_campaign, wait_until_done
+    from outreach.tasks import enqueuer
 
     for folder in ("campaigns", "templates", "examples"):
         if not (SOURCE / folder).is_dir():

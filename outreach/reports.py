@@ -16,7 +16,7 @@ from markupsafe import Markup
 from sqlalchemy import ColumnElement, distinct, func, select
 from sqlalchemy.orm import Session
 
-from outreach import deliveries
+from outreach import store
 from outreach.models import Campaign, Contact, Delivery, Event, utcnow
 from outreach.segments import load_segments
 
@@ -62,7 +62,7 @@ def _bucket(session: Session, unit: str) -> ColumnElement[str]:
 
 def build(session: Session, campaign: Campaign, segments_path: Path | None = None) -> Report:
     cid = campaign.id
-    counts = deliveries.counts(session, cid)
+    counts = store.counts(session, cid)
     total = sum(counts.values())
     delivered = counts["sent"]  # accepted and not bounced since
     attempted = counts["sent"] + counts["bounced"] + counts["failed"]

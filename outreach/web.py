@@ -424,10 +424,10 @@ def _resubscribe(session: Any, recipient: Recipient, t: dict[str, str]) -> str:
 
 def _render_delivery(session: Any, recipient: Recipient, settings: Settings) -> str:
     from outreach.campaigns import resolve_language
-    from outreach.deliveries import load as load_recipients
+    from outreach.pipeline import prepare, secret_for
     from outreach.render import personalise
+    from outreach.store import load as load_recipients
     from outreach.tokens import Links
-    from outreach.worker import prepare, secret_for
 
     prepared = prepare(session, recipient.campaign, settings)
     (one,) = load_recipients(session, [recipient.delivery.id])

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from outreach.config import Settings
 from outreach.contacts import import_csv
-from outreach.sending import SendResult, send_campaign, status
+from outreach.lifecycle import SendResult, send_campaign, status
+from outreach.pipeline import Sender
 from outreach.transport import Transport, transport_for
-from outreach.worker import Sender
 from tests.conftest import write
 from tests.project import make_project
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from outreach.bounces import ingest
+from outreach.lifecycle import get_campaign
 from outreach.reports import build, render_html
-from outreach.sending import get_campaign
 from outreach.tokens import Tokens
 from outreach.web import create_app
 from tests.project import CAMPAIGN

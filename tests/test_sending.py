@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 
 from outreach.config import parse_smtp_url
 from outreach.errors import ConfigError, FileErrors
+from outreach.lifecycle import cancel, pause, resume, send_test
 from outreach.models import Campaign, Delivery, Event, Suppression, utcnow
-from outreach.queue import run_sweep
+from outreach.pipeline import Sender
 from outreach.ratelimit import Limit, reserve
-from outreach.sending import cancel, pause, resume, send_test
 from outreach.suppressions import suppress
+from outreach.tasks import run_sweep
 from outreach.transport import SmtpTransport
-from outreach.worker import Sender
 from tests.project import CAMPAIGN
 from tests.sending_helpers import campaign_id as cid_of
 from tests.sending_helpers import contacts_csv, current, drain, project_with, send, settings_for
@@ -235,13 +235,13 @@ def test_scheduled_campaign_starts_on_time(session: Session, db_url: str, tmp_pa
 
 
 def test_sweep_resumes_abandoned_claims(session: Session, db_url: str, tmp_path: Path) -> None:
-    from outreach import deliveries
+    from outreach import store
 
     settings = settings_for(db_url, tmp_path)
     path = project_with(tmp_path, session)
     send(path, settings, session)
     campaign_id = cid_of(session)
-    ids = deliveries.claim(session, campaign_id, "dead-worker", 10, lease=0.01)
+    ids = store.claim(session, campaign_id, "dead-worker", 10, lease=0.01)
     session.commit()
     assert len(ids) == 3
     import time

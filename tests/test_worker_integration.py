@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from outreach.queue import enqueuer
-from outreach.sending import pause, resume, send_campaign
+from outreach.lifecycle import pause, resume, send_campaign
 from outreach.suppressions import suppress
+from outreach.tasks import enqueuer
 from tests.conftest import REDIS_URL
 from tests.sending_helpers import contacts_csv, current, project_with, settings_for
 from tests.smtp_server import SmtpServer, start_server

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from outreach.config import Settings
-from outreach.sending import Status
+from outreach.lifecycle import Status
 from tests.sending_helpers import current
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach import deliveries
+from outreach import store
 from outreach.campaigns import (
     SAMPLE_CONTACT,
     compile_campaign,
@@ -29,11 +29,11 @@ from outreach.errors import ConfigError, FileErrors, NotFound, UserError
 from outreach.fields import normalise_email
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
+from outreach.pipeline import secret_for
 from outreach.render import personalise
 from outreach.segments import audience
 from outreach.tokens import Links, Tokens
 from outreach.transport import SendFailure, transport_for
-from outreach.worker import secret_for
 
 MAX_TASKS = 32
 Enqueue = Callable[[int, int], None]  # (campaign id, how many tasks)
@@ -122,7 +122,7 @@ def send_campaign(
                 text=variant.text,
             )
         )
-    added = deliveries.snapshot(session, campaign.id, where)
+    added = store.snapshot(session, campaign.id, where)
     # A finished campaign sent again only reopens when its audience gained someone.
     if campaign.state in ("draft", "scheduled") or (campaign.state == "done" and added):
         if send_at is not None and send_at > now:
@@ -229,7 +229,7 @@ def resume(session: Session, name: str, enqueue: Enqueue | None, settings: Setti
     session.query(Delivery).filter(
         Delivery.campaign_id == campaign.id, Delivery.state == "deferred"
     ).update({"next_attempt_at": now}, synchronize_session=False)
-    pending = deliveries.counts(session, campaign.id)
+    pending = store.counts(session, campaign.id)
     session.commit()
     if campaign.state == "sending" and enqueue is not None:
         enqueue(campaign.id, tasks_for(pending["queued"] + pending["deferred"], settings))
@@ -242,7 +242,7 @@ def cancel(session: Session, name: str) -> tuple[Campaign, int]:
         raise UserError(f"campaign {name} is already {campaign.state}")
     campaign.state, campaign.updated_at = "cancelled", utcnow()
     campaign.state_reason = "cancelled by hand"
-    skipped = deliveries.skip_remaining(session, campaign.id, "campaign cancelled")
+    skipped = store.skip_remaining(session, campaign.id, "campaign cancelled")
     session.commit()
     return campaign, skipped
 
@@ -273,7 +273,7 @@ class Status:
 
 def status(session: Session, name: str) -> Status:
     campaign = get_campaign(session, name)
-    counts = deliveries.counts(session, campaign.id)
+    counts = store.counts(session, campaign.id)
     since = utcnow() - timedelta(seconds=60)
     recent = (
         session.scalar(
@@ -301,7 +301,7 @@ def status(session: Session, name: str) -> Status:
 def list_campaigns(session: Session) -> list[tuple[Campaign, dict[str, int]]]:
     out = []
     for campaign in session.scalars(select(Campaign).order_by(Campaign.created_at)):
-        out.append((campaign, deliveries.counts(session, campaign.id)))
+        out.append((campaign, store.counts(session, campaign.id)))
     return out
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from outreach import deliveries
+from outreach import store
 from outreach.campaigns import resolve_language
 from outreach.config import Settings
 from outreach.db import AutocommitConnection, _sessionmaker, engine_for
@@ -33,7 +33,7 @@ from outreach.suppressions import suppress
 from outreach.tokens import Links, Tokens
 from outreach.transport import PermanentFailure, TemporaryFailure, Transport
 
-log = logging.getLogger("outreach.worker")
+log = logging.getLogger("outreach.pipeline")
 STATE_CHECK_SECONDS = 1.0
 DEV_SECRET = "outreach-development-key-not-for-real-mail"
 
@@ -145,15 +145,15 @@ class Sender:
                 batch = max(1, min(batch, int(slowest * lease / 2)))
             session.commit()
             while not self.stop.is_set():
-                deliveries.release_expired(session, campaign_id)
-                ids = deliveries.claim(session, campaign_id, self.worker, batch, lease)
+                store.release_expired(session, campaign_id)
+                ids = store.claim(session, campaign_id, self.worker, batch, lease)
                 session.commit()
                 if not ids:
-                    deliveries.finish_if_done(session, campaign_id)
-                    outcome.wake_at = deliveries.next_wake(session, campaign_id)
+                    store.finish_if_done(session, campaign_id)
+                    outcome.wake_at = store.next_wake(session, campaign_id)
                     session.commit()
                     return outcome
-                recipients = deliveries.load(session, ids)
+                recipients = store.load(session, ids)
                 session.commit()
                 if not self._send_batch(session, prepared, pacer, recipients, outcome):
                     return outcome
@@ -170,7 +170,7 @@ class Sender:
         session: Session,
         prepared: Prepared,
         pacer: Pacer,
-        recipients: list[deliveries.Recipient],
+        recipients: list[store.Recipient],
         outcome: Outcome,
     ) -> bool:
         checked = time.monotonic()
@@ -190,20 +190,20 @@ class Sender:
                 return False
         return True
 
-    def _release(self, session: Session, recipients: list[deliveries.Recipient]) -> None:
-        deliveries.release(session, [r.delivery_id for r in recipients], self.worker)
+    def _release(self, session: Session, recipients: list[store.Recipient]) -> None:
+        store.release(session, [r.delivery_id for r in recipients], self.worker)
         session.commit()
 
     def _finish(self, delivery_id: int, state: str, **outcome: object) -> None:
         """Record an outcome and commit it at once: the crash window is one message."""
-        deliveries.record(self.conn, delivery_id, self.worker, state, **outcome)  # type: ignore[arg-type]
+        store.record(self.conn, delivery_id, self.worker, state, **outcome)  # type: ignore[arg-type]
 
     def _deliver(
         self,
         session: Session,
         prepared: Prepared,
         pacer: Pacer,
-        recipient: deliveries.Recipient,
+        recipient: store.Recipient,
         remaining: int,
         outcome: Outcome,
     ) -> None:
@@ -212,7 +212,7 @@ class Sender:
             self._finish(delivery_id, "skipped", attempted=False, text="the contact was erased")
             return
         # Autocommit: no transaction stays open across rendering, pacing and SMTP.
-        reason = deliveries.suppression_reason(self.conn, recipient.email)
+        reason = store.suppression_reason(self.conn, recipient.email)
         if reason is not None:
             self._finish(delivery_id, "skipped", attempted=False, text=f"suppressed ({reason})")
             return
@@ -246,7 +246,7 @@ class Sender:
         )
 
     def _assemble(
-        self, prepared: Prepared, recipient: deliveries.Recipient, language: str
+        self, prepared: Prepared, recipient: store.Recipient, language: str
     ) -> Envelope:
         delivery_id = recipient.delivery_id
         urls = self.links.variables(delivery_id)
@@ -275,7 +275,7 @@ class Sender:
         self,
         session: Session,
         prepared: Prepared,
-        recipient: deliveries.Recipient,
+        recipient: store.Recipient,
         exc: PermanentFailure,
         message_id: str,
         language: str,
@@ -312,7 +312,7 @@ class Sender:
         self,
         session: Session,
         prepared: Prepared,
-        recipient: deliveries.Recipient,
+        recipient: store.Recipient,
         exc: TemporaryFailure,
         message_id: str,
         language: str,

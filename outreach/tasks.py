@@ -20,7 +20,7 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from outreach.config import Settings
 from outreach.db import _sessionmaker
 
-log = logging.getLogger("outreach.queue")
+log = logging.getLogger("outreach.tasks")
 STOP = threading.Event()  # set when the worker shuts down; senders release their claims
 
 
@@ -52,7 +52,7 @@ def _register(huey: Huey, settings: Settings) -> None:
 
     @huey.task(name="outreach.send_campaign")
     def send_campaign(campaign_id: int) -> None:
-        from outreach.worker import Sender
+        from outreach.pipeline import Sender
 
         outcome = Sender(settings, transport, stop=STOP).run(campaign_id)
         log.info("campaign %s: %d sent by this task", campaign_id, outcome.sent)
@@ -67,21 +67,21 @@ def _register(huey: Huey, settings: Settings) -> None:
 
 
 def run_sweep(settings: Settings, send_campaign: Any) -> None:
-    from outreach import deliveries
-    from outreach.sending import active_campaigns, due_scheduled, tasks_for
+    from outreach import store
+    from outreach.lifecycle import active_campaigns, due_scheduled, tasks_for
 
     with _sessionmaker(settings.database_url)() as session:
         started = due_scheduled(session)
         for campaign_id in active_campaigns(session):
-            deliveries.release_expired(session, campaign_id)
-            counts = deliveries.counts(session, campaign_id)
+            store.release_expired(session, campaign_id)
+            counts = store.counts(session, campaign_id)
             session.commit()
             pending = counts["queued"] + counts["deferred"] + counts["sending"]
             if pending:
                 n = tasks_for(counts["queued"], settings) if campaign_id in started else 1
                 for _ in range(n):
                     send_campaign(campaign_id)
-            elif deliveries.finish_if_done(session, campaign_id):
+            elif store.finish_if_done(session, campaign_id):
                 session.commit()
 
 
