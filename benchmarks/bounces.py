@@ -59,12 +59,12 @@ def populate(url: str, n_contacts: int) -> list[tuple[int, str, str]]:
     """Contacts, one sent campaign, and its deliveries, written in bulk."""
     from sqlalchemy import insert, select
 
-    from outreach.db import _sessionmaker, bulk_execute, upgrade
+    from outreach.db import bulk_execute, upgrade, writer_sessionmaker
     from outreach.models import Campaign, Contact, Delivery, utcnow
 
     upgrade(url)
     now = utcnow()
-    with _sessionmaker(url)() as session:
+    with writer_sessionmaker(url)() as session:
         conn = session.connection()
         bulk_execute(
             conn,
@@ -124,7 +124,7 @@ def main() -> None:
     from sqlalchemy import func, select
 
     from outreach.bounces import ingest, messages_from
-    from outreach.db import _sessionmaker, reader_sessionmaker
+    from outreach.db import reader_sessionmaker, writer_sessionmaker
     from outreach.lifecycle import get_campaign
     from outreach.models import Delivery
     from outreach.reports import build
@@ -149,7 +149,7 @@ def main() -> None:
                     code=550 if hard else 452,
                 )
             )
-        with _sessionmaker(url)() as session:
+        with writer_sessionmaker(url)() as session:
             start = time.perf_counter()
             report = ingest(session, Tokens("bench"), None, 3, messages_from(None, maildir=maildir))
             elapsed = time.perf_counter() - start

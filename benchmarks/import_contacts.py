@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import event
 
 from outreach.contacts import import_csv
-from outreach.db import _sessionmaker, engine_for, upgrade
+from outreach.db import engine_for, upgrade, writer_sessionmaker
 from outreach.segments import audience, count, load_segments
 
 COUNTRIES = ["KR", "JP", "PH", "VN", "ID", "LK", "NP", "BD", "IN", "MY"]
@@ -93,7 +93,7 @@ def main() -> None:
             upgrade(f"sqlite:///{db}")
         bare = bare_insert(bare_db, rows)
         url = f"sqlite:///{our_db}"
-        with _sessionmaker(url)() as session:
+        with writer_sessionmaker(url)() as session:
             start = time.perf_counter()
             result = import_csv(session, csv_path)
             ours = time.perf_counter() - start
@@ -112,7 +112,7 @@ def main() -> None:
             statements: list[str] = []
             hook = lambda *a, s=statements: s.append(a[2])  # noqa: E731
             event.listen(engine, "before_cursor_execute", hook)
-            with _sessionmaker(url)() as session:
+            with writer_sessionmaker(url)() as session:
                 start = time.perf_counter()
                 n = count(session, audience([segments[name]]))
                 elapsed = time.perf_counter() - start

@@ -29,7 +29,7 @@ from send import Sink, prepare_files  # noqa: E402
 def run(n: int, processes: int, database_url: str, queue_url: str, smtp_url: str) -> float:
     from outreach.config import Settings
     from outreach.contacts import import_csv
-    from outreach.db import _sessionmaker, engine_for, reader_sessionmaker, upgrade
+    from outreach.db import engine_for, reader_sessionmaker, upgrade, writer_sessionmaker
     from outreach.lifecycle import send_campaign, status
     from outreach.tasks import enqueuer
 
@@ -47,7 +47,7 @@ def run(n: int, processes: int, database_url: str, queue_url: str, smtp_url: str
                     "OUTREACH_RATE": "0", "OUTREACH_POSTAL_ADDRESS": "Seoul"})
         settings = Settings.load(env=env, cwd=tmp)
         upgrade(settings.database_url)
-        with _sessionmaker(settings.database_url)() as session:
+        with writer_sessionmaker(settings.database_url)() as session:
             import_csv(session, tmp / "contacts.csv")
             send_campaign(tmp / "campaigns" / "bench.yaml", settings, session, enqueuer(settings))
         engine_for(settings.database_url).dispose()

@@ -119,7 +119,7 @@ def prepare_files(tmp: Path) -> None:
 def prepare(tmp: Path, n: int, smtp_url: str) -> dict[str, str]:
     from outreach.config import Settings
     from outreach.contacts import import_csv
-    from outreach.db import _sessionmaker, upgrade
+    from outreach.db import upgrade, writer_sessionmaker
 
     prepare_files(tmp)
     with (tmp / "contacts.csv").open("w", encoding="utf-8") as out:
@@ -140,14 +140,14 @@ def prepare(tmp: Path, n: int, smtp_url: str) -> dict[str, str]:
     )
     settings = Settings.load(env=env, cwd=tmp)
     upgrade(settings.database_url)
-    with _sessionmaker(settings.database_url)() as session:
+    with writer_sessionmaker(settings.database_url)() as session:
         import_csv(session, tmp / "contacts.csv")
     return env
 
 
 def end_to_end(n: int, threads: int, smtp_url: str, processes: int = 1) -> tuple[float, float, int]:
     from outreach.config import Settings
-    from outreach.db import _sessionmaker, reader_sessionmaker
+    from outreach.db import reader_sessionmaker, writer_sessionmaker
     from outreach.lifecycle import send_campaign, status
     from outreach.tasks import enqueuer
 
@@ -156,7 +156,7 @@ def end_to_end(n: int, threads: int, smtp_url: str, processes: int = 1) -> tuple
         env = prepare(tmp, n, smtp_url)
         settings = Settings.load(env=env, cwd=tmp)
         start = time.perf_counter()
-        with _sessionmaker(settings.database_url)() as session:
+        with writer_sessionmaker(settings.database_url)() as session:
             result = send_campaign(
                 tmp / "campaigns" / "bench.yaml", settings, session, enqueuer(settings)
             )

@@ -29,7 +29,7 @@ def setup(tmp: Path, database_url: str, n: int) -> list[int]:
 
     from outreach.config import Settings
     from outreach.contacts import import_csv
-    from outreach.db import _sessionmaker, upgrade
+    from outreach.db import upgrade, writer_sessionmaker
     from outreach.lifecycle import send_campaign
     from outreach.models import Delivery
 
@@ -49,7 +49,7 @@ def setup(tmp: Path, database_url: str, n: int) -> list[int]:
             out.write(f"reader{i}@city{i % 300}.example.org,담당자 {i},{'ko' if i % 2 else 'en'}\n")
     settings = Settings(database_url=database_url, postal_address="Seoul", secret_key="load")
     upgrade(database_url)
-    with _sessionmaker(database_url)() as session:
+    with writer_sessionmaker(database_url)() as session:
         import_csv(session, tmp / "contacts.csv")
         send_campaign(tmp / "campaigns" / "load.yaml", settings, session, None)
         return list(session.scalars(select(Delivery.id).order_by(Delivery.id)))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -14,6 +16,9 @@ from rich.text import Text
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 # No markup: user text ("include: [a, b]", "[TEST ko]") must print as it is.
 console = Console(highlight=False, markup=False)
@@ -43,6 +48,35 @@ class App:
         if check:
             check_schema(url)
         return url
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """The one way commands open the database: committed on success, else rolled back."""
+        from outreach.db import session_scope
+
+        with session_scope(self.database()) as session:
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """For commands that only read: on SQLite it never takes the write lock."""
+        from outreach.db import reader_sessionmaker
+
+        with reader_sessionmaker(self.database())() as session:
+            yield session
+
+    @contextmanager
+    def optional_session(self) -> Iterator[Session | None]:
+        """A reading session when the database is initialised, else None (file-only checks)."""
+        from outreach.db import check_schema
+
+        try:
+            check_schema(self.settings.database_url)
+        except UserError:
+            yield None
+            return
+        with self.reader() as session:
+            yield session
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)
@@ -430,17 +464,6 @@ def main() -> None:
     cli(prog_name="outreach")
 
 
-def optional_session(app: App) -> Any:
-    """A session when the database is initialised, else None (file-only checks)."""
-    from outreach.db import _sessionmaker, check_schema
-
-    try:
-        check_schema(app.settings.database_url)
-    except UserError:
-        return None
-    return _sessionmaker(app.settings.database_url)()
-
-
 @cli.group()
 def campaigns() -> None:
     """Validate, preview, send and follow campaigns (campaigns/*.yaml).
@@ -471,11 +494,10 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     paths = list(files) or find_campaigns()
     if not paths:
         raise UserError("no campaign files: pass FILE or add campaigns/*.yaml")
-    session = optional_session(app)
-    if session is None:
-        err_console.print("warning: the database is not initialised; audiences not checked")
     failed = 0
-    try:
+    with app.optional_session() as session:
+        if session is None:
+            err_console.print("warning: the database is not initialised; audiences not checked")
         for path in paths:
             report = validate_campaign(path, app.settings, session)
             for warning in report.warnings:
@@ -492,9 +514,6 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
                 failed += 1
                 for error in report.errors:
                     err_console.print(labelled("error:", "red", error), soft_wrap=True)
-    finally:
-        if session is not None:
-            session.close()
     if failed:
         raise UserError(f"{failed} of {len(paths)} campaign files have errors")
 
@@ -534,12 +553,8 @@ def campaigns_preview(
     """
     from outreach.preview import build_preview, screenshot
 
-    session = optional_session(app)
-    try:
+    with app.optional_session() as session:
         preview = build_preview(file, app.settings, session, email=email, language=lang)
-    finally:
-        if session is not None:
-            session.close()
     html_path = output or Path("preview") / f"{preview.campaign.name}.{preview.language}.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(preview.rendered.html, encoding="utf-8")
@@ -555,12 +570,6 @@ def campaigns_preview(
         png.parent.mkdir(parents=True, exist_ok=True)
         for shot in screenshot(html_path, png):
             console.print(f"wrote {shot}")
-
-
-def _session(app: App) -> Any:
-    from outreach.db import _sessionmaker
-
-    return _sessionmaker(app.database())()
 
 
 @campaigns.command("send")
@@ -586,7 +595,7 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
     from outreach.lifecycle import send_campaign, send_test
     from outreach.tasks import enqueuer
 
-    with _session(app) as session:
+    with app.session() as session:
         if test_to:
             languages = send_test(file, app.settings, session, test_to)
             console.print(
@@ -661,7 +670,7 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
 
     from outreach.lifecycle import status
 
-    with _session(app) as session:
+    with app.reader() as session:
         current = status(session, name)
         if as_json:
             click.echo(json.dumps(current.as_json(), ensure_ascii=False))
@@ -687,7 +696,7 @@ def campaigns_list(app: App) -> None:
     """
     from outreach.lifecycle import list_campaigns
 
-    with _session(app) as session:
+    with app.reader() as session:
         rows = [
             [
                 c.name,
@@ -719,7 +728,7 @@ def campaigns_pause(app: App, name: str) -> None:
     """
     from outreach.lifecycle import pause
 
-    with _session(app) as session:
+    with app.session() as session:
         pause(session, name)
     console.print(f"{name}: paused; `outreach campaigns resume {name}` continues it")
 
@@ -737,7 +746,7 @@ def campaigns_resume(app: App, name: str) -> None:
     from outreach.lifecycle import resume
     from outreach.tasks import enqueuer
 
-    with _session(app) as session:
+    with app.session() as session:
         campaign = resume(session, name, enqueuer(app.settings), app.settings)
     console.print(f"{name}: {campaign.state}")
 
@@ -757,7 +766,7 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
 
     if not yes and not click.confirm(f"Cancel {name}? It cannot be resumed."):
         raise UserError("nothing cancelled")
-    with _session(app) as session:
+    with app.session() as session:
         _, skipped = cancel(session, name)
     console.print(f"{name}: cancelled; {skipped} unsent deliveries skipped")
 
@@ -821,12 +830,12 @@ def demo(app: App, directory: Path) -> None:
     Example:
       outreach demo --dir /tmp/outreach-demo
     """
-    from outreach.db import _sessionmaker
+    from outreach.db import reader_sessionmaker
     from outreach.demo import run_demo
     from outreach.lifecycle import status
 
     settings = run_demo(directory, lambda line: console.print(line, soft_wrap=True))
-    with _sessionmaker(settings.database_url)() as session:
+    with reader_sessionmaker(settings.database_url)() as session:
         console.print(_status_view(status(session, "2026-12-newsletter")))
     files = sorted((settings.outbox / "2026-12-newsletter").glob("*.eml"))
     console.print(
@@ -931,7 +940,7 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
         raise UserError("give exactly one of FILE, -, --mbox FILE or --maildir DIR")
     settings = app.settings
     stream = messages_from(source, mbox=mbox, maildir=maildir, stdin=sys.stdin.buffer)
-    with _session(app) as session:
+    with app.session() as session:
         report = ingest(
             session,
             Tokens(secret_for(settings)),
@@ -978,11 +987,10 @@ def campaigns_report(
     """
     import json
 
-    from outreach.db import reader_sessionmaker
     from outreach.lifecycle import get_campaign
     from outreach.reports import build, render_html
 
-    with reader_sessionmaker(app.database())() as session:
+    with app.reader() as session:
         report = build(session, get_campaign(session, name), segments_file)
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False))

@@ -55,7 +55,8 @@ def engine_for(url: str) -> Engine:
 
 
 @lru_cache(maxsize=8)
-def _sessionmaker(url: str) -> sessionmaker[Session]:
+def writer_sessionmaker(url: str) -> sessionmaker[Session]:
+    """Sessions that may write: on SQLite each transaction takes the write lock up front."""
     return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
@@ -69,7 +70,7 @@ def reader_sessionmaker(url: str) -> sessionmaker[Session]:
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""
-    session = _sessionmaker(url)()
+    session = writer_sessionmaker(url)()
     try:
         yield session
         session.commit()

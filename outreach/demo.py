@@ -28,7 +28,7 @@ rate = "0"
 def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) -> Settings:
     from outreach.campaigns import find_campaigns, validate_campaign
     from outreach.contacts import import_csv
-    from outreach.db import _sessionmaker, upgrade
+    from outreach.db import upgrade, writer_sessionmaker
     from outreach.errors import FileErrors
     from outreach.lifecycle import send_campaign, wait_until_done
     from outreach.tasks import enqueuer
@@ -54,7 +54,7 @@ def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) 
     settings = Settings.load(env=env, cwd=directory)
     say(f"1. database {settings.database_url}")
     upgrade(settings.database_url)
-    session_factory = _sessionmaker(settings.database_url)
+    session_factory = writer_sessionmaker(settings.database_url)
     with session_factory() as session:
         result = import_csv(session, directory / "examples" / "contacts.csv")
     say(f"2. imported {result.created} example contacts")

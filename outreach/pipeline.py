@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from outreach import store
 from outreach.campaigns import resolve_language
 from outreach.config import Settings
-from outreach.db import AutocommitConnection, _sessionmaker, engine_for
+from outreach.db import AutocommitConnection, engine_for, writer_sessionmaker
 from outreach.messages import DkimKey, Envelope, MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Event, utcnow
 from outreach.ratelimit import Limit, Pacer
@@ -120,7 +120,7 @@ class Sender:
     relay_failures: int = 0
 
     def __post_init__(self) -> None:
-        self.session_factory = _sessionmaker(self.settings.database_url)
+        self.session_factory = writer_sessionmaker(self.settings.database_url)
         self.engine = engine_for(self.settings.database_url)
         self.links = Links(self.settings.base_url, Tokens(secret_for(self.settings)))
 

@@ -18,7 +18,7 @@ from typing import Any
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 
 from outreach.config import Settings
-from outreach.db import _sessionmaker
+from outreach.db import writer_sessionmaker
 
 log = logging.getLogger("outreach.tasks")
 STOP = threading.Event()  # set when the worker shuts down; senders release their claims
@@ -70,7 +70,7 @@ def run_sweep(settings: Settings, send_campaign: Any) -> None:
     from outreach import store
     from outreach.lifecycle import active_campaigns, due_scheduled, tasks_for
 
-    with _sessionmaker(settings.database_url)() as session:
+    with writer_sessionmaker(settings.database_url)() as session:
         started = due_scheduled(session)
         for campaign_id in active_campaigns(session):
             store.release_expired(session, campaign_id)

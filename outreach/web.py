@@ -13,7 +13,7 @@ from flask import Flask, Response, abort, render_template, request
 from sqlalchemy import select
 
 from outreach.config import Settings
-from outreach.db import _sessionmaker, reader_sessionmaker
+from outreach.db import reader_sessionmaker, writer_sessionmaker
 from outreach.fields import normalise_language
 from outreach.models import Campaign, Contact, Delivery, Event, Suppression
 from outreach.suppressions import suppress_if_new, unsuppress
@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> Flask:
         static_url_path="/static",
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    writer = _sessionmaker(settings.database_url)
+    writer = writer_sessionmaker(settings.database_url)
     reader = reader_sessionmaker(settings.database_url)
 
     def language(contact: Contact | None) -> str:
