@@ -18,7 +18,8 @@ from pathlib import Path
 
 from mjml import mjml2html
 
-from outreach.campaigns import compile_campaign, load_campaign
+from outreach.campaigns import load_campaign
+from outreach.compiler import compile_campaign
 from outreach.config import Settings
 from outreach.render import Deferred, html_to_text, personalise, stage1_environment
 from outreach.tokens import Links, Tokens

@@ -206,7 +206,8 @@ def peak_rss_mb(pid: int) -> int:
 
 def bare(n: int, threads: int, port: int) -> float:
     """The same messages, rendered and assembled beforehand, through plain smtplib."""
-    from outreach.campaigns import compile_campaign, load_campaign
+    from outreach.campaigns import load_campaign
+    from outreach.compiler import compile_campaign
     from outreach.config import Settings
     from outreach.messages import MessageBuilder
     from outreach.render import personalise

@@ -123,17 +123,31 @@ def cli() -> None:
 def init(app: App) -> None:
     """Create the database, or migrate it to the newest schema.
 
-    Safe to run again: an up-to-date database is left as it is.
+    Safe to run again: an up-to-date database is left as it is. When no secret key is
+    configured (OUTREACH_SECRET_KEY or outreach.toml), one is generated into
+    ./outreach.toml, where every command started in this folder finds it.
 
     \b
     Example:
       OUTREACH_DATABASE_URL=sqlite:///outreach.db outreach init
     """
+    from outreach import secretkey
     from outreach.db import head_revision, safe_url, upgrade
 
-    url = app.settings.database_url
+    settings = app.settings
+    if settings.secret_key:
+        settings.require_secret_key("outreach")
+    url = settings.database_url
     upgrade(url)
     console.print(f"database {safe_url(url)} is at schema {head_revision()}")
+    if not settings.secret_key:
+        toml = Path("outreach.toml")
+        secretkey.store(toml)
+        console.print(
+            f"generated a secret key into {toml.resolve()}; keep that file private and out "
+            "of git, and never change the key (links in sent mail would stop working)",
+            soft_wrap=True,
+        )
 
 
 @cli.group()
@@ -489,7 +503,8 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     Example:
       outreach campaigns validate campaigns/2026-12-newsletter.yaml
     """
-    from outreach.campaigns import find_campaigns, validate_campaign
+    from outreach.campaigns import find_campaigns
+    from outreach.validate import validate_campaign
 
     paths = list(files) or find_campaigns()
     if not paths:
@@ -803,8 +818,7 @@ def worker(app: App, workers: int, processes: int) -> None:
     from outreach.tasks import run_processes, run_worker
 
     app.database()
-    if app.settings.smtp_url:
-        app.settings.require_secret_key("a worker sending over SMTP")
+    app.settings.require_secret_key("`outreach worker`")
     if processes > 1:
         sys.exit(run_processes(processes, workers))
     run_worker(app.settings, workers)
@@ -933,8 +947,7 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
       # /etc/aliases:  bounces: "|/opt/outreach/bin/outreach bounces ingest -"
     """
     from outreach.bounces import ingest, messages_from
-    from outreach.pipeline import secret_for
-    from outreach.tokens import Tokens
+    from outreach.tokens import tokens_for
 
     if sum(x is not None for x in (source, mbox, maildir)) != 1:
         raise UserError("give exactly one of FILE, -, --mbox FILE or --maildir DIR")
@@ -943,7 +956,7 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
     with app.session() as session:
         report = ingest(
             session,
-            Tokens(secret_for(settings)),
+            tokens_for(settings, "`bounces ingest`"),
             settings.bounce_domain,
             settings.soft_bounce_limit,
             stream,

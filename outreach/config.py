@@ -74,51 +74,70 @@ def parse_rate(text: str) -> Rate:
     return Rate(number / _UNIT_SECONDS[unit or "s"])
 
 
+_PASSWORD = re.compile(r"(://[^/@\s]*?:)[^/@\s]*@")
+
+
+def mask_password(url: str) -> str:
+    """A URL fit to print: its password, if any, replaced by ***. Works on URLs too broken
+    to parse, which are exactly the ones an error message quotes."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
 def _database_url(value: str) -> str:
+    shown = mask_password(value)
     try:
         url = make_url(value)
-    except ArgumentError as exc:
-        raise ValueError(f"{value!r} is not a database URL ({exc})") from None
+    except ArgumentError:
+        raise ValueError(
+            f"{shown!r} is not a database URL; write sqlite:///outreach.db or "
+            "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from None
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"{value!r}: only sqlite:/// and postgresql+psycopg:// are supported")
+        raise ValueError(f"{shown!r}: only sqlite:/// and postgresql+psycopg:// are supported")
     if backend == "postgresql" and url.drivername in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if backend == "postgresql" and url.drivername != "postgresql+psycopg":
-        raise ValueError(f"{value!r}: use the psycopg driver (postgresql+psycopg://…)")
+        raise ValueError(f"{shown!r}: use the psycopg driver (postgresql+psycopg://…)")
     return value
 
 
 def _queue_url(value: str) -> str:
+    shown = mask_password(value)
     scheme = urlsplit(value).scheme
     if scheme not in ("sqlite", "redis", "rediss", "memory"):
-        raise ValueError(f"{value!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+        raise ValueError(f"{shown!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
     if scheme == "sqlite" and not value.startswith("sqlite:///"):
-        raise ValueError(f"{value!r}: write sqlite:///relative.db or sqlite:////absolute.db")
+        raise ValueError(f"{shown!r}: write sqlite:///relative.db or sqlite:////absolute.db")
     return value
 
 
 def parse_smtp_url(value: str) -> SmtpSettings:
-    parts = urlsplit(value)
+    shown = mask_password(value)
+    try:
+        parts = urlsplit(value)
+        port_number = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{shown!r}: {exc}") from None
     if parts.scheme not in ("smtp", "smtps"):
-        raise ValueError(f"{value!r}: use smtp://host:587?tls=starttls or smtps://host:465")
+        raise ValueError(f"{shown!r}: use smtp://host:587?tls=starttls or smtps://host:465")
     if not parts.hostname:
-        raise ValueError(f"{value!r} names no host")
+        raise ValueError(f"{shown!r} names no host")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     unknown = set(query) - {"tls", "timeout"}
     if unknown:
         raise ValueError(
-            f"{value!r}: unknown parameter {sorted(unknown)[0]!r} (known: tls, timeout)"
+            f"{shown!r}: unknown parameter {sorted(unknown)[0]!r} (known: tls, timeout)"
         )
     default_tls = "ssl" if parts.scheme == "smtps" else "starttls"
     tls = query.get("tls", default_tls)
     if tls not in ("starttls", "ssl", "none"):
-        raise ValueError(f"{value!r}: tls must be starttls, ssl or none, not {tls!r}")
+        raise ValueError(f"{shown!r}: tls must be starttls, ssl or none, not {tls!r}")
     try:
-        port = parts.port or (465 if tls == "ssl" else 587)
+        port = port_number or (465 if tls == "ssl" else 587)
         timeout = float(query.get("timeout", "30"))
     except ValueError as exc:
-        raise ValueError(f"{value!r}: {exc}") from None
+        raise ValueError(f"{shown!r}: {exc}") from None
     from urllib.parse import unquote
 
     return SmtpSettings(
@@ -198,6 +217,10 @@ def _text(value: str) -> str:
     return value
 
 
+def _key_list(value: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in value.split(",") if k.strip())
+
+
 def _path(value: str) -> Path:
     return Path(value)
 
@@ -210,6 +233,7 @@ class Settings:
     outbox: Path = Path("outbox")
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str | None = None
+    secret_key_fallbacks: tuple[str, ...] = ()
     from_: str | None = field(default=None, metadata={"key": "from"})
     rate: Rate = Rate(50.0)
     postal_address: str | None = None
@@ -229,12 +253,19 @@ class Settings:
         return parse_smtp_url(self.smtp_url) if self.smtp_url else None
 
     def require_secret_key(self, purpose: str) -> str:
+        """The key that signs every token, checked: stops with one line when it is missing,
+        too short, or one that has been published (see `secretkey`)."""
+        from outreach.secretkey import check_key
+
         if not self.secret_key:
             raise ConfigError(
-                f"OUTREACH_SECRET_KEY is not set; {purpose} needs it. "
-                "Set it to a long random string, e.g. `python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))'`"
+                f"OUTREACH_SECRET_KEY is not set; {purpose} needs it to sign and check links. "
+                "Run `outreach init` in this folder to generate one into outreach.toml, or set "
+                "it (the same for every process of this installation)"
             )
+        check_key(self.secret_key, "OUTREACH_SECRET_KEY")
+        for old in self.secret_key_fallbacks:
+            check_key(old, "OUTREACH_SECRET_KEY_FALLBACKS")
         return self.secret_key
 
     @classmethod
@@ -287,6 +318,13 @@ class Settings:
             raise ConfigError(
                 "OUTREACH_DKIM_KEY_FILE and OUTREACH_DKIM_SELECTOR must be set together"
             )
+        base = urlsplit(settings.base_url)
+        if settings.smtp_url and base.scheme == "http" and base.hostname not in _LOCAL_HOSTS:
+            # RFC 8058: mail providers only POST one-click unsubscribes to https addresses.
+            raise ConfigError(
+                f"OUTREACH_BASE_URL {settings.base_url} is plain http: mail that goes over SMTP "
+                "needs an https:// address for its unsubscribe links (RFC 8058)"
+            )
         return settings
 
 
@@ -297,6 +335,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "outbox": _path,
     "base_url": _base_url,
     "secret_key": _text,
+    "secret_key_fallbacks": _key_list,
     "from": _address,
     "rate": parse_rate,
     "postal_address": _text,
@@ -310,5 +349,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "soft_bounce_limit": _positive_int,
     "pause_after_failures": _positive_int,
 }
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 _ATTR = {f.metadata.get("key", f.name): f.name for f in fields(Settings)}
 assert set(_ATTR) == set(_PARSERS), "every setting needs a parser"

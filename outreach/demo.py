@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from outreach import secretkey
 from outreach.config import Settings
 from outreach.errors import UserError
 
@@ -26,12 +27,13 @@ rate = "0"
 
 
 def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) -> Settings:
-    from outreach.campaigns import find_campaigns, validate_campaign
+    from outreach.campaigns import find_campaigns
     from outreach.contacts import import_csv
     from outreach.db import upgrade, writer_sessionmaker
     from outreach.errors import FileErrors
     from outreach.lifecycle import send_campaign, wait_until_done
     from outreach.tasks import enqueuer
+    from outreach.validate import validate_campaign
 
     for folder in ("campaigns", "templates", "examples"):
         if not (SOURCE / folder).is_dir():
@@ -46,6 +48,7 @@ def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) 
     for folder in ("campaigns", "templates", "examples"):
         shutil.copytree(SOURCE / folder, directory / folder)
     (directory / "outreach.toml").write_text(DEMO_TOML, encoding="utf-8")
+    secretkey.store(directory / "outreach.toml")
     env = {
         k: v
         for k, v in os.environ.items()

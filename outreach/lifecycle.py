@@ -1,5 +1,14 @@
 """Campaign lifecycle: send (validate, snapshot, queue), test sends, pause, resume, cancel,
-status. The worker does the sending; this module decides what there is to send."""
+status. The worker does the sending; this module decides what there is to send.
+
+A campaign's state changes only through `transition`, which knows the allowed moves:
+
+    draft ─▶ scheduled ─▶ sending ─▶ done
+                 │  ▲        │ ▲       │ (sent again with new recipients: reopened)
+                 ▼  │        ▼ │       ▼
+                 paused ◀────┘ │     sending
+    any but done ─▶ cancelled  └── resume
+"""
 
 from __future__ import annotations
 
@@ -11,32 +20,71 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from outreach import store
-from outreach.campaigns import (
-    SAMPLE_CONTACT,
-    compile_campaign,
-    load_campaign,
-    validate_campaign,
-)
-from outreach.campaigns import (
-    Campaign as CampaignFile,
-)
+from outreach.campaigns import CampaignFile, audience_of, load_campaign
+from outreach.compiler import CompiledCampaign, compile_campaign
+from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient
 from outreach.config import Settings
-from outreach.errors import ConfigError, FileErrors, NotFound, UserError
+from outreach.errors import FileErrors, NotFound, UserError
 from outreach.fields import normalise_email
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
-from outreach.pipeline import secret_for
-from outreach.render import personalise
-from outreach.segments import audience
-from outreach.tokens import Links, Tokens
+from outreach.segments import Segment, audience
+from outreach.tokens import links_for
 from outreach.transport import SendFailure, transport_for
+from outreach.validate import Validation, validate_campaign
 
 MAX_TASKS = 32
 Enqueue = Callable[[int, int], None]  # (campaign id, how many tasks)
+
+# The state a campaign may move to, and the states it may move there from.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "scheduled": frozenset({"draft", "done", "paused"}),
+    "sending": frozenset({"draft", "scheduled", "done", "paused"}),
+    "paused": frozenset({"sending", "scheduled"}),
+    "cancelled": frozenset({"draft", "scheduled", "sending", "paused"}),
+    "done": frozenset({"sending"}),
+}
+UNFINISHED = ("draft", "scheduled", "sending", "paused")
+
+
+def transition(
+    session: Session,
+    campaign_id: int,
+    to: str,
+    *,
+    reason: str | None = None,
+    only_from: tuple[str, ...] | None = None,
+) -> bool:
+    """Move a campaign to state `to` if its current state allows it; one guarded UPDATE,
+    so two processes racing (a worker finishing, a person pausing) cannot both win.
+    Returns whether it moved. The caller commits."""
+    allowed = TRANSITIONS[to]
+    if only_from is not None:
+        allowed = allowed & frozenset(only_from)
+    now = utcnow()
+    values: dict[str, Any] = {"state": to, "state_reason": reason, "updated_at": now}
+    if to == "sending":
+        values["started_at"] = func.coalesce(Campaign.started_at, now)
+        values["finished_at"] = None
+    elif to in ("done", "cancelled"):
+        values["finished_at"] = now
+    result = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.state.in_(allowed))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _moved(session: Session, campaign: Campaign, to: str, **kw: Any) -> bool:
+    moved = transition(session, campaign.id, to, **kw)
+    session.refresh(campaign)
+    return moved
 
 
 @dataclass
@@ -48,14 +96,6 @@ class SendResult:
     dry_run: bool = False
     languages: dict[str, int] = field(default_factory=dict)
     send_at: datetime | None = None
-
-
-def _check_secret(settings: Settings) -> None:
-    if settings.smtp_url and not settings.secret_key:
-        raise ConfigError(
-            "OUTREACH_SECRET_KEY is not set; a send over SMTP needs it to sign unsubscribe "
-            "links. Set it to a long random string (the same for `serve` and every worker)"
-        )
 
 
 def tasks_for(added: int, settings: Settings) -> int:
@@ -74,25 +114,63 @@ def send_campaign(
 
     Sending a campaign again adds only contacts new to its audience; nobody is mailed twice.
     """
-    _check_secret(settings)
-    report = validate_campaign(path, settings, session)
-    if not report.ok:
-        raise FileErrors(report.errors)
+    # The worker signs every link with it: refuse now rather than fail every delivery.
+    settings.require_secret_key("`campaigns send`")
+    validation = _validated(path, settings, session)
     spec = load_campaign(path)
+    campaign = _campaign_row(session, spec)
+    compiled = compile_campaign(spec, _languages_to_compile(spec, validation), settings)
+    _store_compiled(session, campaign, spec, compiled, settings)
+    include, exclude = _segments(spec)
+    added = store.snapshot(session, campaign.id, audience(include, exclude))
+    _open(session, campaign, added)
+    total = store.total(session, campaign.id)
+    result = SendResult(
+        spec.name, campaign.state, added, total, dry_run, validation.languages, campaign.send_at
+    )
+    if dry_run:
+        session.rollback()
+        return result
+    campaign_id, state = campaign.id, campaign.state
+    session.commit()
+    if state == "sending" and added and enqueue is not None:
+        enqueue(campaign_id, tasks_for(added, settings))
+    return result
+
+
+def _validated(path: Path, settings: Settings, session: Session | None) -> Validation:
+    validation = validate_campaign(path, settings, session)
+    if not validation.ok:
+        raise FileErrors(validation.errors)
+    return validation
+
+
+def _campaign_row(session: Session, spec: CampaignFile) -> Campaign:
     existing = session.scalar(select(Campaign).where(Campaign.name == spec.name))
     if existing is not None and existing.state == "cancelled":
         raise UserError(
             f"campaign {spec.name} was cancelled; give the file a new name: to send it again"
         )
-    include, exclude = _segments(spec)
-    where = audience(include, exclude)
-    languages = set(report.languages) | {spec.spec.default_language}
-    compiled = compile_campaign(
-        spec, languages & spec.languages() or {spec.spec.default_language}, settings
-    )
-    now = utcnow()
-    send_at = spec.spec.send_at
-    definition = {
+    return existing or Campaign(name=spec.name, state="draft")
+
+
+def _languages_to_compile(spec: CampaignFile, validation: Validation) -> set[str]:
+    """The languages the audience is written in (at least the default), that exist."""
+    default = spec.spec.default_language
+    wanted = set(validation.languages) | {default}
+    return wanted & spec.languages() or {default}
+
+
+def _store_compiled(
+    session: Session,
+    campaign: Campaign,
+    spec: CampaignFile,
+    compiled: CompiledCampaign,
+    settings: Settings,
+) -> None:
+    """The compiled messages and the campaign file as sent: workers need only the database."""
+    campaign.source_path = str(spec.path)
+    campaign.definition = {
         "from": spec.sender(settings),
         "reply_to": spec.spec.reply_to,
         "default_language": spec.spec.default_language,
@@ -102,13 +180,10 @@ def send_campaign(
         "template": spec.spec.template,
         "audience": spec.spec.audience.model_dump(),
     }
-    campaign = existing or Campaign(name=spec.name, state="draft")
-    campaign.source_path = str(path)
-    campaign.definition = definition
     campaign.expressions = compiled.expressions
     campaign.rate = spec.rate.per_second if spec.rate and not spec.rate.unlimited else None
-    campaign.send_at = send_at
-    campaign.updated_at = now
+    campaign.send_at = spec.spec.send_at
+    campaign.updated_at = utcnow()
     session.add(campaign)
     session.flush()
     session.query(CampaignVariant).filter_by(campaign_id=campaign.id).delete()
@@ -122,35 +197,19 @@ def send_campaign(
                 text=variant.text,
             )
         )
-    added = store.snapshot(session, campaign.id, where)
-    # A finished campaign sent again only reopens when its audience gained someone.
-    if campaign.state in ("draft", "scheduled") or (campaign.state == "done" and added):
-        if send_at is not None and send_at > now:
-            campaign.state = "scheduled"
-        else:
-            campaign.state = "sending"
-            campaign.started_at = campaign.started_at or now
-            campaign.finished_at = None
-    total = (
-        session.scalar(
-            select(func.count()).select_from(Delivery).where(Delivery.campaign_id == campaign.id)
-        )
-        or 0
-    )
-    result = SendResult(spec.name, campaign.state, added, total, dry_run, report.languages, send_at)
-    if dry_run:
-        session.rollback()
-        return result
-    campaign_id, state = campaign.id, campaign.state
-    session.commit()
-    if state == "sending" and added and enqueue is not None:
-        enqueue(campaign_id, tasks_for(added, settings))
-    return result
 
 
-def _segments(spec: CampaignFile) -> tuple[list[Any], list[Any]]:
-    from outreach.campaigns import audience_of
+def _open(session: Session, campaign: Campaign, added: int) -> None:
+    """Start (or schedule) the campaign; a finished one reopens only for new recipients."""
+    if campaign.state == "done" and not added:
+        return
+    if campaign.state not in ("draft", "scheduled", "done"):
+        return  # sending or paused: the new deliveries join the work in hand
+    later = campaign.send_at is not None and campaign.send_at > utcnow()
+    _moved(session, campaign, "scheduled" if later else "sending")
 
+
+def _segments(spec: CampaignFile) -> tuple[list[Segment], list[Segment]]:
     include, exclude, errors = audience_of(spec)
     if errors:
         raise FileErrors(errors)
@@ -159,37 +218,32 @@ def _segments(spec: CampaignFile) -> tuple[list[Any], list[Any]]:
 
 def send_test(path: Path, settings: Settings, session: Session | None, to: str) -> list[str]:
     """One rendered copy per language to `to`, straight through the transport."""
-    _check_secret(settings)
+    links = links_for(settings, "a test send")
     try:
         address = normalise_email(to)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    report = validate_campaign(path, settings, session)
-    if not report.ok:
-        raise FileErrors(report.errors)
+    _validated(path, settings, session)
     spec = load_campaign(path)
     compiled = compile_campaign(spec, spec.languages(), settings)
-    personaliser = compiled.personaliser()
-    links = Links(settings.base_url, Tokens(secret_for(settings)))
-    builder = MessageBuilder(spec.sender(settings), reply_to=spec.spec.reply_to)
+    composer = Composer(
+        compiled.variants,
+        spec.spec.default_language,
+        compiled.personaliser(),
+        links,
+        MessageBuilder(spec.sender(settings), reply_to=spec.spec.reply_to),
+    )
     transport = transport_for(settings)
     sent = []
     try:
-        for language, variant in sorted(compiled.variants.items()):
+        for language in sorted(compiled.variants):
             contact = {**SAMPLE_CONTACT, "email": address, "language": language}
-            urls = links.variables(0)
-            rendered = personalise(personaliser, variant, {"contact": contact, **urls})
-            envelope = builder.build(
-                to_name=None,
-                to_address=address,
-                subject=f"[TEST {language}] {rendered.subject}",
-                html=rendered.html,
-                text=rendered.text,
-                unsubscribe_url=urls["unsubscribe_url"],
-                message_id=builder.new_message_id(0),
+            recipient = Recipient(NO_DELIVERY, address, None, contact)
+            composed = composer.compose(
+                recipient, language, subject_prefix=f"[TEST {language}] "
             )
             try:
-                transport.send(envelope, f"{spec.name}-test")
+                transport.send(composed.envelope, f"{spec.name}-test")
             except SendFailure as exc:
                 raise UserError(f"test message ({language}) to {address} failed: {exc}") from None
             sent.append(language)
@@ -208,14 +262,21 @@ def get_campaign(session: Session, name: str) -> Campaign:
 
 def pause(session: Session, name: str, reason: str = "paused by hand") -> Campaign:
     campaign = get_campaign(session, name)
-    if campaign.state not in ("sending", "scheduled"):
+    if not _moved(session, campaign, "paused", reason=reason):
         raise UserError(
             f"campaign {name} is {campaign.state}; only a sending or scheduled "
             "campaign can be paused"
         )
-    campaign.state, campaign.state_reason, campaign.updated_at = "paused", reason, utcnow()
     session.commit()
     return campaign
+
+
+def pause_for_relay(session: Session, campaign_id: int, reason: str) -> bool:
+    """The worker's pause: only a campaign that is still sending (a person may have paused
+    or cancelled it meanwhile, and that stands)."""
+    moved = transition(session, campaign_id, "paused", reason=reason, only_from=("sending",))
+    session.commit()
+    return moved
 
 
 def resume(session: Session, name: str, enqueue: Enqueue | None, settings: Settings) -> Campaign:
@@ -223,8 +284,9 @@ def resume(session: Session, name: str, enqueue: Enqueue | None, settings: Setti
     if campaign.state != "paused":
         raise UserError(f"campaign {name} is {campaign.state}, not paused")
     now = utcnow()
-    campaign.state = "scheduled" if campaign.send_at and campaign.send_at > now else "sending"
-    campaign.state_reason, campaign.updated_at = None, now
+    later = campaign.send_at is not None and campaign.send_at > now
+    if not _moved(session, campaign, "scheduled" if later else "sending"):
+        raise UserError(f"campaign {name} is {campaign.state}, not paused")
     # Deliveries deferred by the relay trouble that paused it may go again at once.
     session.query(Delivery).filter(
         Delivery.campaign_id == campaign.id, Delivery.state == "deferred"
@@ -238,13 +300,34 @@ def resume(session: Session, name: str, enqueue: Enqueue | None, settings: Setti
 
 def cancel(session: Session, name: str) -> tuple[Campaign, int]:
     campaign = get_campaign(session, name)
-    if campaign.state in ("done", "cancelled"):
+    if not _moved(session, campaign, "cancelled", reason="cancelled by hand"):
         raise UserError(f"campaign {name} is already {campaign.state}")
-    campaign.state, campaign.updated_at = "cancelled", utcnow()
-    campaign.state_reason = "cancelled by hand"
     skipped = store.skip_remaining(session, campaign.id, "campaign cancelled")
     session.commit()
     return campaign, skipped
+
+
+def finish_if_done(session: Session, campaign_id: int) -> bool:
+    """A sending campaign with nothing left to do becomes `done`."""
+    if store.active(session, campaign_id):
+        return False
+    return transition(session, campaign_id, "done")
+
+
+def due_scheduled(session: Session) -> list[int]:
+    """Scheduled campaigns whose time has come become `sending`."""
+    ids = list(
+        session.scalars(
+            select(Campaign.id).where(Campaign.state == "scheduled", Campaign.send_at <= utcnow())
+        )
+    )
+    started = [cid for cid in ids if transition(session, cid, "sending")]
+    session.commit()
+    return started
+
+
+def active_campaigns(session: Session) -> list[int]:
+    return list(session.scalars(select(Campaign.id).where(Campaign.state == "sending")))
 
 
 @dataclass
@@ -274,15 +357,7 @@ class Status:
 def status(session: Session, name: str) -> Status:
     campaign = get_campaign(session, name)
     counts = store.counts(session, campaign.id)
-    since = utcnow() - timedelta(seconds=60)
-    recent = (
-        session.scalar(
-            select(func.count())
-            .select_from(Delivery)
-            .where(Delivery.campaign_id == campaign.id, Delivery.sent_at >= since)
-        )
-        or 0
-    )
+    recent = store.sent_since(session, campaign.id, utcnow() - timedelta(seconds=60))
     remaining = counts["queued"] + counts["deferred"] + counts["sending"]
     eta = remaining / (recent / 60) if recent and remaining else (0.0 if not remaining else None)
     session.commit()
@@ -303,26 +378,6 @@ def list_campaigns(session: Session) -> list[tuple[Campaign, dict[str, int]]]:
     for campaign in session.scalars(select(Campaign).order_by(Campaign.created_at)):
         out.append((campaign, store.counts(session, campaign.id)))
     return out
-
-
-def due_scheduled(session: Session) -> list[int]:
-    """Scheduled campaigns whose time has come become `sending`."""
-    now = utcnow()
-    ids = list(
-        session.scalars(
-            select(Campaign.id).where(Campaign.state == "scheduled", Campaign.send_at <= now)
-        )
-    )
-    for campaign_id in ids:
-        campaign = session.get(Campaign, campaign_id)
-        assert campaign is not None
-        campaign.state, campaign.started_at, campaign.updated_at = "sending", now, now
-    session.commit()
-    return ids
-
-
-def active_campaigns(session: Session) -> list[int]:
-    return list(session.scalars(select(Campaign.id).where(Campaign.state == "sending")))
 
 
 def wait_until_done(session_factory: Callable[[], Session], name: str, timeout: float) -> Status:

@@ -1,7 +1,7 @@
 """The sending pipeline: claim a batch, then for each delivery a few small named steps.
 
-    check the campaign is still sending -> check suppression -> render -> assemble
-    -> wait for a rate slot -> send -> record the outcome
+    check the campaign is still sending -> check suppression -> compose (`compose`)
+    -> wait for a rate slot (`ratelimit`) -> send (`transport`) -> record the outcome (`store`)
 
 Temporary and permanent failures are handled apart (as in Mailman's outgoing runner). Each
 outcome is committed as soon as it is known, so a worker killed at any moment can have
@@ -18,88 +18,27 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from outreach import store
-from outreach.campaigns import resolve_language
+from outreach.compose import Prepared, Recipient, prepare
 from outreach.config import Settings
 from outreach.db import AutocommitConnection, engine_for, writer_sessionmaker
-from outreach.messages import DkimKey, Envelope, MessageBuilder
-from outreach.models import Campaign, CampaignVariant, Event, utcnow
+from outreach.events import record_event
+from outreach.lifecycle import finish_if_done, pause_for_relay
+from outreach.models import Campaign, utcnow
 from outreach.ratelimit import Limit, Pacer
-from outreach.render import CompiledVariant, Personaliser, personalise
 from outreach.suppressions import suppress
-from outreach.tokens import Links, Tokens
+from outreach.tokens import links_for
 from outreach.transport import PermanentFailure, TemporaryFailure, Transport
 
 log = logging.getLogger("outreach.pipeline")
 STATE_CHECK_SECONDS = 1.0
-DEV_SECRET = "outreach-development-key-not-for-real-mail"
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def secret_for(settings: Settings) -> str:
-    return settings.secret_key or DEV_SECRET
-
-
-@dataclass
-class Prepared:
-    """Everything per campaign that recipients share: built once, reused for every batch."""
-
-    campaign_id: int
-    name: str
-    version: datetime
-    variants: dict[str, CompiledVariant]
-    default_language: str
-    personaliser: Personaliser
-    builder: MessageBuilder
-    rate: float | None
-
-
-_prepared: dict[int, Prepared] = {}
-_prepared_lock = threading.Lock()
-
-
-def prepare(session: Session, campaign: Campaign, settings: Settings) -> Prepared:
-    with _prepared_lock:
-        cached = _prepared.get(campaign.id)
-        if cached is not None and cached.version == campaign.updated_at:
-            return cached
-    variants = {
-        v.language: CompiledVariant(v.language, v.subject, v.html, v.text)
-        for v in session.scalars(
-            select(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id)
-        )
-    }
-    definition = campaign.definition
-    dkim = None
-    if settings.dkim_key_file and settings.dkim_selector:
-        domain = definition["from"].rpartition("@")[2].strip(">").strip()
-        dkim = DkimKey.load(settings.dkim_key_file, settings.dkim_selector, domain)
-    builder = MessageBuilder(
-        definition["from"],
-        reply_to=definition.get("reply_to"),
-        bounce_domain=settings.bounce_domain,
-        dkim=dkim,
-        extra_headers={"Feedback-ID": f"{campaign.name}:outreach"},
-    )
-    prepared = Prepared(
-        campaign.id,
-        campaign.name,
-        campaign.updated_at,
-        variants,
-        definition["default_language"],
-        Personaliser(list(campaign.expressions), definition["nonce"]),
-        builder,
-        campaign.rate,
-    )
-    with _prepared_lock:
-        _prepared[campaign.id] = prepared
-    return prepared
 
 
 @dataclass
@@ -122,7 +61,7 @@ class Sender:
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
         self.engine = engine_for(self.settings.database_url)
-        self.links = Links(self.settings.base_url, Tokens(secret_for(self.settings)))
+        self.links = links_for(self.settings, "a worker")
 
     def run(self, campaign_id: int) -> Outcome:
         outcome = Outcome()
@@ -132,7 +71,7 @@ class Sender:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None or campaign.state != "sending":
                 return outcome
-            prepared = prepare(session, campaign, self.settings)
+            prepared = prepare(session, campaign, self.settings, self.links)
             limits = [Limit("global", self.settings.rate.per_second)]
             if prepared.rate:
                 limits.append(Limit(f"campaign:{campaign_id}", prepared.rate))
@@ -149,7 +88,7 @@ class Sender:
                 ids = store.claim(session, campaign_id, self.worker, batch, lease)
                 session.commit()
                 if not ids:
-                    store.finish_if_done(session, campaign_id)
+                    finish_if_done(session, campaign_id)
                     outcome.wake_at = store.next_wake(session, campaign_id)
                     session.commit()
                     return outcome
@@ -170,7 +109,7 @@ class Sender:
         session: Session,
         prepared: Prepared,
         pacer: Pacer,
-        recipients: list[store.Recipient],
+        recipients: list[Recipient],
         outcome: Outcome,
     ) -> bool:
         checked = time.monotonic()
@@ -190,7 +129,7 @@ class Sender:
                 return False
         return True
 
-    def _release(self, session: Session, recipients: list[store.Recipient]) -> None:
+    def _release(self, session: Session, recipients: list[Recipient]) -> None:
         store.release(session, [r.delivery_id for r in recipients], self.worker)
         session.commit()
 
@@ -203,7 +142,7 @@ class Sender:
         session: Session,
         prepared: Prepared,
         pacer: Pacer,
-        recipient: store.Recipient,
+        recipient: Recipient,
         remaining: int,
         outcome: Outcome,
     ) -> None:
@@ -216,11 +155,10 @@ class Sender:
         if reason is not None:
             self._finish(delivery_id, "skipped", attempted=False, text=f"suppressed ({reason})")
             return
-        language = resolve_language(
-            recipient.variables.get("language"), set(prepared.variants), prepared.default_language
-        )
+        composer = prepared.composer
+        language = composer.language_for(recipient)
         try:
-            envelope = self._assemble(prepared, recipient, language)
+            envelope = composer.compose(recipient, language).envelope
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
             self._finish(delivery_id, "failed", language=language, text=f"render error: {message}")
@@ -245,37 +183,11 @@ class Sender:
             language=language,
         )
 
-    def _assemble(
-        self, prepared: Prepared, recipient: store.Recipient, language: str
-    ) -> Envelope:
-        delivery_id = recipient.delivery_id
-        urls = self.links.variables(delivery_id)
-        rendered = personalise(
-            prepared.personaliser,
-            prepared.variants[language],
-            {"contact": recipient.variables, **urls},
-        )
-        builder = prepared.builder
-        bounce_token = (
-            self.links.tokens.sign("bounce", delivery_id) if self.settings.bounce_domain else None
-        )
-        assert recipient.email is not None
-        return builder.build(
-            to_name=recipient.name,
-            to_address=recipient.email,
-            subject=rendered.subject,
-            html=rendered.html,
-            text=rendered.text,
-            unsubscribe_url=urls["unsubscribe_url"],
-            message_id=builder.new_message_id(delivery_id),
-            bounce_token=bounce_token,
-        )
-
     def _permanent(
         self,
         session: Session,
         prepared: Prepared,
-        recipient: store.Recipient,
+        recipient: Recipient,
         exc: PermanentFailure,
         message_id: str,
         language: str,
@@ -297,14 +209,13 @@ class Sender:
                 campaign_id=prepared.campaign_id,
                 detail=f"{exc.code} {exc.text}"[:500],
             )
-            session.add(
-                Event(
-                    kind="bounce",
-                    campaign_id=prepared.campaign_id,
-                    delivery_id=recipient.delivery_id,
-                    contact_id=recipient.contact_id,
-                    data={"kind": "hard", "code": exc.code, "text": exc.text, "source": "smtp"},
-                )
+            record_event(
+                session,
+                "bounce",
+                campaign_id=prepared.campaign_id,
+                delivery_id=recipient.delivery_id,
+                contact_id=recipient.contact_id,
+                data={"kind": "hard", "code": exc.code, "text": exc.text, "source": "smtp"},
             )
             session.commit()
 
@@ -312,7 +223,7 @@ class Sender:
         self,
         session: Session,
         prepared: Prepared,
-        recipient: store.Recipient,
+        recipient: Recipient,
         exc: TemporaryFailure,
         message_id: str,
         language: str,
@@ -345,10 +256,5 @@ class Sender:
                 f"paused after {self.relay_failures} consecutive relay failures; last: "
                 f"{exc}. Fix the relay, then `outreach campaigns resume {prepared.name}`"
             )
-            session.execute(
-                update(Campaign)
-                .where(Campaign.id == prepared.campaign_id, Campaign.state == "sending")
-                .values(state="paused", state_reason=reason, updated_at=utcnow())
-            )
-            session.commit()
+            pause_for_relay(session, prepared.campaign_id, reason)
             log.error("campaign %s: %s", prepared.name, reason)

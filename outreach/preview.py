@@ -9,22 +9,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import (
-    SAMPLE_CONTACT,
-    Campaign,
-    compile_campaign,
-    contact_variables,
-    load_campaign,
-    resolve_language,
-    validate_campaign,
-)
+from outreach.campaigns import CampaignFile, load_campaign
+from outreach.compiler import compile_campaign
+from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient, resolve_language
 from outreach.config import Settings
 from outreach.contacts import get_contact
 from outreach.errors import FileErrors, UserError
 from outreach.fields import normalise_language
 from outreach.messages import MessageBuilder
-from outreach.render import Rendered, personalise
+from outreach.render import Rendered, contact_variables
 from outreach.tokens import Links, Tokens
+from outreach.validate import validate_campaign
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,7 +34,7 @@ CHROMIUM_ARGS = [
 
 @dataclass
 class Preview:
-    campaign: Campaign
+    campaign: CampaignFile
     language: str
     contact: dict[str, Any]
     rendered: Rendered
@@ -75,27 +70,21 @@ def build_preview(
     )
     contact.setdefault("language", resolved)
     compiled = compile_campaign(campaign, {resolved}, settings)
-    links = Links(settings.base_url, Tokens(settings.secret_key or "preview"))
-    urls = links.variables(0)
-    rendered = personalise(
-        compiled.personaliser(), compiled.variants[resolved], {"contact": contact, **urls}
+    # A preview is not mailed: its links are signed with a key of its own.
+    composer = Composer(
+        compiled.variants,
+        campaign.spec.default_language,
+        compiled.personaliser(),
+        Links(settings.base_url, Tokens.throwaway()),
+        MessageBuilder(
+            campaign.sender(settings),
+            reply_to=campaign.spec.reply_to,
+            bounce_domain=settings.bounce_domain,
+        ),
     )
-    builder = MessageBuilder(
-        campaign.sender(settings),
-        reply_to=campaign.spec.reply_to,
-        bounce_domain=settings.bounce_domain,
-    )
-    envelope = builder.build(
-        to_name=contact.get("name"),
-        to_address=contact["email"],
-        subject=rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
-        unsubscribe_url=urls["unsubscribe_url"],
-        message_id=builder.new_message_id(0),
-        bounce_token="preview",
-    )
-    return Preview(campaign, resolved, contact, rendered, envelope.data)
+    recipient = Recipient(NO_DELIVERY, contact["email"], contact.get("name"), contact)
+    composed = composer.compose(recipient, resolved, bounce_token="preview")
+    return Preview(campaign, resolved, contact, composed.rendered, composed.envelope.data)
 
 
 def screenshot(html_path: Path, png_path: Path) -> list[Path]:

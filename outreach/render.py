@@ -40,6 +40,27 @@ class RenderError(Exception):
         super().__init__(where + message)
 
 
+@dataclass(frozen=True)
+class Markers:
+    """The placeholders stage 1 leaves where per-recipient values go: `OUTR{nonce}X{n}X`.
+
+    ASCII letters and digits only, because mjml-python escapes private-use characters in
+    attributes; the per-campaign nonce keeps them from matching anything an author wrote."""
+
+    nonce: str
+
+    @property
+    def prefix(self) -> str:
+        return f"OUTR{self.nonce}X"
+
+    def __call__(self, index: int) -> str:
+        return f"{self.prefix}{index}X"
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(f"{self.prefix}(\\d+)X")
+
+
 @dataclass
 class Deferred:
     """Per-recipient expressions of one campaign, in marker order."""
@@ -49,19 +70,16 @@ class Deferred:
     origins: list[tuple[str | None, int]] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def markers(self) -> Markers:
+        return Markers(self.nonce)
+
     def marker(self, source: str, origin: tuple[str | None, int]) -> str:
         if source not in self._index:
             self._index[source] = len(self.sources)
             self.sources.append(source)
             self.origins.append(origin)
-        return self.marker_for(self._index[source])
-
-    def marker_for(self, index: int) -> str:
-        return f"OUTR{self.nonce}X{index}X"
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile(f"OUTR{self.nonce}X(\\d+)X")
+        return self.markers(self._index[source])
 
 
 def _token_source(token: Token) -> str:
@@ -187,7 +205,7 @@ class Personaliser:
 
     def __init__(self, expressions: list[str], nonce: str) -> None:
         self.expressions = expressions
-        self.pattern = re.compile(f"OUTR{nonce}X(\\d+)X")
+        self.pattern = Markers(nonce).pattern
         source = _SEP.join(expressions)
         try:
             self.template = _STAGE2.from_string(source)

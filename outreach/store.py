@@ -7,7 +7,6 @@ loses nothing. Outcomes are recorded only by the worker that still holds the cla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,10 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from outreach.compose import Recipient
 from outreach.db import AutocommitConnection, RawStatement
 from outreach.models import (
     DELIVERY_STATES,
-    Campaign,
     Contact,
     ContactTag,
     Delivery,
@@ -58,19 +57,9 @@ def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> 
         literal(now, Delivery.updated_at.type),
     ).where(where, ~already)
 
-    def total() -> int:
-        return (
-            session.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(Delivery.campaign_id == campaign_id)
-            )
-            or 0
-        )
-
     # The driver's rowcount for INSERT … SELECT is not reliable everywhere (psycopg gives -1
     # through SQLAlchemy here), so count before and after, in the same transaction.
-    before = total()
+    before = total(session, campaign_id)
     session.execute(
         insert(Delivery).from_select(
             [
@@ -85,7 +74,7 @@ def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> 
             query,
         )
     )
-    return total() - before
+    return total(session, campaign_id) - before
 
 
 def release_expired(session: Session, campaign_id: int) -> int:
@@ -135,16 +124,6 @@ def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float)
     return sorted(rows)
 
 
-@dataclass
-class Recipient:
-    delivery_id: int
-    attempts: int
-    contact_id: int | None
-    email: str | None
-    name: str | None
-    variables: dict[str, Any]
-
-
 def load(session: Session, ids: list[int]) -> list[Recipient]:
     """The contacts of a claimed batch, with their tags, in two queries."""
     rows = session.execute(
@@ -165,11 +144,11 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
     out = []
     for delivery_id, attempts, contact in rows:
         if contact is None:
-            out.append(Recipient(delivery_id, attempts, None, None, None, {}))
+            out.append(Recipient(delivery_id, None, None, {}, attempts))
             continue
         variables = contact_variables(contact, tags.get(contact.id, []))
         out.append(
-            Recipient(delivery_id, attempts, contact.id, contact.email, contact.name, variables)
+            Recipient(delivery_id, contact.email, contact.name, variables, attempts, contact.id)
         )
     session.expunge_all()
     return out
@@ -298,22 +277,36 @@ def next_wake(session: Session, campaign_id: int) -> datetime | None:
     return min(t for t in fixed if t is not None)
 
 
-def finish_if_done(session: Session, campaign_id: int) -> bool:
-    """A sending campaign with nothing left to do becomes `done`."""
-    active = session.scalar(
-        select(func.count())
-        .select_from(Delivery)
-        .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(ACTIVE))
+def total(session: Session, campaign_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.campaign_id == campaign_id)
+        )
+        or 0
     )
-    if active:
-        return False
-    now = utcnow()
-    result = session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.state == "sending")
-        .values(state="done", finished_at=now, updated_at=now)
+
+
+def active(session: Session, campaign_id: int) -> int:
+    """Deliveries still to be sent or being sent."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(ACTIVE))
+        )
+        or 0
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def sent_since(session: Session, campaign_id: int, since: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.campaign_id == campaign_id, Delivery.sent_at >= since)
+        )
+        or 0
+    )
 
 
 def skip_remaining(session: Session, campaign_id: int, reason: str) -> int:

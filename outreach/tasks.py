@@ -9,6 +9,7 @@ scheduled campaigns whose time has come.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -21,7 +22,17 @@ from outreach.config import Settings
 from outreach.db import writer_sessionmaker
 
 log = logging.getLogger("outreach.tasks")
-STOP = threading.Event()  # set when the worker shuts down; senders release their claims
+
+
+class _StopSignal:
+    """What tells running senders to give their claims back: the consumer's own stop flag
+    once `outreach worker` runs, a plain event otherwise (tests, in-process use)."""
+
+    def __init__(self) -> None:
+        self.event: threading.Event = threading.Event()
+
+
+STOP = _StopSignal()
 
 
 def make_huey(settings: Settings) -> Huey:
@@ -54,7 +65,7 @@ def _register(huey: Huey, settings: Settings) -> None:
     def send_campaign(campaign_id: int) -> None:
         from outreach.pipeline import Sender
 
-        outcome = Sender(settings, transport, stop=STOP).run(campaign_id)
+        outcome = Sender(settings, transport, stop=STOP.event).run(campaign_id)
         log.info("campaign %s: %d sent by this task", campaign_id, outcome.sent)
         if outcome.wake_at is not None and not outcome.stopped:
             send_campaign.schedule((campaign_id,), eta=outcome.wake_at)
@@ -68,7 +79,7 @@ def _register(huey: Huey, settings: Settings) -> None:
 
 def run_sweep(settings: Settings, send_campaign: Any) -> None:
     from outreach import store
-    from outreach.lifecycle import active_campaigns, due_scheduled, tasks_for
+    from outreach.lifecycle import active_campaigns, due_scheduled, finish_if_done, tasks_for
 
     with writer_sessionmaker(settings.database_url)() as session:
         started = due_scheduled(session)
@@ -81,7 +92,7 @@ def run_sweep(settings: Settings, send_campaign: Any) -> None:
                 n = tasks_for(counts["queued"], settings) if campaign_id in started else 1
                 for _ in range(n):
                     send_campaign(campaign_id)
-            elif store.finish_if_done(session, campaign_id):
+            elif finish_if_done(session, campaign_id):
                 session.commit()
 
 
@@ -104,24 +115,19 @@ def run_worker(settings: Settings, workers: int) -> None:
     """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     huey = make_huey(settings)
+    # SIGTERM (docker stop, systemd) is huey's graceful signal: senders finish the message
+    # in hand, give their other claims back to the queue, and the consumer waits for them.
     consumer = huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=True,
         check_worker_health=True,
         scheduler_interval=1,
+        graceful_signal="TERM",
     )
-    # Both signals shut down gracefully: senders finish the message in hand, give their
-    # remaining claims back to the queue, and the consumer waits for them.
-    consumer._signal_actions[signal.SIGINT] = (False, True)
-    consumer._signal_actions[signal.SIGTERM] = (False, True)
-    original_stop = consumer.stop
-
-    def stop(graceful: bool = False) -> None:
-        STOP.set()
-        original_stop(graceful=True)
-
-    consumer.stop = stop  # type: ignore[method-assign]
+    STOP.event = consumer.stop_flag
+    # Ctrl-C means the same: turn it into the graceful signal (a second one stops at once).
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
     tasks(huey).sweep()  # resume whatever a previous worker left, now
     consumer.run()
 

@@ -8,11 +8,14 @@ so one token reveals nothing about any other recipient.
 from __future__ import annotations
 
 import base64
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, Signer
+
+from outreach.config import Settings
 
 KINDS = ("unsubscribe", "preferences", "view", "click", "open", "bounce")
 
@@ -35,8 +38,9 @@ class _KeyedSigner(Signer):
 
 
 @lru_cache(maxsize=64)
-def _signer(secret: str, kind: str) -> Signer:
-    return _KeyedSigner(secret, salt=f"outreach.{kind}")
+def _signer(keys: tuple[str, ...], kind: str) -> Signer:
+    # itsdangerous signs with the last key and verifies with each, newest first.
+    return _KeyedSigner(list(keys), salt=f"outreach.{kind}")
 
 
 def _b64(text: str) -> str:
@@ -50,9 +54,23 @@ def _unb64(text: str) -> str:
 @dataclass(frozen=True)
 class Tokens:
     """`DELIVERY.SIGNATURE`, or `DELIVERY.URL.SIGNATURE` for a click: compact, and cheap to
-    make (a plain itsdangerous Signer, no JSON), since every message carries several."""
+    make (a plain itsdangerous Signer, no JSON), since every message carries several.
+
+    New tokens are signed with `secret`; `fallbacks` (keys replaced by a rotation) still
+    verify, so links in mail sent before the rotation keep working."""
 
     secret: str
+    fallbacks: tuple[str, ...] = ()
+
+    @classmethod
+    def throwaway(cls) -> Tokens:
+        """For rendering that no recipient ever receives (validation, previews): a random key
+        of its own, so no real key is needed and nothing it signs verifies anywhere."""
+        return cls(secrets.token_urlsafe(32))
+
+    @property
+    def _keys(self) -> tuple[str, ...]:
+        return (*self.fallbacks, self.secret)
 
     def sign(self, kind: str, payload: int | list[Any] | tuple[Any, ...]) -> str:
         if isinstance(payload, list | tuple):
@@ -60,13 +78,13 @@ class Tokens:
             value = f"{int(delivery_id)}.{_b64(str(url))}"
         else:
             value = str(int(payload))
-        return _signer(self.secret, kind).sign(value).decode("ascii")
+        return _signer(self._keys, kind).sign(value).decode("ascii")
 
     def verify(self, kind: str, token: str) -> Any:
         if len(token) > 4096:
             raise InvalidToken("token too long")
         try:
-            value = _signer(self.secret, kind).unsign(token).decode("ascii")
+            value = _signer(self._keys, kind).unsign(token).decode("ascii")
             head, _, rest = value.partition(".")
             delivery_id = int(head)
             return [delivery_id, _unb64(rest)] if rest else delivery_id
@@ -117,3 +135,12 @@ class _Lazy:
         from markupsafe import escape
 
         return str(escape(str(self)))
+
+
+def tokens_for(settings: Settings, purpose: str) -> Tokens:
+    """The installation's tokens; stops with one line when its key is missing or unfit."""
+    return Tokens(settings.require_secret_key(purpose), settings.secret_key_fallbacks)
+
+
+def links_for(settings: Settings, purpose: str) -> Links:
+    return Links(settings.base_url, tokens_for(settings, purpose))

@@ -21,7 +21,7 @@ from tests.sending_helpers import drain, project_with, send, settings_for
 from tests.workers import worker_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"
 DOMAIN = "bounce.citynet-ap.org"
 PEOPLE = ["postfix", "exchange", "gmail", "qmail", "soft", "arf", "verp", "fine"]
 

@@ -5,22 +5,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import (
-    compile_campaign,
-    contact_variables,
-    load_campaign,
-    resolve_language,
-    validate_campaign,
-)
+from outreach.campaigns import load_campaign
+from outreach.compiler import compile_campaign
+from outreach.compose import resolve_language
 from outreach.config import Settings
 from outreach.contacts import get_contact, import_csv
 from outreach.messages import MessageBuilder, encode_address, encode_header
-from outreach.render import personalise
+from outreach.render import contact_variables, personalise
 from outreach.tokens import Links, Tokens
+from outreach.validate import validate_campaign
 from tests.project import CAMPAIGN, make_project
 
 POSTAL = "CityNet Secretariat, 38 Jong-ro, Seoul 03188, Republic of Korea"
-SETTINGS = Settings(postal_address=POSTAL, secret_key="s3cret")
+SETTINGS = Settings(postal_address=POSTAL, secret_key="s3cret-0123456789abcdef0123456789")
 LINKS = Links("https://mail.example.org", Tokens("s3cret"))
 
 

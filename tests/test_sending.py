@@ -35,7 +35,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 def test_outbox_send_and_status(session: Session, db_url: str, tmp_path: Path) -> None:
-    settings = settings_for(db_url, tmp_path, secret_key=None)
+    settings = settings_for(db_url, tmp_path)
     path = project_with(tmp_path, session)
     result = send(path, settings, session)
     assert (result.added, result.state) == (3, "sending")

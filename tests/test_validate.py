@@ -6,14 +6,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import validate_campaign
 from outreach.config import Settings
 from outreach.contacts import import_csv
 from outreach.models import Campaign, Delivery
+from outreach.validate import validate_campaign
 from tests.conftest import write
 from tests.project import CAMPAIGN, NEWS_EN, make_project
 
-SETTINGS = Settings(postal_address="Seoul", secret_key="k")
+SETTINGS = Settings(postal_address="Seoul", secret_key="k-0123456789abcdef0123456789abcdef")
 
 
 def errors_for(

@@ -20,7 +20,7 @@ from outreach.web import create_app
 from tests.project import CAMPAIGN
 from tests.sending_helpers import drain, project_with, send, settings_for
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"
 
 
 @pytest.fixture
@@ -234,7 +234,8 @@ def test_test_message_links_change_nothing(client, session: Session) -> None:  #
     assert session.scalar(select(func.count()).select_from(Suppression)) == 0
 
 
-def test_serve_needs_a_secret_key(run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_serve_needs_a_secret_key(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert run_cli("init").exit_code == 0
+    (tmp_path / "outreach.toml").unlink()  # as if the key init generated were lost
     result = run_cli("serve")
     assert result.exit_code == 2 and "OUTREACH_SECRET_KEY is not set" in result.output

@@ -25,7 +25,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         {
             "OUTREACH_DATABASE_URL": settings.database_url,
             "OUTREACH_QUEUE_URL": settings.queue_url,
-            "OUTREACH_SECRET_KEY": settings.secret_key or "test-secret",
+            "OUTREACH_SECRET_KEY": settings.secret_key or "test-secret-0123456789abcdef0123456789",
             "OUTREACH_RATE": "0" if settings.rate.unlimited else f"{settings.rate.per_second}/s",
             "OUTREACH_RETRY_DELAY": str(settings.retry_delay),
             "OUTREACH_MAX_ATTEMPTS": str(settings.max_attempts),
