@@ -516,8 +516,10 @@ SAMPLE_CONTACT = {
 }
 
 
-def audience_of(campaign: Campaign) -> tuple[list[Segment], list[Segment], list[FileError]]:
-    segments = load_segments(campaign.segments_path)
+def audience_of(
+    campaign: Campaign, session: Session | None = None
+) -> tuple[list[Segment], list[Segment], list[FileError]]:
+    segments = load_segments(campaign.segments_path, session)
     errors = []
     include, exclude = [], []
     for key, names, out in (
@@ -576,7 +578,7 @@ def validate_campaign(
         report.errors += located(exc)
         return report
     try:
-        include, exclude, errors = audience_of(campaign)
+        include, exclude, errors = audience_of(campaign, session)
     except (FileError, FileErrors) as exc:
         report.errors += located(exc)
         return report
