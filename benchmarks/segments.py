@@ -64,7 +64,7 @@ def populate(url: str, contacts: int, deliveries: int, events: int) -> None:
         conn = session.connection()
         bulk_execute(
             conn,
-            insert(Contact.__table__),
+            insert(Contact),
             [
                 {
                     "email": f"officer{i}@city{i % 997}.example.org",
@@ -80,7 +80,7 @@ def populate(url: str, contacts: int, deliveries: int, events: int) -> None:
         ids = list(session.scalars(select(Contact.id)))
         bulk_execute(
             conn,
-            insert(Suppression.__table__),
+            insert(Suppression),
             [
                 {"email": f"officer{i}@city{i % 997}.example.org", "reason": "unsubscribed"}
                 | {"created_at": now}
@@ -132,8 +132,8 @@ def populate(url: str, contacts: int, deliveries: int, events: int) -> None:
                 }
             )
         # bulk_execute converts values in place: the events are drawn from the rows first.
-        bulk_execute(conn, insert(Delivery.__table__), rows)
-        bulk_execute(conn, insert(Event.__table__), event_rows)
+        bulk_execute(conn, insert(Delivery), rows)
+        bulk_execute(conn, insert(Event), event_rows)
         session.commit()
 
 

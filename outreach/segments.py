@@ -76,7 +76,7 @@ class _Compiler:
         self.doc = doc
         self.errors: list[FileError] = []
         # Campaign names the conditions mention, with where: checked once all is parsed.
-        self.campaigns: list[tuple[str, str, Loc]] = []
+        self.campaigns: list[tuple[str, Loc]] = []
 
     def error(self, loc: Loc, message: str) -> ColumnElement[bool]:
         self.errors.append(FileError(self.doc.path, message, self.doc.lines.line_for(loc)))
@@ -225,7 +225,7 @@ class _Compiler:
             if not isinstance(url, str) or not url.strip() or len(url) > MAX_URL:
                 return self.error((*loc, "url"), "url: write part of a link, e.g. url: register")
         if campaign is not None:
-            self.campaigns.append((key, campaign, (*loc, "campaign")))
+            self.campaigns.append((campaign, (*loc, "campaign")))
         return _history(key, campaign, days, url)
 
     def campaign_name(self, key: str, value: Any, loc: Loc) -> str | None:
@@ -248,7 +248,7 @@ class _Compiler:
         return value
 
     def check_campaigns(self, known: set[str], sources: str) -> None:
-        for key, name, loc in self.campaigns:
+        for name, loc in self.campaigns:
             if name in known:
                 continue
             hint = difflib.get_close_matches(name, known, n=1)
@@ -258,9 +258,9 @@ class _Compiler:
                 shown += f" and {len(listing) - 20} more"
             self.error(
                 loc,
-                f"unknown campaign {_printable(name)!r} in {key}:"
-                + (f" (did you mean {_printable(hint[0])!r}?)" if hint else "")
-                + f"; known: {shown}, from {sources}",
+                f"unknown campaign '{_printable(name)}'"
+                + (f" (did you mean '{_printable(hint[0])}'?)" if hint else "")
+                + f"; known from the {sources}: {shown}",
             )
 
     def tag_list(self, values: list[Any], loc: Loc) -> list[str]:

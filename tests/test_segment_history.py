@@ -15,7 +15,7 @@ import yaml
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from outreach.errors import FileError, FileErrors
+from outreach.errors import FileError, FileErrors, located
 from outreach.models import Campaign, Contact, Delivery, Event, utcnow
 from outreach.segments import audience, count, load_segments, members
 from outreach.suppressions import suppress
@@ -324,12 +324,15 @@ def test_unknown_campaign_is_a_located_error_with_the_known_names(tmp_path: Path
     )
     with pytest.raises((FileError, FileErrors)) as err:
         load_segments(path)
-    (error,) = err.value.errors if isinstance(err.value, FileErrors) else [err.value]
+    (error,) = located(err.value)  # type: ignore[arg-type]
     assert error.path == str(path) and error.line == 7
     assert "unknown campaign '2026-12-covid19-webinr'" in error.message
     assert "did you mean '2026-12-covid19-webinar'" in error.message
     # `name:` wins over the file's stem; a file we cannot read counts by its stem.
-    assert "known: 2026-12-covid19-webinar, 2026-12-newsletter, broken" in error.message
+    assert error.message.endswith(
+        f"known from the campaign files in {tmp_path}/: "
+        "2026-12-covid19-webinar, 2026-12-newsletter, broken"
+    )
 
 
 def test_names_from_the_database_when_a_session_is_given(session: Session, tmp_path: Path) -> None:
@@ -390,7 +393,7 @@ def test_condition_errors(tmp_path: Path, where: str, line: int, fragment: str) 
     path = write(tmp_path / "segments.yaml", f"s:\n  where:\n{where}")
     with pytest.raises((FileError, FileErrors)) as err:
         load_segments(path)
-    errors = err.value.errors if isinstance(err.value, FileErrors) else [err.value]
+    errors = located(err.value)  # type: ignore[arg-type]
     assert any(e.line == line and fragment in e.message for e in errors), [str(e) for e in errors]
 
 
@@ -404,7 +407,8 @@ def test_hostile_campaign_names(tmp_path: Path) -> None:
     with pytest.raises(FileErrors) as err:
         load_segments(path)
     messages = [e.message for e in err.value.errors]
-    assert len(messages) == 2
+    assert len(messages) == 2 and all(m.startswith("unknown campaign ") for m in messages)
+    assert "inv\\x1b[31m\\r\\nX-Evil: 1" in messages[0] and "aaa…" in messages[1]
     assert all("\x1b" not in m and "\r" not in m and "\n" not in m for m in messages)
     assert all(len(m) < 400 for m in messages)
 
