@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.orm import Session
 
 from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
@@ -235,8 +236,12 @@ def find_campaigns(directory: Path = Path("campaigns")) -> list[Path]:
     return sorted(p for p in directory.glob("*.yaml") if p.name != "segments.yaml")
 
 
-def audience_of(campaign: CampaignFile) -> tuple[list[Segment], list[Segment], list[FileError]]:
-    segments = load_segments(campaign.segments_path)
+def audience_of(
+    campaign: CampaignFile, session: Session | None = None
+) -> tuple[list[Segment], list[Segment], list[FileError]]:
+    """The campaign's included and excluded segments; with a session, segments that name
+    earlier campaigns are checked against the database too."""
+    segments = load_segments(campaign.segments_path, session)
     errors = []
     include: list[Segment] = []
     exclude: list[Segment] = []

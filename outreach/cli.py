@@ -241,10 +241,10 @@ def contacts_export(
     from outreach.segments import get_segment, load_segments, not_suppressed
 
     where = None
-    if segment:
-        where = get_segment(load_segments(segments_file), segment, segments_file).where
-        where = where & not_suppressed()
     with session_scope(app.database()) as session:
+        if segment:
+            defined = load_segments(segments_file, session)
+            where = get_segment(defined, segment, segments_file).where & not_suppressed()
         if output:
             with output.open("w", encoding="utf-8", newline="") as out:
                 n = export_csv(session, out, where)
@@ -429,8 +429,8 @@ def segments_list(app: App, segments_file: Path) -> None:
 
     if not segments_file.exists():
         raise UserError(f"{segments_file}: no such file; define segments there (see README)")
-    defined = load_segments(segments_file)
     with session_scope(app.database()) as session:
+        defined = load_segments(segments_file, session)
         rows = [
             [name, s.description, count(session, s.where & not_suppressed())]
             for name, s in defined.items()
@@ -459,9 +459,9 @@ def segments_show(app: App, name: str, limit: int, segments_file: Path) -> None:
     from outreach.db import session_scope
     from outreach.segments import count, get_segment, load_segments, members, not_suppressed
 
-    segment = get_segment(load_segments(segments_file), name, segments_file)
-    where = segment.where & not_suppressed()
     with session_scope(app.database()) as session:
+        segment = get_segment(load_segments(segments_file, session), name, segments_file)
+        where = segment.where & not_suppressed()
         total = count(session, where)
         rows = [
             [c.email, c.name, c.organisation, c.country, c.language, c.membership]

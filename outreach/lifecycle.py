@@ -121,7 +121,7 @@ def send_campaign(
     campaign = _campaign_row(session, spec)
     compiled = compile_campaign(spec, _languages_to_compile(spec, validation), settings)
     _store_compiled(session, campaign, spec, compiled, settings)
-    include, exclude = _segments(spec)
+    include, exclude = _segments(spec, session)
     added = store.snapshot(session, campaign.id, audience(include, exclude))
     _open(session, campaign, added)
     total = store.total(session, campaign.id)
@@ -209,8 +209,8 @@ def _open(session: Session, campaign: Campaign, added: int) -> None:
     _moved(session, campaign, "scheduled" if later else "sending")
 
 
-def _segments(spec: CampaignFile) -> tuple[list[Segment], list[Segment]]:
-    include, exclude, errors = audience_of(spec)
+def _segments(spec: CampaignFile, session: Session) -> tuple[list[Segment], list[Segment]]:
+    include, exclude, errors = audience_of(spec, session)
     if errors:
         raise FileErrors(errors)
     return include, exclude

@@ -224,13 +224,18 @@ class Event(Base):
         BigId, ForeignKey("deliveries.id", ondelete="SET NULL"), index=True
     )
     contact_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL")
     )
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Makes ingesting the same bounce twice a no-op.
     dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
 
-    __table_args__ = (Index("ix_events_campaign_kind", "campaign_id", "kind"),)
+    __table_args__ = (
+        Index("ix_events_campaign_kind", "campaign_id", "kind"),
+        # A contact's history (segments' EXISTS probes, contacts show, soft-bounce streaks):
+        # kind and campaign are checked inside the index, the window on its last column.
+        Index("ix_events_history", "contact_id", "kind", "campaign_id", "created_at"),
+    )
 
 
 class RateLimit(Base):

@@ -106,7 +106,9 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         {"language": k, "total": sum(v.values()), **v} for k, v in sorted(languages.items())
     ]
     by_segment = []
-    segments = load_segments(segments_path) if segments_path and segments_path.exists() else {}
+    segments = (
+        load_segments(segments_path, session) if segments_path and segments_path.exists() else {}
+    )
     for name in campaign.definition.get("audience", {}).get("include", []):
         segment = segments.get(name)
         if segment is None:

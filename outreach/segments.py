@@ -1,22 +1,38 @@
 """Segments: named audiences from `campaigns/segments.yaml`, compiled to one SQL query each.
 
 A segment never loads contacts into Python to filter them; it is a WHERE clause the
-database evaluates, and suppressed addresses are excluded by the same query.
+database evaluates, and suppressed addresses are excluded by the same query. Conditions on
+a contact's history with earlier campaigns (`received`, `clicked`, `engaged`...) are EXISTS
+subqueries over deliveries and events in that same WHERE clause.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
-from sqlalchemy.orm import Session
+import yaml
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.orm import Session, aliased
 
 from outreach.errors import FileError, FileErrors, NotFound
 from outreach.fields import KNOWN_COLUMNS, normalise_field
-from outreach.models import Contact, ContactTag, Suppression
+from outreach.models import Campaign, Contact, ContactTag, Delivery, Event, Suppression, utcnow
 from outreach.yamlfile import Loc, YamlDoc, load_yaml
 
 DEFAULT_PATH = Path("campaigns/segments.yaml")
@@ -26,6 +42,23 @@ VALUE_OPERATORS = ("in", "not")
 TAG_OPERATORS = ("any", "all", "none")
 SEGMENT_KEYS = ("description", "where")
 Scalar = str | int | float | bool | None
+
+# History conditions: the event kinds each one looks for (`received` reads deliveries).
+HISTORY_EVENTS = {
+    "received": (),
+    "opened": ("open",),
+    "clicked": ("click",),
+    "bounced": ("bounce",),
+    "unsubscribed": ("unsubscribe",),
+    "engaged": ("click", "open"),
+}
+HISTORY_KEYS = {
+    **{key: ("campaign", "days") for key in HISTORY_EVENTS},
+    "clicked": ("campaign", "url", "days"),
+    "engaged": ("days",),
+}
+MAX_DAYS = 36500
+MAX_URL = 2000
 
 
 @dataclass(frozen=True)
@@ -42,6 +75,8 @@ class _Compiler:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
         self.errors: list[FileError] = []
+        # Campaign names the conditions mention, with where: checked once all is parsed.
+        self.campaigns: list[tuple[str, Loc]] = []
 
     def error(self, loc: Loc, message: str) -> ColumnElement[bool]:
         self.errors.append(FileError(self.doc.path, message, self.doc.lines.line_for(loc)))
@@ -68,13 +103,15 @@ class _Compiler:
     def field(self, key: str, value: Any, loc: Loc) -> ColumnElement[bool]:
         if key == "tags":
             return self.tags(value, loc)
+        if key in HISTORY_EVENTS:
+            return self.history(key, value, loc)
         if key.startswith("attributes."):
             name = key.split(".", 1)[1]
             if not name:
                 return self.error(loc, "write attributes.KEY, e.g. attributes.region")
             return self.value(key, value, loc, lambda v: _attribute_equals(name, v))
         if key not in FIELDS:
-            allowed = ", ".join((*COMBINATORS, *FIELDS, "attributes.KEY"))
+            allowed = ", ".join((*COMBINATORS, *FIELDS, "attributes.KEY", *HISTORY_EVENTS))
             return self.error(loc, f"unknown field or operator {key!r}; allowed: {allowed}")
         column = getattr(Contact, key)
 
@@ -151,6 +188,81 @@ class _Compiler:
             return and_(*(has(t) for t in tags)) if tags else true()
         return self.error(loc, "tags: write a tag, a list of tags, or {any|all|none: [tags]}")
 
+    def history(self, key: str, value: Any, loc: Loc) -> ColumnElement[bool]:
+        allowed = HISTORY_KEYS[key]
+        if key == "engaged":
+            if not isinstance(value, dict):
+                return self.error(loc, "engaged: write {days: N}, e.g. engaged: {days: 365}")
+            spec = value
+        elif isinstance(value, dict):
+            spec = value
+        elif isinstance(value, list):
+            return self.error(loc, f"{key}: write a campaign name or {{campaign: NAME, days: N}}")
+        else:
+            spec = {"campaign": value}
+        for k in spec:
+            if k not in allowed:
+                return self.error(
+                    (*loc, k), f"{key}: unknown key {k!r}; allowed: {', '.join(allowed)}"
+                )
+        campaign = None
+        if "campaign" in allowed:
+            if "campaign" not in spec:
+                return self.error(loc, f"{key}: needs campaign:, e.g. {{campaign: NAME}}")
+            campaign = self.campaign_name(key, spec["campaign"], (*loc, "campaign"))
+            if campaign is None:
+                return false()
+        days = None
+        if "days" in spec:
+            days = self.days(spec["days"], (*loc, "days"))
+            if days is None:
+                return false()
+        elif key == "engaged":
+            return self.error(loc, "engaged: needs days:, e.g. engaged: {days: 365}")
+        url = None
+        if "url" in spec:
+            url = spec["url"]
+            if not isinstance(url, str) or not url.strip() or len(url) > MAX_URL:
+                return self.error((*loc, "url"), "url: write part of a link, e.g. url: register")
+        if campaign is not None:
+            self.campaigns.append((campaign, (*loc, "campaign")))
+        return _history(key, campaign, days, url)
+
+    def campaign_name(self, key: str, value: Any, loc: Loc) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            self.error(loc, f"{key}: write a campaign name, e.g. {key}: 2026-12-newsletter")
+            return None
+        if isinstance(value, list | dict):
+            self.error(loc, f"{key}: write a campaign name or {{campaign: NAME, days: N}}")
+            return None
+        if not isinstance(value, str):
+            # YAML reads 2027 as a number and 2026-12-01 as a date: the name is text.
+            self.error(loc, f"{key}: write the campaign name as text, e.g. '{value}' in quotes")
+            return None
+        return value
+
+    def days(self, value: Any, loc: Loc) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DAYS:
+            self.error(loc, f"days: a whole number from 1 to {MAX_DAYS}, e.g. days: 30")
+            return None
+        return value
+
+    def check_campaigns(self, known: set[str], sources: str) -> None:
+        for name, loc in self.campaigns:
+            if name in known:
+                continue
+            hint = difflib.get_close_matches(name, known, n=1)
+            listing = sorted(known)
+            shown = ", ".join(_printable(n) for n in listing[:20]) or "none"
+            if len(listing) > 20:
+                shown += f" and {len(listing) - 20} more"
+            self.error(
+                loc,
+                f"unknown campaign '{_printable(name)}'"
+                + (f" (did you mean '{_printable(hint[0])}'?)" if hint else "")
+                + f"; known from the {sources}: {shown}",
+            )
+
     def tag_list(self, values: list[Any], loc: Loc) -> list[str]:
         tags = []
         for i, v in enumerate(values):
@@ -161,6 +273,80 @@ class _Compiler:
         if not values:
             self.error(loc, "tags: an empty list matches nobody")
         return tags
+
+
+def _printable(name: str) -> str:
+    """A name as an error message may show it: one short line, whatever the file held."""
+    name = name if name.isprintable() else repr(name)[1:-1]
+    return name if len(name) <= 80 else name[:79] + "…"
+
+
+def _since(days: int) -> Any:
+    # Evaluated at each execution: a loaded segment's window ends when the query runs.
+    return bindparam(
+        None, callable_=lambda: utcnow() - timedelta(days=days), type_=Event.created_at.type
+    )
+
+
+def _campaign_id(name: str) -> Any:
+    campaign = aliased(Campaign)
+    return select(campaign.id).where(campaign.name == name).scalar_subquery()
+
+
+def _history(
+    key: str, campaign: str | None, days: int | None, url: str | None
+) -> ColumnElement[bool]:
+    """EXISTS over deliveries or events of this contact; aliased, so that a query whose own
+    FROM holds deliveries (a report's) still correlates on the contact alone."""
+    if key == "received":
+        delivery = aliased(Delivery)
+        conditions = [
+            delivery.contact_id == Contact.id,
+            delivery.campaign_id == _campaign_id(campaign or ""),
+            # Accepted by the relay, and no bounce came back since.
+            delivery.state == "sent",
+        ]
+        if days is not None:
+            conditions.append(delivery.sent_at >= _since(days))
+        return exists().where(*conditions)
+    event = aliased(Event)
+    kinds = HISTORY_EVENTS[key]
+    conditions = [
+        event.contact_id == Contact.id,
+        event.kind == kinds[0] if len(kinds) == 1 else event.kind.in_(kinds),
+    ]
+    if campaign is not None:
+        conditions.append(event.campaign_id == _campaign_id(campaign))
+    if days is not None:
+        conditions.append(event.created_at >= _since(days))
+    if url is not None:
+        conditions.append(event.data["url"].as_string().icontains(url, autoescape=True))
+    if key == "bounced":
+        # A "delayed" DSN is a warning that the message is still being tried, not a bounce.
+        action = event.data["action"].as_string()
+        conditions.append(or_(action.is_(None), action != "delayed"))
+    return exists().where(*conditions)
+
+
+def known_campaigns(folder: Path, session: Session | None = None) -> set[str]:
+    """Campaign names a segment may mention: the campaign files beside segments.yaml (their
+    `name:`, else the file's stem) and, given a session, every campaign in the database."""
+    from outreach.campaigns import find_campaigns
+
+    names = {_campaign_name(path) for path in find_campaigns(folder)}
+    if session is not None:
+        names.update(session.scalars(select(Campaign.name)))
+    return names
+
+
+def _campaign_name(path: Path) -> str:
+    # Only the name is wanted here; a file that does not parse is validate's to report.
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return path.stem
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else path.stem
 
 
 def _attribute_equals(name: str, value: Scalar) -> ColumnElement[bool]:
@@ -180,7 +366,9 @@ def not_suppressed() -> ColumnElement[bool]:
     return ~exists().where(Suppression.email == Contact.email)
 
 
-def parse_segments(doc: YamlDoc) -> dict[str, Segment]:
+def parse_segments(doc: YamlDoc, session: Session | None = None) -> dict[str, Segment]:
+    """Compile every segment of a file; campaign names in history conditions are checked
+    against known_campaigns() of the file's folder (and the database, given a session)."""
     if doc.data is None:
         return {}
     if not isinstance(doc.data, dict):
@@ -209,16 +397,26 @@ def parse_segments(doc: YamlDoc) -> dict[str, Segment]:
             continue
         where = compiler.condition(body["where"], (*loc, "where"))
         segments[str(name)] = Segment(str(name), description, where, line)
+    if compiler.campaigns:
+        folder = doc.path.parent
+        sources = f"campaign files in {folder}/" + (
+            " and the database" if session is not None else ""
+        )
+        compiler.check_campaigns(known_campaigns(folder, session), sources)
     if compiler.errors:
         raise FileErrors(compiler.errors)
     return segments
 
 
-def load_segments(path: Path | str = DEFAULT_PATH) -> dict[str, Segment]:
+def load_segments(
+    path: Path | str = DEFAULT_PATH, session: Session | None = None
+) -> dict[str, Segment]:
+    """The segments of a file. Pass the session where there is one, so that campaigns known
+    only to the database (their file since moved) count as known names."""
     path = Path(path)
     if not path.exists():
         return {}
-    return parse_segments(load_yaml(path))
+    return parse_segments(load_yaml(path), session)
 
 
 def get_segment(

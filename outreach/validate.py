@@ -58,7 +58,7 @@ def validate_campaign(
     validation = Validation()
     try:
         campaign = load_campaign(path, root)
-        include, exclude, segment_errors = audience_of(campaign)
+        include, exclude, segment_errors = audience_of(campaign, session)
     except (FileError, FileErrors) as exc:
         validation.errors += located(exc)
         return validation

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from outreach.db import writer_sessionmaker
 from outreach.lifecycle import pause, resume, send_campaign
 from outreach.suppressions import suppress
 from outreach.tasks import enqueuer
@@ -139,14 +140,18 @@ def test_sigterm_releases_claims_and_pause_resume_and_unsubscribe(
             "sending to continue",
             log,
         )
-        pause(session, "news")
+        # A writing session, as the CLI uses: the test's own reads without the write lock, and
+        # SQLite refuses to turn such a read into a write once a worker has written meanwhile.
+        with writer_sessionmaker(db_url)() as writer:
+            pause(writer, "news")
         wait_for(lambda: current(settings).counts["sending"] == 0, 15, "claims released", log)
         paused_at = len(smtp.handler.received)
         import time
 
         time.sleep(1.5)
         assert len(smtp.handler.received) <= paused_at + 2
-        resume(session, "news", enqueuer(settings), settings)
+        with writer_sessionmaker(db_url)() as writer:
+            resume(writer, "news", enqueuer(settings), settings)
         status = wait_done(settings, 60, log)
         worker.terminate()
     assert status.state == "done"
