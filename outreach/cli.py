@@ -14,6 +14,7 @@ from rich.text import Text
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
+from outreach.printable import printable
 
 # No markup: user text ("include: [a, b]", "[TEST ko]") must print as it is.
 console = Console(highlight=False, markup=False)
@@ -21,7 +22,7 @@ err_console = Console(stderr=True, highlight=False, markup=False)
 
 
 def labelled(label: str, style: str, text: object) -> Text:
-    return Text.assemble((label, style), " ", str(text))
+    return Text.assemble((label, style), " ", printable(text))
 
 
 class App:
@@ -62,11 +63,12 @@ class OutreachGroup(click.Group):
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+    # Cells and titles are stored text (contact fields, bounce diagnostics): no escapes.
+    table = Table(title=None if title is None else printable(title), show_lines=False)
     for column in columns:
-        table.add_column(column)
+        table.add_column(printable(column))
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*("" if v is None else printable(v) for v in row))
     console.print(table)
 
 
