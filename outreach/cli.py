@@ -915,17 +915,21 @@ def bounces() -> None:
 def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Path | None) -> None:
     """Ingest bounces (RFC 3464 DSNs, common non-standard formats, VERP) and ARF complaints.
 
-    A hard bounce marks the delivery bounced and suppresses the address; soft bounces do so
-    after OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always suppresses.
+    Only failures of mail we sent to that address count (by VERP address, original
+    Message-ID, or a delivery to the failing address in the last 30 days); the rest is
+    reported as not ours. An address that does not exist suppresses at once; temporary
+    failures after OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always.
+    Policy rejections (SPF/DKIM/DMARC, spam, blocked IP) and auto-replies never suppress.
     Ingesting the same message twice counts it once. SOURCE is a file, or - for standard
-    input, so an MTA alias can pipe into it.
+    input, so an MTA alias can pipe into it: when the database cannot be reached it exits
+    75 (EX_TEMPFAIL) and the MTA tries again later.
 
     \b
     Example:
       outreach bounces ingest --maildir ~/Maildir/bounces
       # /etc/aliases:  bounces: "|/opt/outreach/bin/outreach bounces ingest -"
     """
-    from outreach.bounces import ingest, messages_from
+    from outreach.bounces import database_session, ingest, messages_from
     from outreach.tokens import Tokens
     from outreach.worker import secret_for
 
@@ -933,7 +937,7 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
         raise UserError("give exactly one of FILE, -, --mbox FILE or --maildir DIR")
     settings = app.settings
     stream = messages_from(source, mbox=mbox, maildir=maildir, stdin=sys.stdin.buffer)
-    with _session(app) as session:
+    with database_session(settings.database_url) as session:
         report = ingest(
             session,
             Tokens(secret_for(settings)),
@@ -941,15 +945,9 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
             settings.soft_bounce_limit,
             stream,
         )
-    for problem in report.malformed:
-        err_console.print(f"skipped malformed message {problem}", soft_wrap=True)
-    console.print(
-        f"{report.messages} messages: {report.hard} hard bounces, {report.soft} soft, "
-        f"{report.complaints} complaints, {report.unsubscribes} unsubscribes by mail, "
-        f"{report.suppressed} addresses suppressed, "
-        f"{report.duplicates} already seen, {report.unattributed} not ours, "
-        f"{report.not_bounces} not bounces, {len(report.malformed)} malformed"
-    )
+    for note in report.notes():
+        err_console.print(printable(note), soft_wrap=True)
+    console.print(report.summary(), soft_wrap=True)
 
 
 @campaigns.command("report")
@@ -972,7 +970,7 @@ def campaigns_report(
     app: App, name: str, html_path: Path | None, as_json: bool, segments_file: Path
 ) -> None:
     """Per-state counts, delivery, bounce, unsubscribe, open and click rates, top links,
-    languages, segments, bounces by domain and the send timeline.
+    languages, segments, bounces and policy rejections by domain and the send timeline.
 
     \b
     Example:
@@ -1010,6 +1008,12 @@ def campaigns_report(
             "bounces by domain",
             ["domain", "bounced"],
             [[x["domain"], x["bounced"]] for x in report.bounces_by_domain],
+        )
+    if report.policy_by_domain:
+        print_table(
+            "policy rejections by receiving domain",
+            ["domain", "rejected"],
+            [[x["domain"], x["rejected"]] for x in report.policy_by_domain],
         )
     if html_path:
         console.print(f"wrote {html_path}")
