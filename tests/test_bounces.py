@@ -187,7 +187,9 @@ def test_files_change_the_right_deliveries(campaign, session: Session, tmp_path:
         ("generic_unknown", "hard"),  # generic 5.0.0 that says "User unknown"
     ],
 )
-def test_only_a_missing_address_suppresses(campaign, session: Session, name: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_only_a_missing_address_suppresses(
+    campaign, session: Session, name: str, kind: str
+) -> None:  # type: ignore[no-untyped-def]
     settings, info = campaign
     person = {"gmail_dmarc": "dmarc", "microsoft_515": "microsoft"}.get(name, "fine")
     report = one(session, settings, name, fixture(name, info, person))
@@ -238,14 +240,16 @@ def test_auto_replies_and_relay_reports_are_not_failures(  # type: ignore[no-unt
         assert report.auto_replies == 1
     assert (report.hard, report.soft, report.suppressed, len(report.unreadable)) == (0, 0, 0, 0)
     assert states(session)["fine"] == "sent" and suppressed(session) == {}
-    assert session.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")) == 0
+    assert (
+        session.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")) == 0
+    )
 
 
 def test_a_hand_written_report_suppresses_nobody(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
-    settings, info = campaign
+    settings, _ = campaign
     strangers = [f"never{i}@city{i % 50}.example.org" for i in range(20_000)]
     # Real recipients named past the first hundred are not even read.
-    named = strangers[:MAX_FAILURES] + [address_of("fine"), address_of("postfix")] + strangers
+    named = [*strangers[:MAX_FAILURES], address_of("fine"), address_of("postfix"), *strangers]
     report = one(session, settings, "forged", dsn(named))
     assert report.not_ours == MAX_FAILURES and report.hard == 0
     assert report.truncated == ["forged"]
@@ -268,7 +272,9 @@ def test_a_failure_must_be_about_a_delivery_to_that_address(  # type: ignore[no-
     verp_other = f"Delivered-To: bounces+{token}@{DOMAIN}\n".encode() + dsn([address_of("postfix")])
     assert one(session, settings, "verp-other", verp_other).not_ours == 1
     # The Message-ID of one delivery, naming another recipient.
-    mid_other = fixture("postfix", info).replace(info["postfix"][1].encode(), info["fine"][1].encode())
+    mid_other = fixture("postfix", info).replace(
+        info["postfix"][1].encode(), info["fine"][1].encode()
+    )
     assert one(session, settings, "mid-other", mid_other).not_ours == 1
     assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
     # By address alone, only a delivery of the last 30 days counts.
@@ -303,7 +309,9 @@ def test_a_complaint_counts_only_when_attributable(campaign, session: Session) -
 def test_event_dedupe_keys_hold_no_address(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
     settings, info = campaign
     for name in ("postfix", "arf", "verp", "gmail_dmarc"):
-        one(session, settings, name, fixture(name, info, "dmarc" if name == "gmail_dmarc" else None))
+        one(
+            session, settings, name, fixture(name, info, "dmarc" if name == "gmail_dmarc" else None)
+        )
     session.commit()
     keys = list(session.scalars(select(Event.dedupe_key)))
     assert len(keys) == 4
@@ -330,7 +338,9 @@ def test_control_characters_never_reach_the_terminal(  # type: ignore[no-untyped
     session.add(
         Event(
             kind="bounce",
-            contact_id=session.scalar(select(Contact.id).where(Contact.email == address_of("fine"))),
+            contact_id=session.scalar(
+                select(Contact.id).where(Contact.email == address_of("fine"))
+            ),
             data={"kind": "other", "diagnostic": "\x1b[2J\x1b]0;title\x07cleared\rover"},
         )
     )
@@ -378,7 +388,9 @@ def test_oversized_messages_are_refused(campaign, session: Session, tmp_path: Pa
     assert suppressed(session) == {}
 
 
-def test_an_unreachable_database_asks_the_mta_to_retry(campaign, session: Session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_database_asks_the_mta_to_retry(
+    campaign, session: Session, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     settings, info = campaign
     raw = fixture("postfix", info)
     for url in (
