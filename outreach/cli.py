@@ -950,6 +950,43 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
     console.print(report.summary(), soft_wrap=True)
 
 
+@bounces.command("receive")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=2525, show_default=True, type=int, help="Port to listen on.")
+@pass_app
+def bounces_receive(app: App, host: str, port: int) -> None:
+    """Receive bounces, complaints and mailto: unsubscribes over SMTP, and ingest each
+    message as `bounces ingest` does.
+
+    Accepts only bounces+TOKEN@ and unsubscribe+TOKEN@ (with a valid token), postmaster@
+    and abuse@ at OUTREACH_BOUNCE_DOMAIN; refuses other recipients with 550, messages over
+    10 MB with 552, and answers 451 (the sender retries) while the database cannot be
+    reached. Connections and messages per client address are limited. Point the bounce
+    domain's MX record at this host, port 25. Stops cleanly on SIGTERM.
+
+    \b
+    Example:
+      OUTREACH_BOUNCE_DOMAIN=bounce.citynet-ap.org outreach bounces receive --host 0.0.0.0 --port 25
+    """
+    from outreach.bounce_receiver import serve
+    from outreach.tokens import Tokens
+    from outreach.worker import secret_for
+
+    settings = app.settings
+    if not settings.bounce_domain:
+        raise UserError(
+            "OUTREACH_BOUNCE_DOMAIN is not set: say which domain's bounces to receive "
+            "(the domain of the bounces+TOKEN@ Return-Path)"
+        )
+    serve(
+        settings,
+        Tokens(secret_for(settings)),
+        host,
+        port,
+        log=lambda line: console.print(printable(line), soft_wrap=True),
+    )
+
+
 @campaigns.command("report")
 @click.argument("name")
 @click.option(
