@@ -25,11 +25,15 @@ from outreach.config import Settings
 from outreach.models import Event
 from outreach.tokens import Tokens
 from tests.smtp_server import free_port
-from tests.test_bounces import DOMAIN, SECRET, fixture, states, suppressed
-from tests.test_bounces import campaign as _campaign  # noqa: F401  (the `campaign` fixture)
+from tests.test_bounces import DOMAIN, SECRET, fixture, sent_campaign, states, suppressed
 from tests.workers import worker_env
 
 Info = dict[str, tuple[int, str]]
+
+
+@pytest.fixture
+def campaign(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return sent_campaign(session, db_url, tmp_path)
 
 
 @contextmanager

@@ -39,6 +39,12 @@ def address_of(person: str) -> str:
 
 @pytest.fixture
 def campaign(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return sent_campaign(session, db_url, tmp_path)
+
+
+def sent_campaign(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A campaign sent to everyone in PEOPLE and ELSEWHERE: (settings, {person: (delivery id,
+    Message-ID)})."""
     settings = settings_for(db_url, tmp_path, secret_key=SECRET, bounce_domain=DOMAIN)
     csv = "email,name,language\n" + "".join(
         f"{address_of(p)},{p},en\n" for p in [*PEOPLE, *ELSEWHERE]
