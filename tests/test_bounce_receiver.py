@@ -161,13 +161,14 @@ def test_limits_per_client_address(campaign) -> None:  # type: ignore[no-untyped
 def receive_process(
     settings: Settings, tmp_path: Path, port: int, **env: str
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "outreach", "bounces", "receive", "--port", str(port)],
-        env=worker_env(replace(settings), **env),
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "receive.err").open("wb"),
-        cwd=tmp_path,
-    )
+    with (tmp_path / "receive.err").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "outreach", "bounces", "receive", "--port", str(port)],
+            env=worker_env(replace(settings), **env),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=tmp_path,
+        )
 
 
 def test_the_command_needs_a_bounce_domain_and_stops_on_sigterm(  # type: ignore[no-untyped-def]
@@ -178,6 +179,8 @@ def test_the_command_needs_a_bounce_domain_and_stops_on_sigterm(  # type: ignore
     port = free_port()
     refused = receive_process(settings, tmp_path, port)
     assert refused.wait(30) == 1
+    assert refused.stdout is not None and refused.stdout.read() == b""
+    refused.stdout.close()
     err = (tmp_path / "receive.err").read_text().splitlines()
     assert len(err) == 1 and "OUTREACH_BOUNCE_DOMAIN" in err[0], err
     process = receive_process(settings, tmp_path, port, OUTREACH_BOUNCE_DOMAIN=DOMAIN)
@@ -194,6 +197,7 @@ def test_the_command_needs_a_bounce_domain_and_stops_on_sigterm(  # type: ignore
             process.kill()
             process.wait(10)
     out = process.stdout.read().decode()
+    process.stdout.close()
     assert "1 hard bounce" in out and out.rstrip().endswith("stopped")
     assert "Traceback" not in (tmp_path / "receive.err").read_text()
     assert suppressed(session) == {"gmail": "bounced"}
