@@ -90,8 +90,13 @@ class _Connection(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # not the second call of a STARTTLS upgrade
             client = _client(transport.get_extra_info("peername"))
-            if self.receiver.stopping or not self.receiver.limits.connect(client):
-                transport.write(b"421 4.7.0 too many connections from your address\r\n")  # type: ignore[attr-defined]
+            refusal = None
+            if self.receiver.stopping:
+                refusal = b"421 4.3.2 shutting down; try again later\r\n"
+            elif not self.receiver.limits.connect(client):
+                refusal = b"421 4.7.0 too many connections from your address\r\n"
+            if refusal is not None:
+                transport.write(refusal)  # type: ignore[attr-defined]
                 transport.close()
                 return
             self.client = client
