@@ -1,45 +1,99 @@
-"""Bounces and complaints: parse what comes back, attribute it to a delivery, and apply the
-policy (hard bounces suppress at once, soft ones after a run, complaints always).
+"""Bounces and complaints: parse what comes back, attribute it to a delivery we sent, and
+apply the policy (only a missing or disabled address suppresses at once, temporary failures
+after a run, complaints always; policy rejections never).
 
-A message is attributed, in order, by its VERP address (bounces+TOKEN@DOMAIN), by the
-original Message-ID found in the returned headers, or by the failing address (RFC 3464 DSNs
-are read here; the many non-standard formats are left to flufl.bounce).
+Anyone can send mail to the bounce domain, so nothing here believes a message on its word.
+A failure counts only when it is about a delivery we sent: found by its VERP address
+(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery, else
+because the failing address received a delivery in the last 30 days. The failing address
+must be that delivery's recipient. Everything else is "not ours" and changes nothing.
+RFC 3464 DSNs and ARF reports are read here; the many non-standard formats are left to
+flufl.bounce.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import hashlib
+import logging
 import mailbox
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import flufl.bounce
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from outreach.errors import UserError
+from outreach.failures import classify, enhanced_status, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
+from outreach.printable import one_line
 from outreach.suppressions import suppress
 from outreach.tokens import InvalidToken, Tokens
 
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+MAX_FAILURES = 100  # failing recipients read from one message; ours name exactly one
+RECENT = timedelta(days=30)
+
+# flufl.bounce logs a traceback for every detector that trips over a message (one without a
+# From header, say) and re-raises; we report such a message in one line of our own.
+_flufl_log = logging.getLogger("flufl.bounce")
+_flufl_log.addHandler(logging.NullHandler())
+_flufl_log.propagate = False
+
 _MESSAGE_ID = re.compile(r"^Message-ID:\s*(<[^>\s]+>)", re.I | re.M)
+_ADDRESS = re.compile(r"[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
+
+# Signs of a report from a mail system rather than a person: DSNs carry Auto-Submitted too
+# (RFC 3464), so that header alone does not make a message a vacation reply.
+_DAEMON = re.compile(
+    r"^(?:mailer[-_.]?daemon|postmaster|mail[-_.]?delivery[-_.]?(?:system|subsystem)?|mdaemon"
+    r"|mail[-_.]?administrator)$",
+    re.I,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|delivery (?:status notification|failure|failed|has failed|problem|report)|"
+    r"returned mail|failure notice|mail delivery failed|non[- ]?delivery|delivery notification|"
+    r"could not be delivered|mail system error",
+    re.I,
+)
+_OUT_OF_OFFICE = re.compile(
+    r"out of (?:the )?office|automatic reply|auto[- ]?(?:matic )?(?:reply|response|responder)|"
+    r"autoreply|vacation|on leave|away from (?:the )?office|abwesenheit|absence|"
+    r"부재\s*중|자동\s*(?:응답|회신|답장)|휴가",
+    re.I,
+)
+# Where a non-standard bounce starts quoting the returned message: nothing below it is the
+# receiving system's own words.
+_QUOTE_START = re.compile(
+    r"^.*(?:below (?:this|the next) line is a copy|copy of the (?:first part of the )?message|"
+    r"original message follows|original message headers|----- ?original message ?-----|"
+    r"unsent message below|message header follows|returned (?:mail|message) follows|"
+    r"start of returned message|message text follows|your message reads).*$",
+    re.I | re.M,
+)
+
+Kind = Literal["hard", "soft", "policy", "other", "complaint"]
 
 
 @dataclass
 class Failure:
-    address: str
-    kind: str  # "hard", "soft" or "complaint"
+    address: str | None  # None: an ARF report that redacts it (the delivery's recipient)
+    kind: Kind
     status: str | None = None
     diagnostic: str | None = None
     action: str | None = None
@@ -51,24 +105,71 @@ class Parsed:
     message_id: str | None  # the original message's, from the returned headers
     verp_token: str | None
     fingerprint: str
-
-
-def _is_soft(status: str | None, action: str | None) -> bool:
-    if action and action.lower() == "delayed":
-        return True
-    if status is None:
-        return False
-    # 4.x.x is temporary; 5.2.2 (mailbox full) is a full mailbox, not a missing one.
-    return status.startswith("4.") or status == "5.2.2"
+    # failures, a complaint, an auto-reply, a DSN that reports only successful deliveries,
+    # or nothing readable at all
+    nature: Literal["failures", "complaint", "auto-reply", "delivered", "nothing"] = "failures"
+    truncated: bool = False  # more than MAX_FAILURES recipients; the rest were not read
+    unreadable: str | None = None  # why flufl.bounce could not read it
+    subject: str = ""
 
 
 def _text_of(part: Message) -> str:
-    payload = part.get_payload(decode=True)
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        return ""
     if isinstance(payload, bytes):
-        return payload.decode(part.get_content_charset() or "utf-8", "replace")
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            return payload.decode(charset, "replace")
+        except LookupError:
+            return payload.decode("utf-8", "replace")
     if isinstance(payload, str):
         return payload
     return ""
+
+
+def _own_parts(msg: Message) -> Iterator[Message]:
+    """The parts of a message without descending into an attached original."""
+    yield msg
+    if msg.get_content_maintype() == "message":
+        return
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        for part in payload:
+            if isinstance(part, Message):
+                yield from _own_parts(part)
+
+
+def _own_text(msg: Message, limit: int = 20_000) -> str:
+    """What the reporting system wrote, up to where it quotes the returned message."""
+    texts = [
+        _text_of(p)
+        for p in _own_parts(msg)
+        if p.get_content_maintype() == "text"
+        and p.get_content_type() not in ("text/rfc822-headers", "text/rfc822-header")
+    ]
+    text = "\n".join(texts)[:limit]
+    cut = _QUOTE_START.search(text)
+    return text[: cut.start()] if cut else text
+
+
+def _around(text: str, address: str) -> str:
+    """The words a non-standard bounce says about one address: from the start of the line
+    that names it to a few lines on."""
+    at = text.lower().find(address.lower())
+    if at < 0:
+        return text[:1500]
+    start = text.rfind("\n", 0, at) + 1
+    return text[start : at + len(address) + 500]
+
+
+def _first_message(part: Message) -> Message | None:
+    """The attached message (or first block of fields) of a message/* part."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return payload[0]
+    return None
 
 
 def _original_message_id(msg: Message) -> str | None:
@@ -76,29 +177,41 @@ def _original_message_id(msg: Message) -> str | None:
     for part in msg.walk():
         ctype = part.get_content_type()
         if ctype == "message/rfc822":
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner:
-                mid = inner[0].get("Message-ID")
-                if mid:
-                    return str(mid).strip()
+            inner = _first_message(part)
+            if inner is not None and inner.get("Message-ID"):
+                return str(inner.get("Message-ID")).strip()
         elif ctype in ("text/rfc822-headers", "text/rfc822-header"):
             found = _MESSAGE_ID.search(_text_of(part))
             if found:
                 return found.group(1)
+        elif ctype == "message/delivery-status":
+            fields = _first_message(part)
+            if fields is not None and fields.get("X-Original-Message-ID"):
+                return str(fields.get("X-Original-Message-ID")).strip()
     # Non-standard bounces quote the original headers in their text.
     for part in msg.walk():
         if part.get_content_maintype() == "text":
-            for found in _MESSAGE_ID.finditer(_text_of(part)):
+            for found in _MESSAGE_ID.finditer(_text_of(part)[:200_000]):
                 if found.group(1) != own:
                     return found.group(1)
     return None
 
 
-def _verp_token(msg: Message, bounce_domain: str | None, local: str = "bounces") -> str | None:
-    """The token of a bounces+TOKEN@DOMAIN (or unsubscribe+TOKEN@DOMAIN) recipient."""
+def _verp_token(
+    msg: Message,
+    bounce_domain: str | None,
+    local: str = "bounces",
+    envelope_to: str | None = None,
+) -> str | None:
+    """The token of a bounces+TOKEN@DOMAIN (or unsubscribe+TOKEN@DOMAIN) recipient: the
+    SMTP envelope's when we received the message ourselves, else the delivering MTA's
+    headers."""
     if not bounce_domain:
         return None
     pattern = re.compile(rf"{local}\+([A-Za-z0-9_.\-]+)@{re.escape(bounce_domain)}", re.I)
+    if envelope_to is not None:
+        found = pattern.fullmatch(envelope_to.strip("<> "))
+        return found.group(1) if found else None
     for header in (
         "Delivered-To",
         "X-Original-To",
@@ -114,8 +227,50 @@ def _verp_token(msg: Message, bounce_domain: str | None, local: str = "bounces")
     return None
 
 
-def _dsn_failures(msg: Message) -> list[Failure]:
-    failures = []
+def _header(msg: Message, name: str) -> str:
+    """A header's text, RFC 2047 encoded words decoded ("=?utf-8?b?…?=" subjects)."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(value))))
+    except (HeaderParseError, UnicodeError, LookupError):
+        return str(value)
+
+
+def _is_report(msg: Message) -> bool:
+    """Does the message come from a mail system (a bounce) rather than a person?"""
+    if msg.get_content_type() == "multipart/report" or msg.get("X-Failed-Recipients"):
+        return True
+    if "failure" in str(msg.get("Auto-Submitted") or "").lower():
+        return True
+    name, address = parseaddr(str(msg.get("From") or ""))
+    if not address or _DAEMON.match(address.rpartition("@")[0]):
+        return True
+    if re.search(r"mail delivery|delivery subsystem|postmaster", name, re.I):
+        return True
+    return bool(_BOUNCE_SUBJECT.search(_header(msg, "Subject")))
+
+
+def _is_auto_reply(msg: Message) -> bool:
+    """An RFC 3834 automatic response (vacation, out of office) from a person's mailbox."""
+    if _is_report(msg):
+        return False
+    submitted = str(msg.get("Auto-Submitted") or "").strip().lower()
+    if submitted and not submitted.startswith("no"):
+        return True
+    if msg.get("X-Autoreply") or msg.get("X-Autorespond") or msg.get("X-Autoresponse"):
+        return True
+    if str(msg.get("Precedence") or "").strip().lower() == "auto_reply":
+        return True
+    return bool(_OUT_OF_OFFICE.search(_header(msg, "Subject")))
+
+
+def _dsn_failures(msg: Message) -> tuple[int, list[Failure], bool]:
+    """RFC 3464: (recipients reported, the failures among them, whether some went unread)."""
+    seen = 0
+    failures: list[Failure] = []
+    own_text: str | None = None
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
@@ -123,28 +278,38 @@ def _dsn_failures(msg: Message) -> list[Failure]:
         if not isinstance(blocks, list):
             continue
         for block in blocks[1:] if len(blocks) > 1 else blocks:
+            if not isinstance(block, Message):
+                continue
             # Original-Recipient is the address we sent to; Final-Recipient may be a rewrite.
             recipient = block.get("Original-Recipient") or block.get("Final-Recipient")
             if not recipient:
                 continue
+            if seen == MAX_FAILURES:
+                return seen, failures, True
+            seen += 1
             address = parseaddr(str(recipient).split(";", 1)[-1].strip())[1]
-            action = (block.get("Action") or "").strip().lower() or None
-            if action not in (None, "failed", "delayed"):
+            # "failed (Bad destination mailbox address)": the word, not the comment
+            action = (re.findall(r"[a-z]+", str(block.get("Action") or "").lower()) or [None])[0]
+            if action not in (None, "failed", "delayed") or not address:
                 continue  # delivered, relayed, expanded: not a failure
-            status_field = str(block.get("Status") or "")
-            found = _STATUS.search(status_field)
-            status = ".".join(found.groups()) if found else None
-            diagnostic = " ".join(str(block.get("Diagnostic-Code") or "").split()) or None
-            kind = "soft" if _is_soft(status, action) else "hard"
+            status = enhanced_status(str(block.get("Status") or ""))
+            diagnostic = one_line(block.get("Diagnostic-Code") or "", 500) or None
+            if action == "delayed":
+                kind: Kind = "soft"
+            else:
+                if not diagnostic and own_text is None:
+                    own_text = _own_text(msg)
+                kind = classify(status, diagnostic or _around(own_text or "", address))
             failures.append(Failure(address, kind, status, diagnostic, action))
-    return failures
+    return seen, failures, False
 
 
 def _arf_failures(msg: Message) -> list[Failure] | None:
-    """An ARF feedback report (RFC 5965): the recipient complained."""
+    """An ARF feedback report (RFC 5965): the recipient complained. Many feedback loops
+    redact the address; the report then names the delivery by Message-ID only."""
     if (
         msg.get_content_type() != "multipart/report"
-        or (msg.get_param("report-type") or "").lower() != "feedback-report"
+        or str(msg.get_param("report-type") or "").lower() != "feedback-report"
     ):
         return None
     addresses: list[str] = []
@@ -153,55 +318,76 @@ def _arf_failures(msg: Message) -> list[Failure] | None:
             payload = part.get_payload()
             blocks = payload if isinstance(payload, list) else []
             for block in blocks:
+                if not isinstance(block, Message):
+                    continue
                 for field_name in ("Original-Rcpt-To", "Removal-Recipient"):
                     addresses += [a for _, a in getaddresses(block.get_all(field_name) or [])]
         elif part.get_content_type() in ("message/rfc822", "text/rfc822-headers") and not addresses:
-            inner = part.get_payload()
-            headers = inner[0] if isinstance(inner, list) and inner else None
+            headers = _first_message(part)
             if headers is not None:
                 addresses += [a for _, a in getaddresses(headers.get_all("To") or [])]
             else:
                 found = re.search(r"^To:\s*(.+)$", _text_of(part), re.M | re.I)
                 if found:
                     addresses.append(parseaddr(found.group(1))[1])
-    return [Failure(a, "complaint") for a in dict.fromkeys(a for a in addresses if a)]
+    named = [a for a in dict.fromkeys(addresses) if "@" in a][:MAX_FAILURES]
+    if not named:
+        return [Failure(None, "complaint")]
+    return [Failure(a, "complaint") for a in named]
 
 
-def _heuristic_failures(msg: Message, known: set[str]) -> list[Failure]:
-    """The non-standard formats (qmail, Exchange, Yahoo, …), through flufl.bounce."""
+def _heuristic_failures(msg: Message) -> tuple[list[Failure], bool, str | None]:
+    """The non-standard formats (qmail, Exchange, Yahoo, …), through flufl.bounce:
+    (failures, whether some went unread, why it could not read the message)."""
     try:
         temporary, permanent = flufl.bounce.all_failures(msg)
-    except Exception:
-        return []
-    found = [(a, "hard") for a in sorted(permanent)]
-    found += [(a, "soft") for a in sorted(temporary) if a not in permanent]
-    failures = [
-        Failure(a.decode("ascii", "replace"), kind)
-        for a, kind in found
-        if a.decode("ascii", "replace").lower() not in known
-    ]
-    if failures:
-        text = " ".join(_text_of(p) for p in msg.walk() if p.get_content_maintype() == "text")
-        status = _STATUS.search(text)
-        for failure in failures:
-            failure.status = ".".join(status.groups()) if status else None
-            failure.diagnostic = " ".join(text.split())[:300] or None
-    return failures
+    except Exception as exc:
+        return [], False, f"{type(exc).__name__}: {one_line(exc, 120)}"
+    found = [(a, True) for a in sorted(permanent)]
+    found += [(a, False) for a in sorted(temporary) if a not in permanent]
+    truncated = len(found) > MAX_FAILURES
+    text = _own_text(msg) if found else ""
+    failures = []
+    for raw_address, permanent_failure in found[:MAX_FAILURES]:
+        address = raw_address.decode("ascii", "replace")
+        words = _around(text, address)
+        status = enhanced_status(words)
+        kind: Kind = classify(status, words) if permanent_failure else "soft"
+        failures.append(Failure(address, kind, status, one_line(words, 300) or None))
+    return failures, truncated, None
 
 
-def parse(raw: bytes, bounce_domain: str | None = None) -> Parsed | None:
-    """What a bounce or complaint says; None when the message is neither."""
+def parse(raw: bytes, bounce_domain: str | None = None) -> Parsed:
+    """What a bounce, complaint or auto-reply says."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    fingerprint = hashlib.sha256(raw).hexdigest()[:32]
-    failures = _arf_failures(msg)
-    if failures is None:
-        failures = _dsn_failures(msg)
-    if not any(f.kind == "complaint" for f in failures):
-        failures += _heuristic_failures(msg, {f.address.lower() for f in failures})
-    token = _verp_token(msg, bounce_domain)
-    if not failures and token is None:
-        return None
-    return Parsed(failures, _original_message_id(msg), token, fingerprint)
+    return parse_message(msg, raw, bounce_domain)
+
+
+def parse_message(
+    msg: Message, raw: bytes, bounce_domain: str | None, envelope_to: str | None = None
+) -> Parsed:
+    parsed = Parsed(
+        failures=[],
+        message_id=_original_message_id(msg),
+        verp_token=_verp_token(msg, bounce_domain, envelope_to=envelope_to),
+        fingerprint=hashlib.sha256(raw).hexdigest()[:32],
+        subject=one_line(_header(msg, "Subject"), 200),
+    )
+    complaints = _arf_failures(msg)
+    if complaints is not None:
+        parsed.failures, parsed.nature = complaints, "complaint"
+        return parsed
+    if _is_auto_reply(msg):
+        parsed.nature = "auto-reply"
+        return parsed
+    reported, failures, parsed.truncated = _dsn_failures(msg)
+    if not reported:
+        # No standard report to trust: only then do the heuristics look at the text.
+        failures, parsed.truncated, parsed.unreadable = _heuristic_failures(msg)
+    parsed.failures = failures
+    if not failures:
+        parsed.nature = "delivered" if reported else "nothing"
+    return parsed
 
 
 @dataclass
@@ -209,13 +395,73 @@ class IngestReport:
     messages: int = 0
     hard: int = 0
     soft: int = 0
+    policy: int = 0
+    other: int = 0
     complaints: int = 0
     unsubscribes: int = 0
     suppressed: int = 0
     duplicates: int = 0
-    unattributed: int = 0
+    not_ours: int = 0  # failing addresses that are not the recipient of a delivery of ours
+    auto_replies: int = 0
+    delivered: int = 0  # delivery reports that report no failure (relayed, delivered, …)
     not_bounces: int = 0
+    unreadable: list[str] = field(default_factory=list)  # VERP hits with no readable failure
     malformed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # over MAX_MESSAGE_BYTES
+    truncated: list[str] = field(default_factory=list)  # over MAX_FAILURES recipients
+
+    def notes(self) -> list[str]:
+        """One line for each message that needs a word of its own."""
+        return (
+            [f"refused {line}" for line in self.refused]
+            + [f"skipped malformed message {line}" for line in self.malformed]
+            + [f"unreadable bounce {line}" for line in self.unreadable]
+            + [f"read only the first {MAX_FAILURES} recipients of {x}" for x in self.truncated]
+        )
+
+    def brief(self) -> str:
+        """Only what happened, for a log line per message."""
+        parts = [
+            f"{n} {label}"
+            for n, label in (
+                (self.hard, "hard bounce"),
+                (self.soft, "soft bounce"),
+                (self.policy, "policy rejection"),
+                (self.other, "other failure"),
+                (self.complaints, "complaint"),
+                (self.unsubscribes, "unsubscribe"),
+                (self.suppressed, "suppressed"),
+                (self.duplicates, "already seen"),
+                (self.not_ours, "not ours"),
+                (self.auto_replies, "auto-reply"),
+                (self.delivered, "delivery report without a failure"),
+                (len(self.unreadable), "unreadable"),
+                (self.not_bounces, "not a bounce"),
+                (len(self.malformed), "malformed"),
+                (len(self.refused), "refused"),
+            )
+            if n
+        ]
+        return ", ".join(parts) or "nothing to do"
+
+    def summary(self) -> str:
+        return (
+            f"{self.messages} messages: {self.hard} hard bounces, {self.soft} soft, "
+            f"{self.policy} policy rejections, {self.other} other failures, "
+            f"{self.complaints} complaints, {self.unsubscribes} unsubscribes by mail, "
+            f"{self.suppressed} addresses suppressed, {self.duplicates} already seen, "
+            f"{self.not_ours} not ours, {self.auto_replies} auto-replies, "
+            f"{self.delivered} delivery reports without a failure, "
+            f"{len(self.unreadable)} unreadable, {self.not_bounces} not bounces, "
+            f"{len(self.malformed)} malformed, {len(self.refused)} refused"
+        )
+
+
+def _dedupe_key(kind: str, fingerprint: str, subject: str) -> str:
+    """One event per message and address, without the address in clear (`contacts forget`
+    must be able to leave it nowhere)."""
+    digest = hashlib.sha256(f"{fingerprint}:{subject}".encode()).hexdigest()[:40]
+    return f"{kind}:{digest}"
 
 
 class Ingester:
@@ -226,42 +472,64 @@ class Ingester:
         self.bounce_domain, self.soft_limit = bounce_domain, soft_limit
         self.report = IngestReport()
 
-    def ingest(self, raw: bytes, source: str) -> None:
+    def ingest(self, raw: bytes, source: str, envelope_to: str | None = None) -> None:
+        """Read one message and act on it; `envelope_to` is the SMTP recipient when we
+        received it ourselves. Database errors propagate (the caller retries later)."""
         self.report.messages += 1
+        source = one_line(source, 300)
+        if len(raw) > MAX_MESSAGE_BYTES:
+            self.report.refused.append(f"{source}: larger than {MAX_MESSAGE_BYTES // 2**20} MB")
+            return
         try:
-            if self._mailto_unsubscribe(raw):
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            if self._mailto_unsubscribe(msg, raw, envelope_to):
                 return
-            parsed = parse(raw, self.bounce_domain)
+            parsed = parse_message(msg, raw, self.bounce_domain, envelope_to)
+        except OperationalError:
+            raise  # the database, not the message: the caller retries
         except Exception as exc:
-            self.report.malformed.append(f"{source}: {exc}")
+            self.report.malformed.append(f"{source}: {type(exc).__name__}: {one_line(exc, 200)}")
             return
-        if parsed is None:
-            self.report.not_bounces += 1
+        if parsed.truncated:
+            self.report.truncated.append(source)
+        if parsed.nature == "auto-reply":
+            self.report.auto_replies += 1
             return
-        delivery = self._delivery(parsed)
-        failures = parsed.failures
-        if not failures and delivery is not None:
-            # A VERP bounce we could not read: the address is the delivery's own.
-            contact = (
-                self.session.get(Contact, delivery.contact_id) if delivery.contact_id else None
-            )
-            if contact is not None:
-                failures = [Failure(contact.email, "hard", None, "unreadable bounce to VERP")]
-        for failure in failures:
-            self._record(parsed, failure, delivery)
+        if parsed.nature == "delivered":
+            self.report.delivered += 1
+            return
+        reference = self._delivery(parsed)
+        if parsed.nature == "nothing":
+            if parsed.verp_token is not None and reference is not None:
+                self._unreadable(parsed, reference, source)
+            elif parsed.unreadable:
+                self.report.malformed.append(
+                    f"{source}: not readable as a bounce ({parsed.unreadable})"
+                )
+            else:
+                self.report.not_bounces += 1
+            return
+        for failure in parsed.failures:
+            attributed = self._attribute(failure, reference)
+            if attributed is None:
+                self.report.not_ours += 1
+                continue
+            self._record(parsed, failure, *attributed)
 
-    def _mailto_unsubscribe(self, raw: bytes) -> bool:
+    def _mailto_unsubscribe(self, msg: Message, raw: bytes, envelope_to: str | None) -> bool:
         """The List-Unsubscribe mailto: (unsubscribe+TOKEN@DOMAIN) lands here too."""
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
         if msg.get_content_type() == "multipart/report":
             return False  # a bounce of a message that was sent to that address
-        token = _verp_token(msg, self.bounce_domain, local="unsubscribe")
+        token = _verp_token(msg, self.bounce_domain, "unsubscribe", envelope_to)
         if token is None:
             return False
+        if _is_auto_reply(msg):
+            self.report.auto_replies += 1
+            return True  # a vacation reply asks for nothing
         try:
             delivery_id = self.tokens.verify("bounce", token)
         except InvalidToken:
-            self.report.unattributed += 1
+            self.report.not_ours += 1
             return True
         delivery = self.session.get(Delivery, delivery_id) if isinstance(delivery_id, int) else None
         contact = (
@@ -270,7 +538,7 @@ class Ingester:
             else None
         )
         if delivery is None or contact is None:
-            self.report.unattributed += 1
+            self.report.not_ours += 1
             return True
         fingerprint = hashlib.sha256(raw).hexdigest()[:32]
         try:
@@ -299,6 +567,7 @@ class Ingester:
         return True
 
     def _delivery(self, parsed: Parsed) -> Delivery | None:
+        """The delivery a message names itself: by VERP token, else by original Message-ID."""
         if parsed.verp_token:
             try:
                 delivery_id = self.tokens.verify("bounce", parsed.verp_token)
@@ -310,48 +579,88 @@ class Ingester:
                     return found
         if parsed.message_id:
             return self.session.scalar(
-                select(Delivery).where(Delivery.message_id == parsed.message_id)
+                select(Delivery).where(Delivery.message_id == parsed.message_id[:255]).limit(1)
             )
         return None
 
-    def _record(self, parsed: Parsed, failure: Failure, delivery: Delivery | None) -> None:
-        try:
-            address = normalise_email(failure.address)
-        except ValueError:
-            self.report.unattributed += 1
-            return
-        contact = self.session.scalar(select(Contact).where(Contact.email == address))
-        if delivery is not None and contact is not None and delivery.contact_id != contact.id:
-            delivery = None  # the failing address is not this delivery's recipient
-        if delivery is None and contact is not None:
-            delivery = self.session.scalar(
-                select(Delivery)
-                .where(Delivery.contact_id == contact.id, Delivery.state.in_(("sent", "bounced")))
-                .order_by(Delivery.sent_at.desc())
-                .limit(1)
+    def _attribute(
+        self, failure: Failure, reference: Delivery | None
+    ) -> tuple[Delivery, Contact] | None:
+        """The delivery of ours this failure is about, and its recipient; None if none."""
+        address = None
+        if failure.address is not None:
+            try:
+                address = normalise_email(failure.address)
+            except ValueError:
+                return None
+        if reference is not None:
+            contact = (
+                self.session.get(Contact, reference.contact_id) if reference.contact_id else None
             )
-        if contact is None and delivery is None:
-            self.report.unattributed += 1
-        kind = "complaint" if failure.kind == "complaint" else "bounce"
-        event = Event(
-            kind=kind,
-            campaign_id=delivery.campaign_id if delivery else None,
-            delivery_id=delivery.id if delivery else None,
-            contact_id=contact.id if contact else None,
-            dedupe_key=f"{kind}:{parsed.fingerprint}:{address}"[:255],
-            data={
-                "kind": failure.kind,
-                "status": failure.status,
-                "address": address,
-                "diagnostic": (failure.diagnostic or "")[:500],
-                "action": failure.action,
-            },
-        )
+            if contact is None or (address is not None and contact.email != address):
+                return None  # the failing address is not this delivery's recipient
+            return reference, contact
+        if address is None:
+            return None
+        row = self.session.execute(
+            select(Delivery, Contact)
+            .join(Contact, Contact.id == Delivery.contact_id)
+            .where(
+                Contact.email == address,
+                Delivery.state.in_(("sent", "bounced")),
+                Delivery.sent_at >= utcnow() - RECENT,
+            )
+            .order_by(Delivery.sent_at.desc())
+            .limit(1)
+        ).first()
+        return (row[0], row[1]) if row is not None else None
+
+    def _add_event(self, event: Event) -> bool:
         try:
             with self.session.begin_nested():
                 self.session.add(event)
         except IntegrityError:
             self.report.duplicates += 1
+            return False
+        return True
+
+    def _unreadable(self, parsed: Parsed, delivery: Delivery, source: str) -> None:
+        """A reply to a VERP address that names no failure: kept for the record only."""
+        event = Event(
+            kind="bounce",
+            campaign_id=delivery.campaign_id,
+            delivery_id=delivery.id,
+            contact_id=delivery.contact_id,
+            dedupe_key=_dedupe_key("bounce", parsed.fingerprint, f"delivery {delivery.id}"),
+            data={"kind": "unreadable", "subject": parsed.subject},
+        )
+        if self._add_event(event):
+            self.report.unreadable.append(
+                f"{source}: a reply to the VERP address of delivery {delivery.id} names no "
+                "failure; recorded, nothing suppressed"
+            )
+
+    def _record(
+        self, parsed: Parsed, failure: Failure, delivery: Delivery, contact: Contact
+    ) -> None:
+        address = contact.email
+        kind = "complaint" if failure.kind == "complaint" else "bounce"
+        event = Event(
+            kind=kind,
+            campaign_id=delivery.campaign_id,
+            delivery_id=delivery.id,
+            contact_id=contact.id,
+            dedupe_key=_dedupe_key(kind, parsed.fingerprint, address),
+            data={
+                "kind": failure.kind,
+                "status": failure.status,
+                "address": address,
+                "domain": receiving_domain(address),
+                "diagnostic": one_line(failure.diagnostic or "", 500),
+                "action": failure.action,
+            },
+        )
+        if not self._add_event(event):
             return
         if failure.kind == "complaint":
             self.report.complaints += 1
@@ -359,12 +668,12 @@ class Ingester:
                 self.session,
                 address,
                 "complained",
-                campaign_id=event.campaign_id,
+                campaign_id=delivery.campaign_id,
                 detail="feedback loop report",
             )
             self.report.suppressed += 1
             return
-        if delivery is not None and delivery.state == "sent" and failure.action != "delayed":
+        if delivery.state == "sent" and failure.action != "delayed":
             self.session.execute(
                 update(Delivery)
                 .where(Delivery.id == delivery.id)
@@ -372,7 +681,7 @@ class Ingester:
                     state="bounced",
                     updated_at=utcnow(),
                     last_code=_code(failure.status),
-                    last_text=(failure.diagnostic or "bounced")[:500],
+                    last_text=one_line(failure.diagnostic or "bounced", 500),
                 )
             )
         if failure.kind == "hard":
@@ -381,21 +690,25 @@ class Ingester:
                 self.session,
                 address,
                 "bounced",
-                campaign_id=event.campaign_id,
-                detail=f"{failure.status or ''} {failure.diagnostic or ''}".strip()[:500],
+                campaign_id=delivery.campaign_id,
+                detail=one_line(f"{failure.status or ''} {failure.diagnostic or ''}", 500),
             )
             self.report.suppressed += 1
-        else:
+        elif failure.kind == "soft":
             self.report.soft += 1
-            if contact is not None and soft_streak(self.session, contact.id) >= self.soft_limit:
+            if soft_streak(self.session, contact.id) >= self.soft_limit:
                 suppress(
                     self.session,
                     address,
                     "bounced",
-                    campaign_id=event.campaign_id,
+                    campaign_id=delivery.campaign_id,
                     detail=f"{self.soft_limit} soft bounces in a row",
                 )
                 self.report.suppressed += 1
+        elif failure.kind == "policy":
+            self.report.policy += 1  # our sending's fault: counted by domain, never suppressed
+        else:
+            self.report.other += 1
 
 
 def _code(status: str | None) -> int | None:
@@ -430,6 +743,55 @@ def soft_streak(session: Session, contact_id: int) -> int:
     return streak
 
 
+class DatabaseUnavailable(UserError):
+    """The database cannot be reached: a transient failure, so a sending MTA must keep the
+    message and try again rather than drop it."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): what MTAs read as "retry later"
+
+
+def _unavailable(url: str, exc: OperationalError) -> DatabaseUnavailable:
+    from outreach.db import safe_url
+
+    return DatabaseUnavailable(
+        f"cannot reach the database {safe_url(url)}: {one_line(exc.orig or exc, 300)}; "
+        "the message was not stored (try again later)"
+    )
+
+
+@contextmanager
+def database_session(url: str, *, check: bool = True) -> Iterator[Session]:
+    """A session for ingesting, with an unreachable database (now or midway) reported as
+    DatabaseUnavailable. Committing is the caller's business."""
+    from outreach.db import check_schema, ping, writer_sessionmaker
+
+    try:
+        ping(url)
+    except OperationalError as exc:
+        raise _unavailable(url, exc) from None
+    if check:
+        check_schema(url)
+    session = writer_sessionmaker(url)()
+    try:
+        yield session
+    except OperationalError as exc:
+        with contextlib.suppress(OperationalError):
+            session.rollback()
+        raise _unavailable(url, exc) from None
+    finally:
+        with contextlib.suppress(OperationalError):
+            session.close()
+
+
+def _read_capped(stream: IO[bytes]) -> bytes:
+    """At most one byte over the limit (enough to refuse the message); the rest is read and
+    dropped, so a sending MTA is not cut off mid-pipe."""
+    data = stream.read(MAX_MESSAGE_BYTES + 1)
+    while stream.read(1 << 20):
+        pass
+    return data
+
+
 def messages_from(
     source: str | None,
     *,
@@ -449,7 +811,8 @@ def messages_from(
                 # The Maildir convention for "seen": move to cur/ with the S flag.
                 os.replace(path, cur / f"{path.name.split(':')[0]}:2,S")
 
-            yield str(path), path.read_bytes(), done
+            with path.open("rb") as file:
+                yield str(path), _read_capped(file), done
         return
     if mbox is not None:
         if not mbox.is_file():
@@ -460,12 +823,13 @@ def messages_from(
         return
     if source in (None, "-"):
         assert stdin is not None
-        yield "stdin", stdin.read(), None
+        yield "stdin", _read_capped(stdin), None
         return
     path = Path(source)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    yield str(path), path.read_bytes(), None
+    with path.open("rb") as file:
+        yield str(path), _read_capped(file), None
 
 
 def ingest(

@@ -16,6 +16,7 @@ from rich.text import Text
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
+from outreach.printable import printable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -26,7 +27,7 @@ err_console = Console(stderr=True, highlight=False, markup=False)
 
 
 def labelled(label: str, style: str, text: object) -> Text:
-    return Text.assemble((label, style), " ", str(text))
+    return Text.assemble((label, style), " ", printable(text))
 
 
 class App:
@@ -96,11 +97,12 @@ class OutreachGroup(click.Group):
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+    # Cells and titles are stored text (contact fields, bounce diagnostics): no escapes.
+    table = Table(title=None if title is None else printable(title), show_lines=False)
     for column in columns:
-        table.add_column(column)
+        table.add_column(printable(column))
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*("" if v is None else printable(v) for v in row))
     console.print(table)
 
 
@@ -936,39 +938,74 @@ def bounces() -> None:
 def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Path | None) -> None:
     """Ingest bounces (RFC 3464 DSNs, common non-standard formats, VERP) and ARF complaints.
 
-    A hard bounce marks the delivery bounced and suppresses the address; soft bounces do so
-    after OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always suppresses.
+    Only failures of mail we sent to that address count (by VERP address, original
+    Message-ID, or a delivery to the failing address in the last 30 days); the rest is
+    reported as not ours. An address that does not exist suppresses at once; temporary
+    failures after OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always.
+    Policy rejections (SPF/DKIM/DMARC, spam, blocked IP) and auto-replies never suppress.
     Ingesting the same message twice counts it once. SOURCE is a file, or - for standard
-    input, so an MTA alias can pipe into it.
+    input, so an MTA alias can pipe into it: when the database cannot be reached it exits
+    75 (EX_TEMPFAIL) and the MTA tries again later.
 
     \b
     Example:
       outreach bounces ingest --maildir ~/Maildir/bounces
       # /etc/aliases:  bounces: "|/opt/outreach/bin/outreach bounces ingest -"
     """
-    from outreach.bounces import ingest, messages_from
+    from outreach.bounces import database_session, ingest, messages_from
     from outreach.tokens import tokens_for
 
     if sum(x is not None for x in (source, mbox, maildir)) != 1:
         raise UserError("give exactly one of FILE, -, --mbox FILE or --maildir DIR")
     settings = app.settings
     stream = messages_from(source, mbox=mbox, maildir=maildir, stdin=sys.stdin.buffer)
-    with app.session() as session:
+    tokens = tokens_for(settings, "`bounces ingest`")
+    with database_session(settings.database_url) as session:
         report = ingest(
             session,
-            tokens_for(settings, "`bounces ingest`"),
+            tokens,
             settings.bounce_domain,
             settings.soft_bounce_limit,
             stream,
         )
-    for problem in report.malformed:
-        err_console.print(f"skipped malformed message {problem}", soft_wrap=True)
-    console.print(
-        f"{report.messages} messages: {report.hard} hard bounces, {report.soft} soft, "
-        f"{report.complaints} complaints, {report.unsubscribes} unsubscribes by mail, "
-        f"{report.suppressed} addresses suppressed, "
-        f"{report.duplicates} already seen, {report.unattributed} not ours, "
-        f"{report.not_bounces} not bounces, {len(report.malformed)} malformed"
+    for note in report.notes():
+        err_console.print(printable(note), soft_wrap=True)
+    console.print(report.summary(), soft_wrap=True)
+
+
+@bounces.command("receive")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=2525, show_default=True, type=int, help="Port to listen on.")
+@pass_app
+def bounces_receive(app: App, host: str, port: int) -> None:
+    """Receive bounces, complaints and mailto: unsubscribes over SMTP, and ingest each
+    message as `bounces ingest` does.
+
+    Accepts only bounces+TOKEN@ and unsubscribe+TOKEN@ (with a valid token), postmaster@
+    and abuse@ at OUTREACH_BOUNCE_DOMAIN; refuses other recipients with 550, messages over
+    10 MB with 552, and answers 451 (the sender retries) while the database cannot be
+    reached. Connections and messages per client address are limited. Point the bounce
+    domain's MX record at this host, port 25. Stops cleanly on SIGTERM.
+
+    \b
+    Example:
+      OUTREACH_BOUNCE_DOMAIN=bounce.citynet-ap.org outreach bounces receive --host 0.0.0.0 --port 25
+    """
+    from outreach.bounce_receiver import serve
+    from outreach.tokens import tokens_for
+
+    settings = app.settings
+    if not settings.bounce_domain:
+        raise UserError(
+            "OUTREACH_BOUNCE_DOMAIN is not set: say which domain's bounces to receive "
+            "(the domain of the bounces+TOKEN@ Return-Path)"
+        )
+    serve(
+        settings,
+        tokens_for(settings, "`bounces receive`"),
+        host,
+        port,
+        log=lambda line: console.print(printable(line), soft_wrap=True),
     )
 
 
@@ -992,7 +1029,7 @@ def campaigns_report(
     app: App, name: str, html_path: Path | None, as_json: bool, segments_file: Path
 ) -> None:
     """Per-state counts, delivery, bounce, unsubscribe, open and click rates, top links,
-    languages, segments, bounces by domain and the send timeline.
+    languages, segments, bounces and policy rejections by domain and the send timeline.
 
     \b
     Example:
@@ -1029,6 +1066,12 @@ def campaigns_report(
             "bounces by domain",
             ["domain", "bounced"],
             [[x["domain"], x["bounced"]] for x in report.bounces_by_domain],
+        )
+    if report.policy_by_domain:
+        print_table(
+            "policy rejections by receiving domain",
+            ["domain", "rejected"],
+            [[x["domain"], x["rejected"]] for x in report.policy_by_domain],
         )
     if html_path:
         console.print(f"wrote {html_path}")

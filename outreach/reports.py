@@ -35,6 +35,9 @@ class Report:
     by_language: list[dict[str, Any]] = field(default_factory=list)
     by_segment: list[dict[str, Any]] = field(default_factory=list)
     bounces_by_domain: list[dict[str, Any]] = field(default_factory=list)
+    # Refusals of our sending (SPF/DKIM/DMARC, spam, blocked IP), by receiving domain: a
+    # provider that rejects many is a setup problem to fix, not addresses to drop.
+    policy_by_domain: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     timeline_unit: str = "minute"
 
@@ -139,6 +142,18 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
             .limit(10)
         )
     ]
+    event_kind = Event.data["kind"].as_string()
+    event_domain = Event.data["domain"].as_string()
+    policy_by_domain = [
+        {"domain": d, "rejected": int(n)}
+        for d, n in session.execute(
+            select(event_domain, func.count())
+            .where(Event.campaign_id == cid, Event.kind == "bounce", event_kind == "policy")
+            .group_by(event_domain)
+            .order_by(func.count().desc(), event_domain)
+            .limit(10)
+        )
+    ]
     first, last = session.execute(
         select(func.min(Delivery.sent_at), func.max(Delivery.sent_at)).where(
             Delivery.campaign_id == cid
@@ -170,6 +185,7 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         by_language=by_language,
         by_segment=by_segment,
         bounces_by_domain=bounces_by_domain,
+        policy_by_domain=policy_by_domain,
         timeline=timeline,
         timeline_unit=unit,
     )
@@ -267,6 +283,10 @@ def render_html(report: Report) -> str:
         languages_chart=bar_chart([(row["language"], row["total"]) for row in report.by_language]),
         domains_chart=bar_chart(
             [(row["domain"], row["bounced"]) for row in report.bounces_by_domain], colour="#dd6b20"
+        ),
+        policy_chart=bar_chart(
+            [(row["domain"] or "(unknown)", row["rejected"]) for row in report.policy_by_domain],
+            colour="#c53030",
         ),
         timeline_chart=timeline_chart(report.timeline),
         percent=lambda v: "–" if v is None else f"{v * 100:.1f}%",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from outreach.config import Settings, SmtpSettings
+from outreach.failures import classify
 from outreach.messages import Envelope
 
 
@@ -44,17 +45,15 @@ class PermanentFailure(SendFailure):
 
     @property
     def hard_bounce(self) -> bool:
-        """The address does not exist (5.1.x, or a 550/551/553 that says so)."""
-        if re.search(r"\b5\.1\.\d+\b", self.text):
-            return True
-        return self.code in (550, 551, 553) and bool(
-            re.search(
-                r"no such (user|mailbox)|unknown (user|recipient|mailbox)|user unknown|"
-                r"does not exist|mailbox unavailable|invalid recipient|not found",
-                self.text,
-                re.I,
-            )
-        )
+        """The address does not exist or is disabled (5.1.x, 5.2.1, or a generic 550 that
+        says so): the only refusal that suppresses it."""
+        return classify(self.code, self.text) == "hard"
+
+    @property
+    def policy(self) -> bool:
+        """Refused for who we are or what we sent (5.7.x: SPF/DKIM/DMARC, spam, a blocked
+        IP): our problem, never the recipient's; a run of them should stop the campaign."""
+        return classify(self.code, self.text) == "policy"
 
 
 class Transport(Protocol):

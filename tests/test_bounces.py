@@ -1,19 +1,24 @@
-"""Bounces and complaints from files, mboxes, Maildirs and standard input."""
+"""Bounces and complaints from files, mboxes, Maildirs and standard input: what counts (only
+failures of mail we sent to that address), what suppresses (only a missing address), and
+what an outsider writing to the bounce domain cannot do."""
 
 from __future__ import annotations
 
+import json
 import mailbox
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from outreach.bounces import ingest, messages_from, parse
-from outreach.models import Contact, Delivery, Event, Suppression
+from outreach.bounces import MAX_FAILURES, MAX_MESSAGE_BYTES, ingest, messages_from, parse
+from outreach.contacts import import_csv
+from outreach.models import Contact, Delivery, Event, Suppression, utcnow
 from outreach.tokens import Tokens
 from tests.conftest import write
 from tests.project import CAMPAIGN
@@ -24,12 +29,26 @@ FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 SECRET = "test-secret-0123456789abcdef0123456789"
 DOMAIN = "bounce.citynet-ap.org"
 PEOPLE = ["postfix", "exchange", "gmail", "qmail", "soft", "arf", "verp", "fine"]
+# People at the providers whose policy rejections the report counts by domain.
+ELSEWHERE = {"dmarc": "dmarc@gmail.com", "microsoft": "microsoft@outlook.com"}
+
+
+def address_of(person: str) -> str:
+    return ELSEWHERE.get(person, f"{person}@city.example.org")
 
 
 @pytest.fixture
 def campaign(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return sent_campaign(session, db_url, tmp_path)
+
+
+def sent_campaign(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A campaign sent to everyone in PEOPLE and ELSEWHERE: (settings, {person: (delivery id,
+    Message-ID)})."""
     settings = settings_for(db_url, tmp_path, secret_key=SECRET, bounce_domain=DOMAIN)
-    csv = "email,name,language\n" + "".join(f"{p}@city.example.org,{p},en\n" for p in PEOPLE)
+    csv = "email,name,language\n" + "".join(
+        f"{address_of(p)},{p},en\n" for p in [*PEOPLE, *ELSEWHERE]
+    )
     path = project_with(tmp_path, session, csv=csv)
     send(path, settings, session)
     drain(settings, session)
@@ -47,7 +66,7 @@ def fixture(name: str, info: dict[str, tuple[int, str]], person: str | None = No
     person = person or name
     did, mid = info.get(person, (0, "<none@x>"))
     text = (FIXTURES / f"{name}.eml").read_text(encoding="utf-8", errors="surrogateescape")
-    text = text.replace("{address}", f"{person}@city.example.org").replace("{message_id}", mid)
+    text = text.replace("{address}", address_of(person)).replace("{message_id}", mid)
     text = text.replace("{message_id_bare}", mid.strip("<>"))
     text = text.replace("{verp}", Tokens(SECRET).sign("bounce", did))
     return text.encode("utf-8", errors="surrogateescape")
@@ -75,6 +94,25 @@ def run(session: Session, settings, messages):  # type: ignore[no-untyped-def]
     return ingest(session, Tokens(SECRET), DOMAIN, settings.soft_bounce_limit, messages)
 
 
+def one(session: Session, settings, name: str, raw: bytes):  # type: ignore[no-untyped-def]
+    return run(session, settings, iter([(name, raw, None)]))
+
+
+def dsn(addresses: list[str], status: str = "5.1.1") -> bytes:
+    """A hand-written multipart/report: no VERP, no Message-ID of ours."""
+    blocks = "".join(
+        f"\nFinal-Recipient: rfc822; {a}\nAction: failed\nStatus: {status}\n" for a in addresses
+    )
+    return (
+        "From: MAILER-DAEMON@mx.example.net\nTo: news@citynet-ap.org\n"
+        "Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nfailed\n\n"
+        f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n"
+        f"{blocks}\n--b--\n"
+    ).encode()
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [
@@ -84,13 +122,17 @@ def run(session: Session, settings, messages):  # type: ignore[no-untyped-def]
         ("qmail", "hard"),
         ("soft", "soft"),
         ("arf", "complaint"),
+        ("gmail_dmarc", "policy"),
+        ("microsoft_515", "policy"),
+        ("generic_unknown", "hard"),
+        ("spam_content", "policy"),
     ],
 )
 def test_parser_reads_each_format(name: str, kind: str) -> None:
     info = {name: (5, "<5.abc@citynet-ap.org>")}
     parsed = parse(fixture(name, info), DOMAIN)
     assert parsed is not None
-    assert [(f.address, f.kind) for f in parsed.failures] == [(f"{name}@city.example.org", kind)]
+    assert [(f.address, f.kind) for f in parsed.failures] == [(address_of(name), kind)]
     if name != "qmail":
         assert parsed.message_id == "<5.abc@citynet-ap.org>"
 
@@ -111,18 +153,21 @@ def test_files_change_the_right_deliveries(campaign, session: Session, tmp_path:
         write(tmp_path / "in" / f"{name}.eml", fixture(name, info))
     messages = [m for f in sorted((tmp_path / "in").iterdir()) for m in messages_from(str(f))]
     report = run(session, settings, iter(messages))
-    assert (report.messages, report.hard, report.soft, report.complaints) == (9, 5, 1, 1)
+    assert (report.messages, report.hard, report.soft, report.complaints) == (9, 4, 1, 1)
     assert report.not_bounces + len(report.malformed) == 2
+    # verp.eml names no failure ("The account has been closed.", no address, no status):
+    # logged and counted, never suppressed.
+    assert len(report.unreadable) == 1 and "nothing suppressed" in report.unreadable[0]
     got = states(session)
-    for person in ("postfix", "exchange", "gmail", "qmail", "verp"):
+    for person in ("postfix", "exchange", "gmail", "qmail"):
         assert got[person] == "bounced", person
     assert got["soft"] == "sent" and got["arf"] == "sent" and got["fine"] == "sent"
+    assert got["verp"] == "sent"
     assert suppressed(session) == {
         "postfix": "bounced",
         "exchange": "bounced",
         "gmail": "bounced",
         "qmail": "bounced",
-        "verp": "bounced",
         "arf": "complained",
     }
     gmail = session.scalar(select(Event).where(Event.delivery_id == info["gmail"][0]))
@@ -131,10 +176,242 @@ def test_files_change_the_right_deliveries(campaign, session: Session, tmp_path:
         and gmail.data["status"] == "5.1.1"
         and "does not exist" in gmail.data["diagnostic"]
     )
+    verp = session.scalar(select(Event).where(Event.delivery_id == info["verp"][0]))
+    assert verp is not None and verp.data["kind"] == "unreadable"
     # The same bounces again count once.
     again = run(session, settings, iter(messages))
     assert again.duplicates == 7 and again.hard == 0
     assert session.scalar(select(func.count()).select_from(Event)) == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("gmail_dmarc", "policy"),  # 5.7.26: DMARC, our DNS
+        ("microsoft_515", "policy"),  # 5.7.515: Microsoft's authentication level
+        ("spam_content", "policy"),  # generic 5.0.0 that says "spam"
+        ("generic_unknown", "hard"),  # generic 5.0.0 that says "User unknown"
+    ],
+)
+def test_only_a_missing_address_suppresses(
+    campaign, session: Session, name: str, kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    person = {"gmail_dmarc": "dmarc", "microsoft_515": "microsoft"}.get(name, "fine")
+    report = one(session, settings, name, fixture(name, info, person))
+    assert getattr(report, kind) == 1 and report.not_ours == 0
+    event = session.scalar(select(Event).where(Event.delivery_id == info[person][0]))
+    assert event is not None and event.data["kind"] == kind
+    assert event.data["domain"] == address_of(person).split("@")[1]
+    assert states(session)[person] == "bounced"  # it did not arrive, whatever the reason
+    if kind == "hard":
+        assert suppressed(session) == {person: "bounced"}
+    else:
+        assert suppressed(session) == {}, "a policy rejection is our problem, not theirs"
+
+
+def test_policy_rejections_are_counted_by_receiving_domain(  # type: ignore[no-untyped-def]
+    run_cli, campaign, session: Session, tmp_path: Path
+) -> None:
+    settings, info = campaign
+    one(session, settings, "dmarc", fixture("gmail_dmarc", info, "dmarc"))
+    one(session, settings, "ms", fixture("microsoft_515", info, "microsoft"))
+    one(session, settings, "postfix", fixture("postfix", info))
+    session.commit()
+    env = {"OUTREACH_DATABASE_URL": settings.database_url}
+    as_json = run_cli("campaigns", "report", "news", "--json", env=env)
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["policy_by_domain"] == [
+        {"domain": "gmail.com", "rejected": 1},
+        {"domain": "outlook.com", "rejected": 1},
+    ]
+    table = run_cli("campaigns", "report", "news", "--html", str(tmp_path / "r.html"), env=env)
+    assert table.exit_code == 0, table.output
+    assert "policy rejections by receiving domain" in " ".join(table.output.split())
+    assert "gmail.com" in table.output and "outlook.com" in table.output
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    section = html.split("Policy rejections by receiving domain", 1)[1].split("<h2>", 1)[0]
+    assert "gmail.com" in section and "outlook.com" in section
+
+
+@pytest.mark.parametrize("name", ["out_of_office", "out_of_office_ko", "relayed"])
+def test_auto_replies_and_relay_reports_are_not_failures(  # type: ignore[no-untyped-def]
+    campaign, session: Session, name: str
+) -> None:
+    settings, info = campaign
+    report = one(session, settings, name, fixture(name, info, "fine"))
+    if name == "relayed":
+        assert report.delivered == 1
+    else:
+        assert report.auto_replies == 1
+    assert (report.hard, report.soft, report.suppressed, len(report.unreadable)) == (0, 0, 0, 0)
+    assert states(session)["fine"] == "sent" and suppressed(session) == {}
+    assert (
+        session.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")) == 0
+    )
+
+
+def test_a_hand_written_report_suppresses_nobody(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = campaign
+    strangers = [f"never{i}@city{i % 50}.example.org" for i in range(20_000)]
+    # Real recipients named past the first hundred are not even read.
+    named = [*strangers[:MAX_FAILURES], address_of("fine"), address_of("postfix"), *strangers]
+    report = one(session, settings, "forged", dsn(named))
+    assert report.not_ours == MAX_FAILURES and report.hard == 0
+    assert report.truncated == ["forged"]
+    assert suppressed(session) == {}
+    assert session.scalar(select(func.count()).select_from(Event)) == 0
+    assert set(states(session).values()) == {"sent"}
+
+
+def test_a_failure_must_be_about_a_delivery_to_that_address(  # type: ignore[no-untyped-def]
+    campaign, session: Session, tmp_path: Path
+) -> None:
+    settings, info = campaign
+    # A contact we never mailed: no bounce can be about them.
+    write(tmp_path / "late.csv", "email,name\nlate@city.example.org,Late\n")
+    import_csv(session, tmp_path / "late.csv")
+    session.commit()
+    assert one(session, settings, "never", dsn(["late@city.example.org"])).not_ours == 1
+    # The VERP address of one delivery, naming another recipient.
+    token = Tokens(SECRET).sign("bounce", info["fine"][0])
+    verp_other = f"Delivered-To: bounces+{token}@{DOMAIN}\n".encode() + dsn([address_of("postfix")])
+    assert one(session, settings, "verp-other", verp_other).not_ours == 1
+    # The Message-ID of one delivery, naming another recipient.
+    mid_other = fixture("postfix", info).replace(
+        info["postfix"][1].encode(), info["fine"][1].encode()
+    )
+    assert one(session, settings, "mid-other", mid_other).not_ours == 1
+    assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
+    # By address alone, only a delivery of the last 30 days counts.
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == info["fine"][0])
+        .values(sent_at=utcnow() - timedelta(days=31))
+    )
+    session.commit()
+    assert one(session, settings, "old", dsn([address_of("fine")])).not_ours == 1
+    assert suppressed(session) == {}
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == info["fine"][0])
+        .values(sent_at=utcnow() - timedelta(days=29))
+    )
+    session.commit()
+    assert one(session, settings, "recent", dsn([address_of("fine")])).hard == 1
+    assert suppressed(session) == {"fine": "bounced"}
+
+
+def test_a_complaint_counts_only_when_attributable(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    forged = fixture("arf", info, "stranger")  # names an address we never mailed
+    assert one(session, settings, "forged", forged).not_ours == 1
+    assert suppressed(session) == {}
+    # Feedback loops that withhold the address name the delivery by its Message-ID.
+    report = one(session, settings, "redacted", fixture("arf_no_address", info, "arf"))
+    assert report.complaints == 1 and suppressed(session) == {"arf": "complained"}
+
+
+def test_event_dedupe_keys_hold_no_address(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    for name in ("postfix", "arf", "verp", "gmail_dmarc"):
+        one(
+            session, settings, name, fixture(name, info, "dmarc" if name == "gmail_dmarc" else None)
+        )
+    session.commit()
+    keys = list(session.scalars(select(Event.dedupe_key)))
+    assert len(keys) == 4
+    for key in keys:
+        assert key and "@" not in key and not any(p in key for p in [*PEOPLE, *ELSEWHERE])
+
+
+def test_control_characters_never_reach_the_terminal(  # type: ignore[no-untyped-def]
+    run_cli, campaign, session: Session
+) -> None:
+    settings, info = campaign
+    assert one(session, settings, "escapes", fixture("escapes", info, "gmail")).hard == 1
+    session.commit()
+    event = session.scalar(select(Event).where(Event.delivery_id == info["gmail"][0]))
+    stored = [
+        event.data["diagnostic"] if event else "",
+        session.scalar(select(Suppression.detail)),
+        session.scalar(select(Delivery.last_text).where(Delivery.id == info["gmail"][0])),
+    ]
+    for text in stored:
+        assert text and "does not exist" in text
+        assert not any(c in text for c in "\x1b\x07\r\x9b"), repr(text)
+    # Stored text from before this rule (or typed in by anyone) is stripped when printed.
+    session.add(
+        Event(
+            kind="bounce",
+            contact_id=session.scalar(
+                select(Contact.id).where(Contact.email == address_of("fine"))
+            ),
+            data={"kind": "other", "diagnostic": "\x1b[2J\x1b]0;title\x07cleared\rover"},
+        )
+    )
+    session.commit()
+    env = {"OUTREACH_DATABASE_URL": settings.database_url}
+    for person in ("gmail", "fine"):
+        shown = run_cli("contacts", "show", address_of(person), env=env)
+        assert shown.exit_code == 0, shown.output
+        assert "\x1b" not in shown.output and "\x07" not in shown.output
+        assert "\r" not in shown.output and "\x9b" not in shown.output
+    assert "clearedover" in shown.output.replace("\n", "").replace(" ", "").replace("│", "")
+
+
+def cli_ingest(settings, *args: str, stdin: bytes = b"", **env: str):  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "outreach", "bounces", "ingest", *args],
+        input=stdin,
+        capture_output=True,
+        env=worker_env(replace(settings), OUTREACH_BOUNCE_DOMAIN=DOMAIN, **env),
+        timeout=60,
+    )
+
+
+def test_flufl_bounce_tracebacks_are_not_shown(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    session.commit()
+    result = cli_ingest(settings, "-", stdin=fixture("no_from", info))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and "stdin" in lines[0] and "Traceback" not in lines[0], lines
+    assert b"1 malformed" in result.stdout
+
+
+def test_oversized_messages_are_refused(campaign, session: Session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    session.commit()
+    big = fixture("postfix", info) + b"x" * MAX_MESSAGE_BYTES
+    write(tmp_path / "big.eml", big)
+    for args, stdin in (((str(tmp_path / "big.eml"),), b""), (("-",), big)):
+        result = cli_ingest(settings, *args, stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and "larger than 10 MB" in lines[0], lines
+        assert b"1 refused" in result.stdout
+    assert suppressed(session) == {}
+
+
+def test_an_unreachable_database_asks_the_mta_to_retry(
+    campaign, session: Session, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    raw = fixture("postfix", info)
+    for url in (
+        "postgresql+psycopg://outreach:secret@127.0.0.1:1/outreach",
+        f"sqlite:///{tmp_path}/no/such/folder/outreach.db",
+    ):
+        result = cli_ingest(settings, "-", stdin=raw, OUTREACH_DATABASE_URL=url)
+        assert result.returncode == 75, (url, result.stderr)  # EX_TEMPFAIL
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and "cannot reach the database" in lines[0], lines
+        assert "secret" not in lines[0]
+    # Anything else the operator must fix stays a plain error.
+    empty = cli_ingest(settings, "-", stdin=raw, OUTREACH_DATABASE_URL=f"sqlite:///{tmp_path}/e.db")
+    assert empty.returncode == 1 and b"outreach init" in empty.stderr
+    assert suppressed(session) == {}
 
 
 def test_mbox_maildir_and_stdin(campaign, session: Session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -244,4 +521,4 @@ def test_mailto_unsubscribe(campaign, session: Session) -> None:  # type: ignore
     assert report.unsubscribes == 1 and report.duplicates == 1
     assert suppressed(session) == {"fine": "unsubscribed"}
     forged = raw.replace(b"unsubscribe+", b"unsubscribe+x")
-    assert run(session, settings, iter([("forged", forged, None)])).unattributed == 1
+    assert run(session, settings, iter([("forged", forged, None)])).not_ours == 1

@@ -1,0 +1,203 @@
+"""`outreach bounces receive`: a real SMTP server for the bounce domain, driven by smtplib."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from outreach.bounce_receiver import BounceReceiver
+from outreach.bounces import MAX_MESSAGE_BYTES
+from outreach.config import Settings
+from outreach.models import Event
+from outreach.tokens import Tokens
+from tests.smtp_server import free_port
+from tests.test_bounces import DOMAIN, SECRET, fixture, sent_campaign, states, suppressed
+from tests.workers import worker_env
+
+Info = dict[str, tuple[int, str]]
+
+
+@pytest.fixture
+def campaign(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return sent_campaign(session, db_url, tmp_path)
+
+
+@contextmanager
+def receiving(settings: Settings, **limits: Any) -> Iterator[BounceReceiver]:
+    lines: list[str] = []
+    receiver = BounceReceiver(settings, Tokens(SECRET), log=lines.append, **limits)
+    thread = threading.Thread(target=lambda: asyncio.run(receiver.run("127.0.0.1", 0)))
+    thread.start()
+    assert receiver.ready.wait(10), "the receiver did not start"
+    receiver.lines = lines  # type: ignore[attr-defined]
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def client(receiver: BounceReceiver) -> smtplib.SMTP:
+    assert receiver.port is not None
+    return smtplib.SMTP("127.0.0.1", receiver.port, timeout=10)
+
+
+def wire(raw: bytes) -> bytes:
+    """A message as SMTP carries it: CRLF line ends."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def verp(info: Info, person: str, local: str = "bounces") -> str:
+    return f"{local}+{Tokens(SECRET).sign('bounce', info[person][0])}@{DOMAIN}"
+
+
+def test_accepts_only_what_we_hand_out(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        smtp.ehlo("mx.example.net")
+        smtp.mail("")
+        for rcpt in (
+            verp(info, "postfix"),
+            verp(info, "fine", "unsubscribe"),
+            f"postmaster@{DOMAIN}",
+            f"ABUSE@{DOMAIN.upper()}",
+        ):
+            assert smtp.rcpt(rcpt)[0] == 250, rcpt
+        for rcpt in (
+            f"bounces+forged.token@{DOMAIN}",
+            f"bounces@{DOMAIN}",
+            f"someone@{DOMAIN}",
+            verp(info, "postfix").replace(DOMAIN, "other.example.org"),
+            "postmaster@citynet-ap.org",
+        ):
+            code, text = smtp.rcpt(rcpt)
+            assert code == 550, (rcpt, code, text)
+        smtp.rset()
+
+
+def test_a_bounce_is_ingested_as_bounces_ingest_does(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    session.commit()
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        smtp.sendmail("", [verp(info, "postfix")], wire(fixture("postfix", info)))
+        # The envelope recipient's token names the delivery, whatever the headers say.
+        unreadable = fixture("verp", info).replace(
+            f"bounces+{Tokens(SECRET).sign('bounce', info['verp'][0])}".encode(), b"news"
+        )
+        smtp.sendmail("", [verp(info, "verp")], wire(unreadable))
+        smtp.sendmail(
+            "someone@example.org",
+            [verp(info, "fine", "unsubscribe")],
+            b"Subject: x\r\n\r\nunsubscribe\r\n",
+        )
+    assert states(session)["postfix"] == "bounced"
+    assert suppressed(session) == {"postfix": "bounced", "fine": "unsubscribed"}
+    event = session.scalar(select(Event).where(Event.delivery_id == info["verp"][0]))
+    assert event is not None and event.data["kind"] == "unreadable"
+    log = "\n".join(receiver.lines)  # type: ignore[attr-defined]
+    assert "1 hard bounce" in log and "1 unsubscribe" in log
+    assert Tokens(SECRET).sign("bounce", info["postfix"][0]) not in log  # no token in the log
+
+
+def test_size_is_capped_at_10_mb(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    big = wire(fixture("postfix", info)) + (b"x" * 998 + b"\r\n") * (MAX_MESSAGE_BYTES // 1000 + 1)
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        smtp.ehlo("mx.example.net")
+        assert smtp.esmtp_features["size"] == str(MAX_MESSAGE_BYTES)
+        with pytest.raises(smtplib.SMTPSenderRefused) as declared:
+            smtp.sendmail("", [verp(info, "postfix")], big)  # smtplib declares SIZE=
+        assert declared.value.smtp_code == 552
+        smtp.rset()
+        # A sender that does not declare the size is cut off at the limit all the same.
+        smtp.mail("")
+        smtp.rcpt(verp(info, "postfix"))
+        code, _ = smtp.data(big)
+        assert code == 552
+    assert suppressed(session) == {}
+
+
+def test_an_unreachable_database_answers_451(campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    gone = replace(settings, database_url=f"sqlite:///{tmp_path}/no/such/folder/outreach.db")
+    with receiving(gone) as receiver, client(receiver) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("", [verp(info, "postfix")], wire(fixture("postfix", info)))
+        assert refused.value.smtp_code == 451  # the sender keeps it and tries again
+    assert any("cannot reach the database" in line for line in receiver.lines)  # type: ignore[attr-defined]
+
+
+def test_limits_per_client_address(campaign) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = campaign
+    with receiving(settings, max_connections=2, max_messages=2, window=60) as receiver:
+        first, second = client(receiver), client(receiver)
+        with pytest.raises(smtplib.SMTPConnectError) as third:
+            client(receiver)
+        assert third.value.smtp_code == 421
+        second.quit()
+        for _ in range(2):
+            first.sendmail("", [f"postmaster@{DOMAIN}"], b"Subject: hi\r\n\r\nhello\r\n")
+        with pytest.raises(smtplib.SMTPSenderRefused) as over:
+            first.sendmail("", [f"postmaster@{DOMAIN}"], b"Subject: hi\r\n\r\nhello\r\n")
+        assert over.value.smtp_code == 451
+        first.quit()
+
+
+def receive_process(
+    settings: Settings, tmp_path: Path, port: int, **env: str
+) -> subprocess.Popen[bytes]:
+    with (tmp_path / "receive.err").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "outreach", "bounces", "receive", "--port", str(port)],
+            env=worker_env(replace(settings), **env),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=tmp_path,
+        )
+
+
+def test_the_command_needs_a_bounce_domain_and_stops_on_sigterm(  # type: ignore[no-untyped-def]
+    campaign, session: Session, tmp_path: Path
+) -> None:
+    settings, info = campaign
+    session.commit()
+    port = free_port()
+    refused = receive_process(settings, tmp_path, port)
+    assert refused.wait(30) == 1
+    assert refused.stdout is not None and refused.stdout.read() == b""
+    refused.stdout.close()
+    err = (tmp_path / "receive.err").read_text().splitlines()
+    assert len(err) == 1 and "OUTREACH_BOUNCE_DOMAIN" in err[0], err
+    process = receive_process(settings, tmp_path, port, OUTREACH_BOUNCE_DOMAIN=DOMAIN)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        assert f"receiving mail for {DOMAIN} on 127.0.0.1:{port}" in first, first
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.sendmail("", [verp(info, "gmail")], wire(fixture("gmail", info)))
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    out = process.stdout.read().decode()
+    process.stdout.close()
+    assert "1 hard bounce" in out and out.rstrip().endswith("stopped")
+    assert "Traceback" not in (tmp_path / "receive.err").read_text()
+    assert suppressed(session) == {"gmail": "bounced"}
