@@ -39,12 +39,20 @@ def run(n: int, processes: int, database_url: str, queue_url: str, smtp_url: str
         with (tmp / "contacts.csv").open("w", encoding="utf-8") as out:
             out.write("email,name,language\n")
             for i in range(n):
-                out.write(f"officer{i}@city{i % 997}.example.org,담당자 {i},"
-                          f"{'ko' if i % 2 else 'en'}\n")
+                out.write(
+                    f"officer{i}@city{i % 997}.example.org,담당자 {i},{'ko' if i % 2 else 'en'}\n"
+                )
         env = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
-        env.update({"OUTREACH_DATABASE_URL": database_url, "OUTREACH_QUEUE_URL": queue_url,
-                    "OUTREACH_SMTP_URL": smtp_url, "OUTREACH_SECRET_KEY": "bench",
-                    "OUTREACH_RATE": "0", "OUTREACH_POSTAL_ADDRESS": "Seoul"})
+        env.update(
+            {
+                "OUTREACH_DATABASE_URL": database_url,
+                "OUTREACH_QUEUE_URL": queue_url,
+                "OUTREACH_SMTP_URL": smtp_url,
+                "OUTREACH_SECRET_KEY": "bench",
+                "OUTREACH_RATE": "0",
+                "OUTREACH_POSTAL_ADDRESS": "Seoul",
+            }
+        )
         settings = Settings.load(env=env, cwd=tmp)
         upgrade(settings.database_url)
         with writer_sessionmaker(settings.database_url)() as session:
@@ -52,9 +60,16 @@ def run(n: int, processes: int, database_url: str, queue_url: str, smtp_url: str
             send_campaign(tmp / "campaigns" / "bench.yaml", settings, session, enqueuer(settings))
         engine_for(settings.database_url).dispose()
         start = time.perf_counter()
-        workers = [subprocess.Popen([sys.executable, "-m", "outreach", "worker", "-w", "1"],
-                                    cwd=tmp, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL) for _ in range(processes)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "outreach", "worker", "-w", "1"],
+                cwd=tmp,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(processes)
+        ]
         try:
             while True:
                 time.sleep(0.25)
@@ -84,10 +99,15 @@ def fresh_schema(base: str, name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=50_000)
-    parser.add_argument("--postgres", default=os.environ.get(
-        "OUTREACH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--redis", default=os.environ.get(
-        "OUTREACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "OUTREACH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument(
+        "--redis", default=os.environ.get("OUTREACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    )
     args = parser.parse_args()
     import redis
 
@@ -105,8 +125,10 @@ def main() -> None:
             url = fresh_schema(base, "outreach_scale")
             rate = run(args.n, processes, url, args.redis, smtp_url)
             baseline = baseline or rate
-            print(f"PostgreSQL + Redis, {processes} process(es): {rate:7.0f} msg/s "
-                  f"({rate / baseline:.2f}x of one)")
+            print(
+                f"PostgreSQL + Redis, {processes} process(es): {rate:7.0f} msg/s "
+                f"({rate / baseline:.2f}x of one)"
+            )
         fresh_schema(base, "outreach_scale")
     finally:
         sink.stop()

@@ -897,7 +897,7 @@ def serve(app: App, host: str, port: int, workers: int) -> None:
     # gunicorn forks its workers from this process: no pooled connection may cross the fork.
     engine_for(app.settings.database_url).dispose()
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)

@@ -222,8 +222,9 @@ class AutocommitConnection:
     def __init__(self, engine: Engine) -> None:
         self.dialect = engine.dialect
         self._pooled = engine.raw_connection()
-        self.dbapi = self._pooled.dbapi_connection
-        assert self.dbapi is not None
+        dbapi = self._pooled.dbapi_connection
+        assert dbapi is not None
+        self.dbapi: Any = dbapi
         if self.dialect.name == "postgresql":
             self.dbapi.autocommit = True  # SQLite connections already are (see _sqlite_setup)
 

@@ -239,9 +239,7 @@ def send_test(path: Path, settings: Settings, session: Session | None, to: str) 
         for language in sorted(compiled.variants):
             contact = {**SAMPLE_CONTACT, "email": address, "language": language}
             recipient = Recipient(NO_DELIVERY, address, None, contact)
-            composed = composer.compose(
-                recipient, language, subject_prefix=f"[TEST {language}] "
-            )
+            composed = composer.compose(recipient, language, subject_prefix=f"[TEST {language}] ")
             try:
                 transport.send(composed.envelope, f"{spec.name}-test")
             except SendFailure as exc:

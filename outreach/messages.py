@@ -52,7 +52,9 @@ def encode_header(value: str) -> str:
 
 def _encoded_words(text: str) -> str:
     """UTF-8 base64 encoded-words of at most 75 characters, split between characters."""
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for char in text:
         n = len(char.encode("utf-8"))
         if size + n > 45:  # 45 bytes -> 60 base64 characters + 12 of framing
@@ -183,7 +185,7 @@ class MessageBuilder:
         import dkim
 
         assert self.dkim is not None
-        signature = dkim.sign(
+        signature: bytes = dkim.sign(
             data,
             self.dkim.selector.encode(),
             self.dkim.domain.encode(),

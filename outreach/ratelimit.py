@@ -12,8 +12,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Table, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,7 +33,7 @@ def reserve(session: Session, limit: Limit, n: int, now: float | None = None) ->
     """Reserve n slots; returns the time of the first. Commits, so others see it at once."""
     now = time.time() if now is None else now
     span = n / limit.per_second
-    table = RateLimit.__table__
+    table = cast(Table, RateLimit.__table__)
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     session.execute(insert.values(key=limit.key, tat=0.0).on_conflict_do_nothing())

@@ -236,12 +236,12 @@ class Personaliser:
         parts = self.parts(text)
         if len(parts) == 1:
             return text
-        out = []
-        for i, part in enumerate(parts):
-            if i % 2 == 0:
-                out.append(part)  # type: ignore[arg-type]
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
             else:
-                value = values[part]  # type: ignore[index]
+                value = values[part]
                 out.append(value if escaped else html_lib.unescape(value))
         return "".join(out)
 

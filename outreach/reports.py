@@ -70,12 +70,12 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
     delivered = counts["sent"]  # accepted and not bounced since
     attempted = counts["sent"] + counts["bounced"] + counts["failed"]
     events: dict[str, dict[str, int]] = {}
-    for kind, n, unique in session.execute(
+    for kind, n, distinct_deliveries in session.execute(
         select(Event.kind, func.count(), func.count(distinct(Event.delivery_id)))
         .where(Event.campaign_id == cid)
         .group_by(Event.kind)
     ):
-        events[kind] = {"total": int(n), "unique": int(unique)}
+        events[kind] = {"total": int(n), "unique": int(distinct_deliveries)}
 
     def unique(kind: str) -> int:
         return events.get(kind, {}).get("unique", 0)

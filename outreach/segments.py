@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from outreach.errors import FileError, FileErrors, NotFound
 from outreach.fields import KNOWN_COLUMNS, normalise_field
@@ -113,7 +113,7 @@ class _Compiler:
         if key not in FIELDS:
             allowed = ", ".join((*COMBINATORS, *FIELDS, "attributes.KEY", *HISTORY_EVENTS))
             return self.error(loc, f"unknown field or operator {key!r}; allowed: {allowed}")
-        column = getattr(Contact, key)
+        column: InstrumentedAttribute[Any] = getattr(Contact, key)
 
         def equals(v: Scalar) -> ColumnElement[bool]:
             if v is None:
@@ -350,16 +350,19 @@ def _campaign_name(path: Path) -> str:
 
 
 def _attribute_equals(name: str, value: Scalar) -> ColumnElement[bool]:
-    element = Contact.attributes[name]
+    element: Any = Contact.attributes[name]
+    condition: ColumnElement[bool]
     if value is None:
-        return or_(element.as_string().is_(None))
-    if isinstance(value, bool):
-        return element.as_boolean() == value
-    if isinstance(value, int):
-        return element.as_integer() == value
-    if isinstance(value, float):
-        return element.as_float() == value
-    return element.as_string() == value
+        condition = element.as_string().is_(None)
+    elif isinstance(value, bool):
+        condition = element.as_boolean() == value
+    elif isinstance(value, int):
+        condition = element.as_integer() == value
+    elif isinstance(value, float):
+        condition = element.as_float() == value
+    else:
+        condition = element.as_string() == value
+    return condition
 
 
 def not_suppressed() -> ColumnElement[bool]:

@@ -8,12 +8,13 @@ loses nothing. Outcomes are recorded only by the worker that still holds the cla
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Integer,
     String,
+    Table,
     Text,
     bindparam,
     exists,
@@ -172,7 +173,7 @@ def suppression_reason(db: Session | Connection | AutocommitConnection, email: s
     return None if row is None else str(row[0])
 
 
-_table = Delivery.__table__
+_table = cast(Table, Delivery.__table__)
 # One statement for every outcome; optional values keep the stored ones when NULL.
 _RECORD = RawStatement(
     update(_table)

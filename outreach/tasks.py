@@ -35,7 +35,7 @@ class _StopSignal:
 STOP = _StopSignal()
 
 
-def make_huey(settings: Settings) -> Huey:
+def make_queue(settings: Settings) -> Queue:
     url = settings.queue_url
     name = "outreach"
     if url.startswith("sqlite:///"):
@@ -46,17 +46,19 @@ def make_huey(settings: Settings) -> Huey:
         huey = RedisHuey(name, url=url, results=False, utc=True)
     else:
         huey = MemoryHuey(name, results=False, utc=True)
-    _register(huey, settings)
-    return huey
+    return _register(huey, settings)
 
 
 @dataclass
-class Tasks:
+class Queue:
+    """A Huey instance with outreach's two tasks registered on it."""
+
+    huey: Huey
     send_campaign: Any
     sweep: Any
 
 
-def _register(huey: Huey, settings: Settings) -> None:
+def _register(huey: Huey, settings: Settings) -> Queue:
     from outreach.transport import transport_for
 
     transport = transport_for(settings)
@@ -74,7 +76,7 @@ def _register(huey: Huey, settings: Settings) -> None:
     def sweep() -> None:
         run_sweep(settings, send_campaign)
 
-    huey.outreach_tasks = Tasks(send_campaign, sweep)  # type: ignore[attr-defined]
+    return Queue(huey, send_campaign, sweep)
 
 
 def run_sweep(settings: Settings, send_campaign: Any) -> None:
@@ -96,17 +98,13 @@ def run_sweep(settings: Settings, send_campaign: Any) -> None:
                 session.commit()
 
 
-def tasks(huey: Huey) -> Tasks:
-    return huey.outreach_tasks  # type: ignore[attr-defined, no-any-return]
-
-
 def enqueuer(settings: Settings) -> Any:
     """A function that queues n tasks for a campaign, for `send` and `resume`."""
-    huey = make_huey(settings)
+    queue = make_queue(settings)
 
     def enqueue(campaign_id: int, n: int) -> None:
         for _ in range(n):
-            tasks(huey).send_campaign(campaign_id)
+            queue.send_campaign(campaign_id)
 
     return enqueue
 
@@ -114,10 +112,10 @@ def enqueuer(settings: Settings) -> Any:
 def run_worker(settings: Settings, workers: int) -> None:
     """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    huey = make_huey(settings)
+    queue = make_queue(settings)
     # SIGTERM (docker stop, systemd) is huey's graceful signal: senders finish the message
     # in hand, give their other claims back to the queue, and the consumer waits for them.
-    consumer = huey.create_consumer(
+    consumer = queue.huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=True,
@@ -128,7 +126,7 @@ def run_worker(settings: Settings, workers: int) -> None:
     STOP.event = consumer.stop_flag
     # Ctrl-C means the same: turn it into the graceful signal (a second one stops at once).
     signal.signal(signal.SIGINT, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
-    tasks(huey).sweep()  # resume whatever a previous worker left, now
+    queue.sweep()  # resume whatever a previous worker left, now
     consumer.run()
 
 

@@ -16,11 +16,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from outreach.config import Settings, SmtpSettings
 from outreach.failures import classify
 from outreach.messages import Envelope
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,11 @@ class SmtpTransport:
         data = self._guard(conn.getreply)
         if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
             # A server that accepted DATA after refusing the envelope: send nothing.
-            self._guard(lambda: (conn.send(b".\r\n"), conn.getreply()))
+            def empty() -> tuple[int, bytes]:
+                conn.send(b".\r\n")
+                return conn.getreply()
+
+            self._guard(empty)
         if mail[0] != 250:
             self._check(conn, *mail, relay=True)
         if rcpt[0] not in (250, 251):
@@ -208,7 +214,7 @@ class SmtpTransport:
             self._check(conn, code, reply, relay=False)
         return Accepted(code, _text(reply))
 
-    def _guard(self, step):  # type: ignore[no-untyped-def]
+    def _guard(self, step: Callable[[], T]) -> T:
         try:
             return step()
         except smtplib.SMTPServerDisconnected as exc:

@@ -75,7 +75,8 @@ def validate_campaign(
             )
         )
         return validation
-    needed, samples = set(available), {}
+    needed: set[str] = set(available)
+    samples: dict[str, dict[str, Any]] = {}
     if session is not None and not segment_errors:
         needed, samples = _audience(
             campaign, session, audience(include, exclude), available, validation
@@ -297,4 +298,3 @@ def _stage2_error(
                 line if in_template else campaign.line("subject"),
             )
     return FileError(campaign.path, message)
-
