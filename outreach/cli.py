@@ -207,42 +207,59 @@ def contacts_export(
 
 @contacts.command("show")
 @click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @pass_app
-def contacts_show(app: App, email: str) -> None:
+def contacts_show(app: App, email: str, as_json: bool) -> None:
     """Show one contact: fields, tags, attributes, suppression and history.
+
+    A forgotten address shows only that it was forgotten, and when.
 
     \b
     Example:
-      outreach contacts show mayor@suwon.example.org
+      outreach contacts show mayor@suwon.example.org --json
     """
-    from outreach.contacts import get_contact
+    import json
+
+    from outreach.contacts import describe
     from outreach.db import session_scope
-    from outreach.history import contact_history
-    from outreach.models import Suppression
-    from outreach.segments import FIELDS as CONTACT_FIELDS
 
     with session_scope(app.database()) as session:
-        contact = get_contact(session, email)
-        suppression = session.query(Suppression).filter_by(email=contact.email).one_or_none()
+        doc = describe(session, email)
+    if as_json:
+        click.echo(json.dumps(doc, ensure_ascii=False))
+    elif doc["forgotten"]:
+        console.print(
+            f"{doc['email']} was forgotten on {doc['forgotten_at'][:10]}: its personal data "
+            "is erased and it is never mailed again",
+            soft_wrap=True,
+        )
+    else:
+        suppression = doc["suppression"]
         rows = [
-            [k, getattr(contact, k)]
-            for k in (*CONTACT_FIELDS, "consent_at", "created_at", "updated_at")
-            if k != "tags"
+            [k, doc[k]]
+            for k in doc
+            if k not in ("email", "forgotten", "tags", "attributes", "suppression", "history")
         ]
-        rows.append(["tags", ", ".join(contact.tag_names)])
-        rows += [[f"attributes.{k}", v] for k, v in sorted((contact.attributes or {}).items())]
+        rows.append(["tags", ", ".join(doc["tags"])])
+        rows += [[f"attributes.{k}", v] for k, v in sorted(doc["attributes"].items())]
         rows.append(
             [
                 "suppressed",
-                f"{suppression.reason} since {suppression.created_at:%Y-%m-%d}"
+                f"{suppression['reason']} since {suppression['since'][:10]}"
                 if suppression
                 else "no",
             ]
         )
-        print_table(contact.email, ["field", "value"], rows)
-        history = contact_history(session, contact.id)
-        if history:
-            print_table("history", ["when", "campaign", "what", "detail"], history)
+        print_table(doc["email"], ["field", "value"], rows)
+        if doc["history"]:
+            print_table(
+                "history",
+                ["when", "campaign", "what", "detail"],
+                [
+                    [e["at"][:16].replace("T", " "), e["campaign"], e["what"], e["detail"]]
+                    for e in doc["history"]
+                ],
+            )
 
 
 @contacts.command("forget")
@@ -282,22 +299,28 @@ def suppressions() -> None:
 @click.option(
     "--reason", type=click.Choice(["unsubscribed", "bounced", "complained", "manual", "forgotten"])
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @pass_app
-def suppressions_list(app: App, reason: str | None) -> None:
+def suppressions_list(app: App, reason: str | None, as_json: bool) -> None:
     """List suppressed addresses, oldest first.
 
     \b
     Example:
-      outreach suppressions list --reason bounced
+      outreach suppressions list --reason bounced --json
     """
+    import json
+
     from outreach.db import session_scope
-    from outreach.suppressions import list_suppressions
+    from outreach.suppressions import suppressions_as_json
 
     with session_scope(app.database()) as session:
-        rows = [
-            [s.email, s.reason, f"{s.created_at:%Y-%m-%d %H:%M}", s.detail]
-            for s in list_suppressions(session, reason)
-        ]
+        listed = suppressions_as_json(session, reason)
+    if as_json:
+        click.echo(json.dumps(listed, ensure_ascii=False))
+        return
+    rows = [
+        [s["email"], s["reason"], s["since"][:16].replace("T", " "), s["detail"]] for s in listed
+    ]
     print_table(f"{len(rows)} suppressed", ["email", "reason", "since", "detail"], rows)
 
 
@@ -314,17 +337,20 @@ def suppressions_list(app: App, reason: str | None) -> None:
 def suppressions_add(app: App, emails: tuple[str, ...], reason: str, note: str | None) -> None:
     """Suppress addresses: they are never mailed, even when imported again.
 
+    When any argument is not an address, nothing is suppressed.
+
     \b
     Example:
       outreach suppressions add a@example.org b@example.org --note "asked by phone"
     """
     from outreach.db import session_scope
-    from outreach.suppressions import suppress
+    from outreach.suppressions import suppress_all
 
     with session_scope(app.database()) as session:
-        for email in emails:
-            row = suppress(session, email, reason, detail=note)
-            console.print(f"{row.email}: suppressed ({row.reason})")
+        rows = suppress_all(session, emails, reason, detail=note)
+        done = [f"{row.email}: suppressed ({row.reason})" for row in rows]
+    for line in done:
+        console.print(line, soft_wrap=True)
 
 
 @suppressions.command("remove")
@@ -333,17 +359,20 @@ def suppressions_add(app: App, emails: tuple[str, ...], reason: str, note: str |
 def suppressions_remove(app: App, emails: tuple[str, ...]) -> None:
     """Lift suppressions, e.g. after an address bounced by mistake.
 
+    A forgotten address stays suppressed. When any argument cannot be lifted, none is.
+
     \b
     Example:
       outreach suppressions remove mayor@example.org
     """
     from outreach.db import session_scope
-    from outreach.suppressions import unsuppress
+    from outreach.suppressions import unsuppress_all
 
     with session_scope(app.database()) as session:
-        for email in emails:
-            row = unsuppress(session, email)
-            console.print(f"{row.email}: no longer suppressed (was {row.reason})")
+        rows = unsuppress_all(session, emails)
+        done = [f"{row.email}: no longer suppressed (was {row.reason})" for row in rows]
+    for line in done:
+        console.print(line, soft_wrap=True)
 
 
 @cli.group()

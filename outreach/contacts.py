@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import KNOWN_COLUMNS, normalise_email, normalise_field, split_tags
+from outreach.history import contact_history, erase_address
 from outreach.models import Contact, Suppression, utcnow
-from outreach.suppressions import suppress
+from outreach.suppressions import forgotten_message, suppress
 
 BATCH = 2000
 MAX_REPORTED = 50
@@ -337,22 +338,74 @@ def _write(
             )
 
 
-def get_contact(session: Session, email: str) -> Contact:
+def _address(email: str) -> str:
     try:
-        address = normalise_email(email)
+        return normalise_email(email)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def _no_contact(session: Session, address: str) -> NotFound:
+    row = session.scalar(select(Suppression).where(Suppression.email == address))
+    if row is None:
+        return NotFound(f"no contact {address}")
+    if row.reason == "forgotten":
+        return NotFound(f"{forgotten_message(row)}: its personal data is erased")
+    return NotFound(
+        f"no contact {address}; the address is suppressed ({row.reason} since "
+        f"{row.created_at:%Y-%m-%d})"
+    )
+
+
+def get_contact(session: Session, email: str) -> Contact:
+    address = _address(email)
     contact = session.scalar(
         select(Contact).where(Contact.email == address).options(selectinload(Contact.tags))
     )
     if contact is None:
-        raise NotFound(f"no contact {address}")
+        raise _no_contact(session, address)
     return contact
+
+
+def describe(session: Session, email: str) -> dict[str, Any]:
+    """Everything stored about one address, as `contacts show` prints it."""
+    address = _address(email)
+    contact = session.scalar(
+        select(Contact).where(Contact.email == address).options(selectinload(Contact.tags))
+    )
+    suppression = session.scalar(select(Suppression).where(Suppression.email == address))
+    if contact is None:
+        if suppression is not None and suppression.reason == "forgotten":
+            return {
+                "email": address,
+                "forgotten": True,
+                "forgotten_at": suppression.created_at.isoformat(),
+            }
+        raise _no_contact(session, address)
+    return {
+        "email": contact.email,
+        "forgotten": False,
+        **{column: getattr(contact, column) for column in COLUMNS},
+        "consent_at": contact.consent_at.isoformat() if contact.consent_at else None,
+        "tags": contact.tag_names,
+        "attributes": contact.attributes or {},
+        "created_at": contact.created_at.isoformat(),
+        "updated_at": contact.updated_at.isoformat(),
+        "suppression": None
+        if suppression is None
+        else {
+            "reason": suppression.reason,
+            "since": suppression.created_at.isoformat(),
+            "detail": suppression.detail,
+        },
+        "history": [entry.as_json() for entry in contact_history(session, contact.id)],
+    }
 
 
 def forget(session: Session, email: str) -> Contact:
     """Erase a contact's personal data, keeping a suppression so it is never mailed again."""
     contact = get_contact(session, email)
+    erase_address(session, contact.id, contact.email)
     suppress(session, contact.email, "forgotten", detail="erased on request")
     session.delete(contact)
     session.flush()
