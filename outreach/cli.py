@@ -14,6 +14,7 @@ from rich.text import Text
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
+from outreach.spreadsheets import ENCODINGS
 
 # No markup: user text ("include: [a, b]", "[TEST ko]") must print as it is.
 console = Console(highlight=False, markup=False)
@@ -120,27 +121,49 @@ def contacts() -> None:
     "--encoding",
     default="utf-8",
     show_default=True,
-    help="The file's encoding; Korean Excel exports are often cp949.",
+    help="A CSV file's encoding; Korean Excel exports are often cp949.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SRC=DEST",
+    help="Read the file's column SRC as DEST (a known column or an attribute name); repeatable.",
 )
 @pass_app
-def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, encoding: str) -> None:
-    """Upsert contacts from a CSV file with a header row and an email column.
+def contacts_import(
+    app: App,
+    file: Path,
+    dry_run: bool,
+    skip_invalid: bool,
+    encoding: str,
+    maps: tuple[str, ...],
+) -> None:
+    """Upsert contacts from a CSV or .xlsx file with a header row and an email column.
 
     Known columns: name, organisation, organisation_type, city, country, language,
-    membership, tags (separated by ;), consent, consent_date; any other column becomes a
-    free attribute. Without --skip-invalid nothing is written when any row is invalid.
-    Suppressed addresses stay suppressed.
+    membership, tags (separated by ;), consent, consent_date; common English and Korean
+    headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
+    any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
+    written when any row is invalid. Suppressed addresses stay suppressed.
 
     \b
     Example:
       outreach contacts import members.csv --encoding cp949 --dry-run
+      outreach contacts import 회원명단.xlsx --map "Mail Adr=email"
     """
-    from outreach.contacts import MAX_REPORTED, import_csv
+    from outreach.contacts import MAX_REPORTED, import_csv, parse_mapping
     from outreach.db import session_scope
 
+    mapping = parse_mapping(maps)
     with session_scope(app.database()) as session:
         result = import_csv(
-            session, file, encoding=encoding, dry_run=dry_run, skip_invalid=skip_invalid
+            session,
+            file,
+            encoding=encoding,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            mapping=mapping,
         )
     for error in result.errors[:MAX_REPORTED]:
         err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
@@ -171,7 +194,19 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
 
 @contacts.command("export")
 @click.option("--segment", help="Only the contacts of this segment.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE, not stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write to FILE (.xlsx by its name, else CSV), not stdout.",
+)
+@click.option(
+    "--encoding",
+    type=click.Choice(ENCODINGS, case_sensitive=False),
+    default="utf-8",
+    show_default=True,
+    help="CSV encoding: utf-8-sig or cp949 for Korean Excel.",
+)
 @click.option(
     "--segments-file",
     type=click.Path(path_type=Path),
@@ -180,15 +215,19 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
 )
 @pass_app
 def contacts_export(
-    app: App, segment: str | None, output: Path | None, segments_file: Path
+    app: App, segment: str | None, output: Path | None, encoding: str, segments_file: Path
 ) -> None:
-    """Write contacts as CSV in the import format.
+    """Write contacts as CSV or .xlsx in the import format.
+
+    Cells a spreadsheet would run as a formula (starting with =, +, -, @) are written so they
+    stay text; import reads them back as they were.
 
     \b
     Example:
-      outreach contacts export --segment korean-local-governments -o korea.csv
+      outreach contacts export --segment korean-local-governments -o korea.xlsx
+      outreach contacts export --encoding cp949 -o members.csv
     """
-    from outreach.contacts import export_csv
+    from outreach.contacts import export_file, export_stream
     from outreach.db import session_scope
     from outreach.segments import get_segment, load_segments, not_suppressed
 
@@ -196,13 +235,13 @@ def contacts_export(
     if segment:
         where = get_segment(load_segments(segments_file), segment, segments_file).where
         where = where & not_suppressed()
+    encoding = encoding.lower()
     with session_scope(app.database()) as session:
         if output:
-            with output.open("w", encoding="utf-8", newline="") as out:
-                n = export_csv(session, out, where)
-            err_console.print(f"{n} contacts written to {output}")
+            n = export_file(session, output, where, encoding=encoding)
+            err_console.print(f"{n} contacts written to {output}", soft_wrap=True)
         else:
-            export_csv(session, sys.stdout, where)
+            export_stream(session, sys.stdout.buffer, where, encoding=encoding)
 
 
 @contacts.command("show")
