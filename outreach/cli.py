@@ -176,9 +176,9 @@ def contacts_import(
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
     if dry_run:
-        console.print(f"dry run, nothing written. {summary}")
+        console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
     elif result.written:
-        console.print(f"imported. {summary}")
+        console.print(f"imported. {summary}", soft_wrap=True)
     else:
         err_console.print(
             labelled(
@@ -186,7 +186,8 @@ def contacts_import(
                 "red",
                 f"nothing written: {len(result.errors)} invalid rows "
                 "(fix them, or pass --skip-invalid to import the valid rows)",
-            )
+            ),
+            soft_wrap=True,
         )
     if result.errors and not (skip_invalid and result.written):
         sys.exit(1)
@@ -244,6 +245,11 @@ def contacts_export(
             export_stream(session, sys.stdout.buffer, where, encoding=encoding)
 
 
+def _when(iso: str | None) -> str | None:
+    """An ISO 8601 UTC time from a JSON document, to the minute, for a table."""
+    return f"{iso[:16].replace('T', ' ')} UTC" if iso else iso
+
+
 @contacts.command("show")
 @click.argument("email")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
@@ -275,7 +281,7 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
     else:
         suppression = doc["suppression"]
         rows = [
-            [k, doc[k]]
+            [k, _when(doc[k]) if k.endswith("_at") else doc[k]]
             for k in doc
             if k not in ("email", "forgotten", "tags", "attributes", "suppression", "history")
         ]
@@ -294,10 +300,7 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
             print_table(
                 "history",
                 ["when", "campaign", "what", "detail"],
-                [
-                    [e["at"][:16].replace("T", " "), e["campaign"], e["what"], e["detail"]]
-                    for e in doc["history"]
-                ],
+                [[_when(e["at"]), e["campaign"], e["what"], e["detail"]] for e in doc["history"]],
             )
 
 
@@ -321,7 +324,9 @@ def contacts_forget(app: App, email: str, yes: bool) -> None:
         raise UserError("nothing erased")
     with session_scope(app.database()) as session:
         contact = forget(session, email)
-    console.print(f"{contact.email}: personal data erased; the address stays suppressed")
+    console.print(
+        f"{contact.email}: personal data erased; the address stays suppressed", soft_wrap=True
+    )
 
 
 @cli.group()
