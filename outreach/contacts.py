@@ -416,11 +416,15 @@ def _no_contact(session: Session, address: str) -> NotFound:
     )
 
 
-def get_contact(session: Session, email: str) -> Contact:
-    address = _address(email)
-    contact = session.scalar(
+def _find(session: Session, address: str) -> Contact | None:
+    return session.scalar(
         select(Contact).where(Contact.email == address).options(selectinload(Contact.tags))
     )
+
+
+def get_contact(session: Session, email: str) -> Contact:
+    address = _address(email)
+    contact = _find(session, address)
     if contact is None:
         raise _no_contact(session, address)
     return contact
@@ -429,9 +433,7 @@ def get_contact(session: Session, email: str) -> Contact:
 def describe(session: Session, email: str) -> dict[str, Any]:
     """Everything stored about one address, as `contacts show` prints it."""
     address = _address(email)
-    contact = session.scalar(
-        select(Contact).where(Contact.email == address).options(selectinload(Contact.tags))
-    )
+    contact = _find(session, address)
     suppression = session.scalar(select(Suppression).where(Suppression.email == address))
     if contact is None:
         if suppression is not None and suppression.reason == "forgotten":

@@ -287,3 +287,6 @@ def test_cli_export_encodings_and_xlsx(run_cli, tmp_path: Path) -> None:  # type
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert len([x for x in refused.output.splitlines() if x.strip()]) == 1
     assert not (tmp_path / "k.csv").exists()
+    nowhere = run_cli("contacts", "export", "-o", "no/such/dir/x.xlsx")
+    assert nowhere.exit_code == 1 and "cannot write no/such/dir/x.xlsx" in nowhere.output
+    assert "Traceback" not in nowhere.output
