@@ -17,6 +17,7 @@ from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
 from outreach.printable import printable
+from outreach.spreadsheets import ENCODINGS
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -170,27 +171,48 @@ def contacts() -> None:
     "--encoding",
     default="utf-8",
     show_default=True,
-    help="The file's encoding; Korean Excel exports are often cp949.",
+    help="A CSV file's encoding; Korean Excel exports are often cp949.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SRC=DEST",
+    help="Read the file's column SRC as DEST (a known column or an attribute name); repeatable.",
 )
 @pass_app
-def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, encoding: str) -> None:
-    """Upsert contacts from a CSV file with a header row and an email column.
+def contacts_import(
+    app: App,
+    file: Path,
+    dry_run: bool,
+    skip_invalid: bool,
+    encoding: str,
+    maps: tuple[str, ...],
+) -> None:
+    """Upsert contacts from a CSV or .xlsx file with a header row and an email column.
 
     Known columns: name, organisation, organisation_type, city, country, language,
-    membership, tags (separated by ;), consent, consent_date; any other column becomes a
-    free attribute. Without --skip-invalid nothing is written when any row is invalid.
-    Suppressed addresses stay suppressed.
+    membership, tags (separated by ;), consent, consent_date; common English and Korean
+    headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
+    any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
+    written when any row is invalid. Suppressed addresses stay suppressed.
 
     \b
     Example:
       outreach contacts import members.csv --encoding cp949 --dry-run
+      outreach contacts import 회원명단.xlsx --map "Mail Adr=email"
     """
-    from outreach.contacts import MAX_REPORTED, import_csv
-    from outreach.db import session_scope
+    from outreach.contacts import MAX_REPORTED, import_csv, parse_mapping
 
-    with session_scope(app.database()) as session:
+    mapping = parse_mapping(maps)
+    with app.session() as session:
         result = import_csv(
-            session, file, encoding=encoding, dry_run=dry_run, skip_invalid=skip_invalid
+            session,
+            file,
+            encoding=encoding,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            mapping=mapping,
         )
     for error in result.errors[:MAX_REPORTED]:
         err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
@@ -203,9 +225,9 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
     if dry_run:
-        console.print(f"dry run, nothing written. {summary}")
+        console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
     elif result.written:
-        console.print(f"imported. {summary}")
+        console.print(f"imported. {summary}", soft_wrap=True)
     else:
         err_console.print(
             labelled(
@@ -213,7 +235,8 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
                 "red",
                 f"nothing written: {len(result.errors)} invalid rows "
                 "(fix them, or pass --skip-invalid to import the valid rows)",
-            )
+            ),
+            soft_wrap=True,
         )
     if result.errors and not (skip_invalid and result.written):
         sys.exit(1)
@@ -221,7 +244,19 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
 
 @contacts.command("export")
 @click.option("--segment", help="Only the contacts of this segment.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE, not stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write to FILE (.xlsx by its name, else CSV), not stdout.",
+)
+@click.option(
+    "--encoding",
+    type=click.Choice(ENCODINGS, case_sensitive=False),
+    default="utf-8",
+    show_default=True,
+    help="CSV encoding: utf-8-sig or cp949 for Korean Excel.",
+)
 @click.option(
     "--segments-file",
     type=click.Path(path_type=Path),
@@ -230,69 +265,90 @@ def contacts_import(app: App, file: Path, dry_run: bool, skip_invalid: bool, enc
 )
 @pass_app
 def contacts_export(
-    app: App, segment: str | None, output: Path | None, segments_file: Path
+    app: App, segment: str | None, output: Path | None, encoding: str, segments_file: Path
 ) -> None:
-    """Write contacts as CSV in the import format.
+    """Write contacts as CSV or .xlsx in the import format.
+
+    Cells a spreadsheet would run as a formula (starting with =, +, -, @) are written so they
+    stay text; import reads them back as they were.
 
     \b
     Example:
-      outreach contacts export --segment korean-local-governments -o korea.csv
+      outreach contacts export --segment korean-local-governments -o korea.xlsx
+      outreach contacts export --encoding cp949 -o members.csv
     """
-    from outreach.contacts import export_csv
-    from outreach.db import session_scope
+    from outreach.contacts import export_file, export_stream
     from outreach.segments import get_segment, load_segments, not_suppressed
 
     where = None
-    with session_scope(app.database()) as session:
+    encoding = encoding.lower()
+    with app.reader() as session:
         if segment:
             defined = load_segments(segments_file, session)
             where = get_segment(defined, segment, segments_file).where & not_suppressed()
         if output:
-            with output.open("w", encoding="utf-8", newline="") as out:
-                n = export_csv(session, out, where)
-            err_console.print(f"{n} contacts written to {output}")
+            n = export_file(session, output, where, encoding=encoding)
+            err_console.print(f"{n} contacts written to {output}", soft_wrap=True)
         else:
-            export_csv(session, sys.stdout, where)
+            export_stream(session, sys.stdout.buffer, where, encoding=encoding)
+
+
+def _when(iso: str | None) -> str | None:
+    """An ISO 8601 UTC time from a JSON document, to the minute, for a table."""
+    return f"{iso[:16].replace('T', ' ')} UTC" if iso else iso
 
 
 @contacts.command("show")
 @click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @pass_app
-def contacts_show(app: App, email: str) -> None:
+def contacts_show(app: App, email: str, as_json: bool) -> None:
     """Show one contact: fields, tags, attributes, suppression and history.
+
+    A forgotten address shows only that it was forgotten, and when.
 
     \b
     Example:
-      outreach contacts show mayor@suwon.example.org
+      outreach contacts show mayor@suwon.example.org --json
     """
-    from outreach.contacts import get_contact
-    from outreach.db import session_scope
-    from outreach.history import contact_history
-    from outreach.models import Suppression
-    from outreach.segments import FIELDS as CONTACT_FIELDS
+    import json
 
-    with session_scope(app.database()) as session:
-        contact = get_contact(session, email)
-        suppression = session.query(Suppression).filter_by(email=contact.email).one_or_none()
+    from outreach.contacts import describe
+
+    with app.reader() as session:
+        doc = describe(session, email)
+    if as_json:
+        click.echo(json.dumps(doc, ensure_ascii=False))
+    elif doc["forgotten"]:
+        console.print(
+            f"{doc['email']} was forgotten on {doc['forgotten_at'][:10]}: its personal data "
+            "is erased and it is never mailed again",
+            soft_wrap=True,
+        )
+    else:
+        suppression = doc["suppression"]
         rows = [
-            [k, getattr(contact, k)]
-            for k in (*CONTACT_FIELDS, "consent_at", "created_at", "updated_at")
-            if k != "tags"
+            [k, _when(doc[k]) if k.endswith("_at") else doc[k]]
+            for k in doc
+            if k not in ("email", "forgotten", "tags", "attributes", "suppression", "history")
         ]
-        rows.append(["tags", ", ".join(contact.tag_names)])
-        rows += [[f"attributes.{k}", v] for k, v in sorted((contact.attributes or {}).items())]
+        rows.append(["tags", ", ".join(doc["tags"])])
+        rows += [[f"attributes.{k}", v] for k, v in sorted(doc["attributes"].items())]
         rows.append(
             [
                 "suppressed",
-                f"{suppression.reason} since {suppression.created_at:%Y-%m-%d}"
+                f"{suppression['reason']} since {suppression['since'][:10]}"
                 if suppression
                 else "no",
             ]
         )
-        print_table(contact.email, ["field", "value"], rows)
-        history = contact_history(session, contact.id)
-        if history:
-            print_table("history", ["when", "campaign", "what", "detail"], history)
+        print_table(doc["email"], ["field", "value"], rows)
+        if doc["history"]:
+            print_table(
+                "history",
+                ["when", "campaign", "what", "detail"],
+                [[_when(e["at"]), e["campaign"], e["what"], e["detail"]] for e in doc["history"]],
+            )
 
 
 @contacts.command("forget")
@@ -309,13 +365,14 @@ def contacts_forget(app: App, email: str, yes: bool) -> None:
       outreach contacts forget former.officer@example.org --yes
     """
     from outreach.contacts import forget
-    from outreach.db import session_scope
 
     if not yes and not click.confirm(f"Erase {email} and never mail it again?"):
         raise UserError("nothing erased")
-    with session_scope(app.database()) as session:
+    with app.session() as session:
         contact = forget(session, email)
-    console.print(f"{contact.email}: personal data erased; the address stays suppressed")
+    console.print(
+        f"{contact.email}: personal data erased; the address stays suppressed", soft_wrap=True
+    )
 
 
 @cli.group()
@@ -332,22 +389,27 @@ def suppressions() -> None:
 @click.option(
     "--reason", type=click.Choice(["unsubscribed", "bounced", "complained", "manual", "forgotten"])
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @pass_app
-def suppressions_list(app: App, reason: str | None) -> None:
+def suppressions_list(app: App, reason: str | None, as_json: bool) -> None:
     """List suppressed addresses, oldest first.
 
     \b
     Example:
-      outreach suppressions list --reason bounced
+      outreach suppressions list --reason bounced --json
     """
-    from outreach.db import session_scope
-    from outreach.suppressions import list_suppressions
+    import json
 
-    with session_scope(app.database()) as session:
-        rows = [
-            [s.email, s.reason, f"{s.created_at:%Y-%m-%d %H:%M}", s.detail]
-            for s in list_suppressions(session, reason)
-        ]
+    from outreach.suppressions import suppressions_as_json
+
+    with app.reader() as session:
+        listed = suppressions_as_json(session, reason)
+    if as_json:
+        click.echo(json.dumps(listed, ensure_ascii=False))
+        return
+    rows = [
+        [s["email"], s["reason"], s["since"][:16].replace("T", " "), s["detail"]] for s in listed
+    ]
     print_table(f"{len(rows)} suppressed", ["email", "reason", "since", "detail"], rows)
 
 
@@ -364,17 +426,19 @@ def suppressions_list(app: App, reason: str | None) -> None:
 def suppressions_add(app: App, emails: tuple[str, ...], reason: str, note: str | None) -> None:
     """Suppress addresses: they are never mailed, even when imported again.
 
+    When any argument is not an address, nothing is suppressed.
+
     \b
     Example:
       outreach suppressions add a@example.org b@example.org --note "asked by phone"
     """
-    from outreach.db import session_scope
-    from outreach.suppressions import suppress
+    from outreach.suppressions import suppress_all
 
-    with session_scope(app.database()) as session:
-        for email in emails:
-            row = suppress(session, email, reason, detail=note)
-            console.print(f"{row.email}: suppressed ({row.reason})")
+    with app.session() as session:
+        rows = suppress_all(session, emails, reason, detail=note)
+        done = [f"{row.email}: suppressed ({row.reason})" for row in rows]
+    for line in done:
+        console.print(line, soft_wrap=True)
 
 
 @suppressions.command("remove")
@@ -383,17 +447,19 @@ def suppressions_add(app: App, emails: tuple[str, ...], reason: str, note: str |
 def suppressions_remove(app: App, emails: tuple[str, ...]) -> None:
     """Lift suppressions, e.g. after an address bounced by mistake.
 
+    A forgotten address stays suppressed. When any argument cannot be lifted, none is.
+
     \b
     Example:
       outreach suppressions remove mayor@example.org
     """
-    from outreach.db import session_scope
-    from outreach.suppressions import unsuppress
+    from outreach.suppressions import unsuppress_all
 
-    with session_scope(app.database()) as session:
-        for email in emails:
-            row = unsuppress(session, email)
-            console.print(f"{row.email}: no longer suppressed (was {row.reason})")
+    with app.session() as session:
+        rows = unsuppress_all(session, emails)
+        done = [f"{row.email}: no longer suppressed (was {row.reason})" for row in rows]
+    for line in done:
+        console.print(line, soft_wrap=True)
 
 
 @cli.group()
@@ -426,12 +492,11 @@ def segments_list(app: App, segments_file: Path) -> None:
     Example:
       outreach segments list --file campaigns/segments.yaml
     """
-    from outreach.db import session_scope
     from outreach.segments import count, load_segments, not_suppressed
 
     if not segments_file.exists():
         raise UserError(f"{segments_file}: no such file; define segments there (see README)")
-    with session_scope(app.database()) as session:
+    with app.reader() as session:
         defined = load_segments(segments_file, session)
         rows = [
             [name, s.description, count(session, s.where & not_suppressed())]
@@ -458,10 +523,9 @@ def segments_show(app: App, name: str, limit: int, segments_file: Path) -> None:
     Example:
       outreach segments show korean-local-governments --limit 5
     """
-    from outreach.db import session_scope
     from outreach.segments import count, get_segment, load_segments, members, not_suppressed
 
-    with session_scope(app.database()) as session:
+    with app.reader() as session:
         segment = get_segment(load_segments(segments_file, session), name, segments_file)
         where = segment.where & not_suppressed()
         total = count(session, where)

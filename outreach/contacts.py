@@ -1,12 +1,10 @@
-"""Contacts: CSV import (validated upsert), export, lookup and forgetting."""
+"""Contacts: import from CSV or .xlsx (validated upsert), export, lookup and forgetting."""
 
 from __future__ import annotations
 
-import codecs
-import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import partial
@@ -17,9 +15,25 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from outreach.errors import FileError, NotFound, UserError
-from outreach.fields import KNOWN_COLUMNS, normalise_email, normalise_field, split_tags
+from outreach.fields import (
+    KNOWN_COLUMNS,
+    column_for,
+    normalise_email,
+    normalise_field,
+    split_tags,
+)
+from outreach.history import contact_history, erase_address
 from outreach.models import Contact, Suppression, utcnow
-from outreach.suppressions import suppress
+from outreach.spreadsheets import (
+    CONTROL,
+    CellError,
+    TableWriter,
+    is_xlsx,
+    read_table,
+    write_stream,
+    write_table,
+)
+from outreach.suppressions import forgotten_message, suppress
 
 BATCH = 2000
 MAX_REPORTED = 50
@@ -54,77 +68,107 @@ class ImportResult:
         return self.rows - len(self.errors)
 
 
-def _open_text(path: Path, encoding: str) -> IO[str]:
+def parse_mapping(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`--map SRC=DEST` options as a mapping from a file's header to a column name."""
+    mapping = {}
+    for pair in pairs:
+        source, equals, dest = pair.partition("=")
+        if not equals or not source.strip():
+            raise UserError(f"--map {pair!r}: write it as SRC=DEST, e.g. --map 'Mail Adr=email'")
+        mapping[source.strip()] = dest.strip()
+    return mapping
+
+
+def _columns(path: Path, header: list[str], mapping: Mapping[str, str]) -> list[str]:
+    """Each header cell's column: --map first, then the known names and their aliases, else
+    a free attribute. Checked once per file, so rows cost nothing more."""
+    cells = [h.strip() for h in header]
+    by_key = {c.casefold(): i for i, c in enumerate(cells) if c}
+    chosen: dict[int, str] = {}
+    for source, dest in mapping.items():
+        if not dest.strip():
+            raise FileError(path, f"--map {source}=: say which column {source!r} is", 1)
+        index = by_key.get(source.strip().casefold())
+        if index is None:
+            found = ", ".join(c for c in cells if c) or "none"
+            raise FileError(
+                path,
+                f"--map {source}={dest}: no column {source!r} in the header row (found: {found})",
+                1,
+            )
+        chosen[index] = column_for(dest)
+    columns = [chosen.get(i) or (column_for(c) if c else "") for i, c in enumerate(cells)]
+    first: dict[str, int] = {}
+    for index, column in enumerate(columns):
+        if not column:
+            continue
+        if column in first:
+            a, b = cells[first[column]], cells[index]
+            what = (
+                f"column {a!r} appears twice"
+                if a == b
+                else (f"columns {a!r} and {b!r} both mean {column}")
+            )
+            raise FileError(
+                path,
+                f"{what} in the header row; remove one, or --map one of them to another name",
+                1,
+            )
+        first[column] = index
+    if "email" not in first:
+        named = [c for c in cells if c]
+        listed = ", ".join(c.lower() for c in named) or "none"
+        hint = (
+            f"; rename the address column to email, or pass e.g. --map {named[0] + '=email'!r}"
+            if named
+            else ""
+        )
+        raise FileError(path, f"no email column in the header row (found: {listed}){hint}", 1)
+    return columns
+
+
+Row = tuple[int, dict[str, str], list[str] | None]
+
+
+def _rows(path: Path, encoding: str, mapping: Mapping[str, str]) -> tuple[list[str], Iterator[Row]]:
+    """The file's columns, and its rows as (line, cells by column, problems found so far)."""
+    table = read_table(path, encoding)
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise UserError(f"unknown encoding {encoding!r}; try utf-8 or cp949") from None
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
-        encoding = "utf-8-sig"  # a BOM from Excel is not part of the first column's name
-    try:
-        return path.open(encoding=encoding, newline="", errors="strict")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory, not a CSV file") from None
+        _, header = next(table.rows)
+    except StopIteration:
+        raise FileError(
+            path, "the file is empty; expected a header row with an email column"
+        ) from None
+    columns = _columns(path, header, mapping)
+    return columns, _records(table.rows, columns, table.may_have_controls)
 
 
-def _decode_hint(path: Path, encoding: str, exc: UnicodeDecodeError, line: int) -> FileError:
-    hint = (
-        "Korean Excel exports are often CP949: try --encoding cp949"
-        if encoding.lower().startswith("utf")
-        else "try another --encoding"
-    )
-    return FileError(
-        path,
-        f"cannot read the file as {encoding} (byte 0x{exc.object[exc.start]:02x}); {hint}",
-        line,
-    )
-
-
-def _rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, str]]]:
-    handle = _open_text(path, encoding)
-    reader = csv.reader(handle)
-    line = 1
-    try:
-        with handle:
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise FileError(
-                    path, "the file is empty; expected a header row with an email column"
-                ) from None
-            columns = [h.strip().lower() for h in header]
-            if "email" not in columns:
-                found = ", ".join(c for c in columns if c) or "none"
-                raise FileError(path, f"no email column in the header row (found: {found})", 1)
-            unnamed = "" in columns
-            seen = set()
-            for name in columns:
-                if name and name in seen:
-                    raise FileError(path, f"column {name!r} appears twice in the header row", 1)
-                seen.add(name)
-            for record in reader:
-                line = reader.line_num
-                if not "".join(record).strip():
-                    continue
-                if len(record) > len(columns):
-                    yield (
-                        line,
-                        {
-                            "__error__": f"{len(record)} cells but the header has "
-                            f"{len(columns)} columns"
-                        },
-                    )
-                    continue
-                row = dict(zip(columns, record, strict=False))
-                if unnamed:
-                    row.pop("", None)
-                yield line, row
-    except UnicodeDecodeError as exc:
-        raise _decode_hint(path, encoding, exc, reader.line_num + 1) from None
-    except csv.Error as exc:
-        raise FileError(path, f"not valid CSV: {exc}", reader.line_num) from None
+def _records(
+    rows: Iterator[tuple[int, list[str]]], columns: list[str], controls: bool
+) -> Iterator[Row]:
+    unnamed = "" in columns
+    width = len(columns)
+    padding = [""] * width
+    for line, record in rows:
+        joined = "".join(record)
+        if not joined.strip():
+            continue
+        if len(record) != width:
+            if len(record) > width:
+                yield line, {}, [f"{len(record)} cells but the header has {width} columns"]
+                continue
+            record = record + padding[len(record) :]  # missing cells at the end are empty
+        row = dict(zip(columns, record, strict=True))
+        if unnamed:
+            row.pop("", None)
+        problems = None
+        if controls and CONTROL.search(joined):
+            problems = [
+                f"{column} contains a control character (U+{ord(found.group()):04X}); remove it"
+                for column, cell in row.items()
+                if (found := CONTROL.search(cell))
+            ]
+        yield line, row, problems
 
 
 def _parse_date(value: str) -> datetime:
@@ -139,21 +183,35 @@ def _parse_date(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _validate(raw: dict[str, str], now: datetime) -> tuple[dict[str, Any], list[str] | None]:
-    """One row to column values and tags; raises ValueError with the first reason."""
-    if "__error__" in raw:
-        raise ValueError(raw["__error__"])
-    values: dict[str, Any] = {"email": normalise_email(raw.get("email", ""))}
+def _validate(
+    raw: dict[str, str], now: datetime, problems: list[str] | None
+) -> tuple[dict[str, Any], list[str] | None]:
+    """One row to column values and tags; raises ValueError with every reason it has."""
+    errors = problems or []
+    values: dict[str, Any] = {}
+    try:
+        values["email"] = normalise_email(raw.get("email", ""))
+    except ValueError as exc:
+        errors.append(str(exc))
     for column, normalise in _NORMALISERS:
         cell = raw.get(column)
         if cell is not None:
             cell = cell.strip()
-            values[column] = normalise(cell) if cell else None
+            try:
+                values[column] = normalise(cell) if cell else None
+            except ValueError as exc:
+                errors.append(str(exc))
+                values[column] = None
     if "consent" in raw:
         date_cell = raw.get("consent_date", "").strip()
-        values["consent_at"] = (
-            _parse_date(date_cell) if date_cell else (now if values["consent"] else None)
-        )
+        try:
+            values["consent_at"] = (
+                _parse_date(date_cell) if date_cell else (now if values["consent"] else None)
+            )
+        except ValueError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ValueError("; ".join(errors))
     attributes = {k: v.strip() for k, v in raw.items() if k not in _KNOWN and v.strip()}
     values["attributes"] = attributes
     tags = split_tags(raw["tags"]) if "tags" in raw else None
@@ -167,9 +225,12 @@ def import_csv(
     encoding: str = "utf-8",
     dry_run: bool = False,
     skip_invalid: bool = False,
+    mapping: Mapping[str, str] | None = None,
 ) -> ImportResult:
-    """Upsert contacts from a CSV file.
+    """Upsert contacts from a CSV file, or an .xlsx one (by its name).
 
+    Headers are matched to the known columns by name or alias (see fields.HEADER_ALIASES)
+    after `mapping` (a header → a column name) is applied.
     All or nothing by default: rows are written in batches inside one transaction, and the
     transaction is rolled back when any row is invalid (unless skip_invalid) or on a dry run.
     """
@@ -178,16 +239,15 @@ def import_csv(
     now = utcnow()
     seen: dict[str, int] = {}
     batch: list[tuple[dict[str, Any], list[str] | None]] = []
-    has_free_columns = has_consent_dates = False
+    columns, rows = _rows(path, encoding, mapping or {})
+    result.attribute_columns = [c for c in columns if c and c not in _KNOWN]
+    has_free_columns = bool(result.attribute_columns)
+    has_consent_dates = "consent_date" in columns
     writing = not dry_run
-    for line, raw in _rows(path, encoding):
+    for line, raw, problems in rows:
         result.rows += 1
-        if result.rows == 1:
-            result.attribute_columns = [k for k in raw if k not in KNOWN_COLUMNS]
-            has_free_columns = bool(result.attribute_columns)
-            has_consent_dates = "consent_date" in raw
         try:
-            values, tags = _validate(raw, now)
+            values, tags = _validate(raw, now, problems)
             first = seen.get(values["email"])
             if first is not None:
                 raise ValueError(f"duplicate of line {first} ({values['email']})")
@@ -337,22 +397,76 @@ def _write(
             )
 
 
-def get_contact(session: Session, email: str) -> Contact:
+def _address(email: str) -> str:
     try:
-        address = normalise_email(email)
+        return normalise_email(email)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    contact = session.scalar(
+
+
+def _no_contact(session: Session, address: str) -> NotFound:
+    row = session.scalar(select(Suppression).where(Suppression.email == address))
+    if row is None:
+        return NotFound(f"no contact {address}")
+    if row.reason == "forgotten":
+        return NotFound(f"{forgotten_message(row)}: its personal data is erased")
+    return NotFound(
+        f"no contact {address}; the address is suppressed ({row.reason} since "
+        f"{row.created_at:%Y-%m-%d})"
+    )
+
+
+def _find(session: Session, address: str) -> Contact | None:
+    return session.scalar(
         select(Contact).where(Contact.email == address).options(selectinload(Contact.tags))
     )
+
+
+def get_contact(session: Session, email: str) -> Contact:
+    address = _address(email)
+    contact = _find(session, address)
     if contact is None:
-        raise NotFound(f"no contact {address}")
+        raise _no_contact(session, address)
     return contact
+
+
+def describe(session: Session, email: str) -> dict[str, Any]:
+    """Everything stored about one address, as `contacts show` prints it."""
+    address = _address(email)
+    contact = _find(session, address)
+    suppression = session.scalar(select(Suppression).where(Suppression.email == address))
+    if contact is None:
+        if suppression is not None and suppression.reason == "forgotten":
+            return {
+                "email": address,
+                "forgotten": True,
+                "forgotten_at": suppression.created_at.isoformat(),
+            }
+        raise _no_contact(session, address)
+    return {
+        "email": contact.email,
+        "forgotten": False,
+        **{column: getattr(contact, column) for column in COLUMNS},
+        "consent_at": contact.consent_at.isoformat() if contact.consent_at else None,
+        "tags": contact.tag_names,
+        "attributes": contact.attributes or {},
+        "created_at": contact.created_at.isoformat(),
+        "updated_at": contact.updated_at.isoformat(),
+        "suppression": None
+        if suppression is None
+        else {
+            "reason": suppression.reason,
+            "since": suppression.created_at.isoformat(),
+            "detail": suppression.detail,
+        },
+        "history": [entry.as_json() for entry in contact_history(session, contact.id)],
+    }
 
 
 def forget(session: Session, email: str) -> Contact:
     """Erase a contact's personal data, keeping a suppression so it is never mailed again."""
     contact = get_contact(session, email)
+    erase_address(session, contact.id, contact.email)
     suppress(session, contact.email, "forgotten", detail="erased on request")
     session.delete(contact)
     session.flush()
@@ -362,8 +476,7 @@ def forget(session: Session, email: str) -> Contact:
 EXPORT_COLUMNS = KNOWN_COLUMNS  # the import format, so an export re-imports as is
 
 
-def export_csv(session: Session, out: IO[str], where: Any = None) -> int:
-    """Write contacts as CSV in the import format (a re-import is a no-op)."""
+def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int:
     query = select(Contact).options(selectinload(Contact.tags)).order_by(Contact.id)
     if where is not None:
         query = query.where(where)
@@ -372,28 +485,58 @@ def export_csv(session: Session, out: IO[str], where: Any = None) -> int:
     for attrs in session.scalars(query.with_only_columns(Contact.attributes)).yield_per(BATCH):
         keys.update(attrs or {})
     attribute_columns = sorted(keys)
-    writer = csv.writer(out)
-    writer.writerow([*EXPORT_COLUMNS, *attribute_columns])
+    header = [*EXPORT_COLUMNS, *attribute_columns]
+    writer.writerow(header)
     n = 0
     for contact in session.scalars(query.execution_options(yield_per=BATCH)):
-        writer.writerow(
-            [
-                contact.email,
-                contact.name or "",
-                contact.organisation or "",
-                contact.organisation_type or "",
-                contact.city or "",
-                contact.country or "",
-                contact.language or "",
-                contact.membership or "",
-                ";".join(contact.tag_names),
-                contact.consent or "",
-                contact.consent_at.date().isoformat() if contact.consent_at else "",
-                *((contact.attributes or {}).get(k, "") for k in attribute_columns),
-            ]
-        )
+        cells = [
+            contact.email,
+            contact.name or "",
+            contact.organisation or "",
+            contact.organisation_type or "",
+            contact.city or "",
+            contact.country or "",
+            contact.language or "",
+            contact.membership or "",
+            ";".join(contact.tag_names),
+            contact.consent or "",
+            contact.consent_at.date().isoformat() if contact.consent_at else "",
+            *(str((contact.attributes or {}).get(k, "")) for k in attribute_columns),
+        ]
+        try:
+            writer.writerow(cells)
+        except CellError as exc:
+            raise UserError(f"{contact.email}: {header[exc.index]} {exc}; {hint}") from None
         n += 1
     return n
+
+
+_ENCODING_HINT = "use --encoding utf-8-sig (Excel opens it too)"
+
+
+def export_csv(session: Session, out: IO[str], where: Any = None) -> int:
+    """Write contacts as CSV in the import format (a re-import is a no-op)."""
+    return _export(session, TableWriter(out), where, _ENCODING_HINT)
+
+
+def export_file(
+    session: Session, path: Path | str, where: Any = None, *, encoding: str = "utf-8"
+) -> int:
+    """Write contacts to a file in the import format: .xlsx by its name, else CSV in
+    encoding. An export that fails leaves an existing file as it was."""
+    path = Path(path)
+    hint = "correct the contact, or export CSV" if is_xlsx(path) else _ENCODING_HINT
+    try:
+        return write_table(path, lambda w: _export(session, w, where, hint), encoding=encoding)
+    except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError) as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def export_stream(
+    session: Session, binary: IO[bytes], where: Any = None, *, encoding: str = "utf-8"
+) -> int:
+    """Write contacts as CSV to a binary stream (standard output) in encoding."""
+    return write_stream(binary, lambda w: _export(session, w, where, _ENCODING_HINT), encoding)
 
 
 def export_to_string(session: Session, where: Any = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
@@ -23,6 +24,125 @@ KNOWN_COLUMNS = (
     "consent",
     "consent_date",
 )
+# How lists staff receive name the known columns, in English and Korean. Compared without
+# case, spaces, "_", "-", "." or "*", so "E-mail", "e_mail" and "EMAIL *" are all email.
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "email": (
+        "e-mail",
+        "email address",
+        "e-mail address",
+        "mail",
+        "mail address",
+        "이메일",
+        "이메일 주소",
+        "전자우편",
+        "전자우편 주소",
+        "전자메일",
+        "메일",
+        "메일 주소",
+    ),
+    "name": (
+        "full name",
+        "contact name",
+        "contact person",
+        "person",
+        "이름",
+        "성명",
+        "성함",
+        "담당자",
+        "담당자명",
+        "담당자 이름",
+    ),
+    "organisation": (
+        "organization",
+        "org",
+        "organisation name",
+        "organization name",
+        "institution",
+        "agency",
+        "affiliation",
+        "company",
+        "기관",
+        "기관명",
+        "소속",
+        "소속 기관",
+        "단체",
+        "단체명",
+    ),
+    "organisation_type": (
+        "organization type",
+        "org type",
+        "type of organisation",
+        "type of organization",
+        "institution type",
+        "기관 유형",
+        "기관 구분",
+        "기관 종류",
+        "단체 유형",
+    ),
+    "city": ("municipality", "town", "city name", "도시", "도시명", "시군구"),
+    "country": ("country code", "nation", "country/region", "국가", "국가명", "국가 코드", "나라"),
+    "language": (
+        "lang",
+        "preferred language",
+        "language code",
+        "locale",
+        "언어",
+        "사용 언어",
+        "선호 언어",
+        "언어 코드",
+    ),
+    "membership": (
+        "membership status",
+        "membership type",
+        "member status",
+        "member type",
+        "회원",
+        "회원 구분",
+        "회원 유형",
+        "회원 자격",
+        "회원 등급",
+    ),
+    "tags": ("tag", "labels", "label", "태그", "라벨"),
+    "consent": (
+        "consent type",
+        "consent basis",
+        "동의",
+        "수신 동의",
+        "동의 유형",
+        "수신 동의 유형",
+    ),
+    "consent_date": (
+        "consent date",
+        "date of consent",
+        "consented on",
+        "consent_at",
+        "동의일",
+        "동의 일자",
+        "동의 날짜",
+        "수신 동의일",
+        "수신 동의 일자",
+    ),
+}
+_SPELLING = re.compile(r"[\s_\-.*]+")
+
+
+def _header_key(header: str) -> str:
+    return _SPELLING.sub("", unicodedata.normalize("NFKC", header).casefold())
+
+
+_ALIASES = {
+    _header_key(alias): column
+    for column, aliases in HEADER_ALIASES.items()
+    for alias in (column, *aliases)
+}
+
+
+def column_for(header: str) -> str:
+    """The known column a header names, else the free attribute it becomes."""
+    return _ALIASES.get(_header_key(header)) or header.strip().lower()
+
+
 TEXT_FIELDS = ("name", "organisation", "city")
 MAX_LENGTHS = {"name": 300, "organisation": 300, "city": 200, "organisation_type": 64}
 

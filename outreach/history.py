@@ -1,18 +1,43 @@
-"""A contact's history: its deliveries and the events that followed them."""
+"""A contact's history: its deliveries and the events that followed them, and erasing the
+address from that history when the contact is forgotten."""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.models import Campaign, Delivery, Event
 
+# What a forgotten address becomes in stored text: the rest of an SMTP reply stays readable.
+ERASED = "[forgotten]"
 
-def contact_history(session: Session, contact_id: int) -> list[list[Any]]:
-    """Rows of (when, campaign, what, detail), oldest first."""
-    rows: list[list[Any]] = []
+
+@dataclass
+class Entry:
+    at: datetime
+    campaign: str
+    what: str
+    detail: str
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "at": self.at.isoformat(),
+            "campaign": self.campaign,
+            "what": self.what,
+            "detail": self.detail,
+        }
+
+
+def contact_history(session: Session, contact_id: int) -> list[Entry]:
+    """What happened to a contact, oldest first."""
+    entries: list[Entry] = []
     deliveries = session.execute(
         select(Delivery, Campaign.name)
         .join(Campaign, Campaign.id == Delivery.campaign_id)
@@ -20,13 +45,13 @@ def contact_history(session: Session, contact_id: int) -> list[list[Any]]:
     )
     for delivery, campaign in deliveries:
         detail = " ".join(str(x) for x in (delivery.last_code, delivery.last_text) if x)
-        rows.append(
-            [
+        entries.append(
+            Entry(
                 delivery.sent_at or delivery.updated_at,
                 campaign,
                 f"delivery {delivery.state}",
                 detail,
-            ]
+            )
         )
     events = session.execute(
         select(Event, Campaign.name)
@@ -35,6 +60,80 @@ def contact_history(session: Session, contact_id: int) -> list[list[Any]]:
     )
     for event, campaign in events:
         detail = ", ".join(f"{k}={v}" for k, v in sorted((event.data or {}).items()))
-        rows.append([event.created_at, campaign or "", event.kind, detail])
-    rows.sort(key=lambda r: r[0])
-    return [[f"{r[0]:%Y-%m-%d %H:%M}", *r[1:]] for r in rows]
+        entries.append(Entry(event.created_at, campaign or "", event.kind, detail))
+    entries.sort(key=lambda e: e.at)
+    return entries
+
+
+def _spellings(address: str) -> list[str]:
+    """The address as stored, and with its domain in the other IDNA form, as a relay may
+    quote it either way."""
+    local, _, domain = address.rpartition("@")
+    forms = {address}
+    try:
+        other = (
+            domain.encode("ascii").decode("idna")
+            if domain.isascii()
+            else domain.encode("idna").decode("ascii")
+        )
+        forms.add(f"{local}@{other}")
+    except UnicodeError:
+        pass
+    return sorted(forms, key=len, reverse=True)
+
+
+def _scrubber(address: str) -> Callable[[Any], Any]:
+    pattern = re.compile("|".join(re.escape(f) for f in _spellings(address)), re.IGNORECASE)
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(ERASED, value)
+        if isinstance(value, dict):
+            return {scrub(k): scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub
+
+
+def erase_address(session: Session, contact_id: int, address: str) -> None:
+    """Remove the address from everything stored about the contact's deliveries and events
+    (and from events about the address that no contact was found for), keeping every row so
+    campaign counts stay as they were. Call before deleting the contact, while its deliveries
+    still point to it."""
+    scrub = _scrubber(address)
+    delivery_ids = []
+    for delivery in session.scalars(select(Delivery).where(Delivery.contact_id == contact_id)):
+        delivery_ids.append(delivery.id)
+        if delivery.last_text:
+            delivery.last_text = scrub(delivery.last_text)
+    mentions = [
+        condition
+        for spelling in _spellings(address)
+        # SQLite keeps JSON as text with non-ASCII escaped; PostgreSQL prints it as it is.
+        for text in {spelling, json.dumps(spelling)[1:-1]}
+        for condition in (
+            Event.dedupe_key.icontains(text, autoescape=True),
+            cast(Event.data, String).icontains(text, autoescape=True),
+        )
+    ]
+    ours = or_(Event.contact_id == contact_id, Event.delivery_id.in_(delivery_ids))
+    # Events of other contacts are about them; only unattributed ones can be about this one.
+    for event in session.scalars(
+        select(Event).where(or_(ours, Event.contact_id.is_(None) & or_(*mentions)))
+    ):
+        mine = event.contact_id == contact_id or event.delivery_id in delivery_ids
+        if mine or (event.dedupe_key and scrub(event.dedupe_key) != event.dedupe_key):
+            # Even a hash of the address would tie this event back to the address the
+            # suppression list keeps; once forgotten, no bounce is attributed to it again.
+            event.dedupe_key = None
+        if event.data:
+            event.data = scrub(event.data)
+    for campaign in session.scalars(
+        select(Campaign).where(
+            or_(*(Campaign.state_reason.icontains(s, autoescape=True) for s in _spellings(address)))
+        )
+    ):
+        campaign.state_reason = scrub(campaign.state_reason)
+    session.flush()

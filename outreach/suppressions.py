@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from outreach.errors import NotFound, UserError
 from outreach.fields import normalise_email
-from outreach.models import SUPPRESSION_REASONS, Suppression
+from outreach.models import SUPPRESSION_REASONS, Campaign, Suppression, utcnow
 
 # A stronger reason is never replaced by a weaker one: an unsubscribe does not hide a bounce.
 PRECEDENCE = {"forgotten": 4, "complained": 3, "bounced": 2, "unsubscribed": 1, "manual": 1}
@@ -18,6 +21,25 @@ def _address(email: str) -> str:
         return normalise_email(email)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def _addresses(emails: Iterable[str], nothing_done: str) -> list[str]:
+    """Every argument normalised, or one error naming all the bad ones: a command given
+    several addresses changes none of them when any is wrong."""
+    emails = list(emails)
+    addresses, problems = [], []
+    for email in emails:
+        try:
+            addresses.append(normalise_email(email))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserError("; ".join(problems) + (f"; {nothing_done}" if len(emails) > 1 else ""))
+    return list(dict.fromkeys(addresses))
+
+
+def forgotten_message(row: Suppression) -> str:
+    return f"{row.email} was forgotten on {row.created_at:%Y-%m-%d}"
 
 
 def suppress(
@@ -38,6 +60,7 @@ def suppress(
         if PRECEDENCE[reason] > PRECEDENCE[existing.reason]:
             existing.reason, existing.detail = reason, detail
             existing.campaign_id = campaign_id or existing.campaign_id
+            existing.created_at = utcnow()  # "since" belongs to the reason
         return existing
     row = Suppression(email=address, reason=reason, detail=detail, campaign_id=campaign_id)
     session.add(row)
@@ -45,28 +68,87 @@ def suppress(
     return row
 
 
-def unsuppress(session: Session, email: str, *, only_reason: str | None = None) -> Suppression:
-    """Lift a suppression; with only_reason, only when it is for that reason."""
-    address = _address(email)
+def suppress_all(
+    session: Session, emails: Iterable[str], reason: str, *, detail: str | None = None
+) -> list[Suppression]:
+    """Suppress several addresses, or none when any of them is not an address."""
+    return [
+        suppress(session, address, reason, detail=detail)
+        for address in _addresses(emails, "nothing suppressed")
+    ]
+
+
+def _liftable(session: Session, address: str, only_reason: str | None = None) -> Suppression:
     existing = session.scalar(select(Suppression).where(Suppression.email == address))
     if existing is None:
         raise NotFound(f"{address} is not suppressed")
+    if existing.reason == "forgotten":
+        raise UserError(
+            f"{forgotten_message(existing)}: it is never mailed again, so its suppression stays"
+        )
     if only_reason and existing.reason != only_reason:
         raise UserError(f"{address} is suppressed as {existing.reason}, which stays")
+    return existing
+
+
+def unsuppress(session: Session, email: str, *, only_reason: str | None = None) -> Suppression:
+    """Lift a suppression; with only_reason, only when it is for that reason. A forgotten
+    address stays suppressed: forgetting promises it is never mailed again."""
+    existing = _liftable(session, _address(email), only_reason)
     session.delete(existing)
     session.flush()
     return existing
+
+
+def unsuppress_all(session: Session, emails: Iterable[str]) -> list[Suppression]:
+    """Lift several suppressions, or none when any of them cannot be lifted."""
+    addresses = _addresses(emails, "nothing lifted")
+    rows = []
+    for address in addresses:
+        try:
+            rows.append(_liftable(session, address))
+        except UserError as exc:
+            if len(addresses) == 1:
+                raise
+            raise type(exc)(f"{exc}; nothing lifted") from None
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return rows
 
 
 def is_suppressed(session: Session, email: str) -> bool:
     return session.scalar(select(Suppression.id).where(Suppression.email == email)) is not None
 
 
-def list_suppressions(session: Session, reason: str | None = None) -> list[Suppression]:
-    query = select(Suppression).order_by(Suppression.created_at, Suppression.email)
+def _listing(session: Session, reason: str | None) -> list[tuple[Suppression, str | None]]:
+    """Oldest first, each with the name of the campaign that caused it."""
+    query = (
+        select(Suppression, Campaign.name)
+        .outerjoin(Campaign, Campaign.id == Suppression.campaign_id)
+        .order_by(Suppression.created_at, Suppression.email)
+    )
     if reason:
         query = query.where(Suppression.reason == reason)
-    return list(session.scalars(query))
+    return [(row, campaign) for row, campaign in session.execute(query)]
+
+
+def list_suppressions(session: Session, reason: str | None = None) -> list[Suppression]:
+    return [row for row, _ in _listing(session, reason)]
+
+
+def suppressions_as_json(session: Session, reason: str | None = None) -> list[dict[str, Any]]:
+    """The list as a script reads it: whole values, times in ISO 8601."""
+    return [
+        {
+            "email": row.email,
+            "reason": row.reason,
+            "since": row.created_at.isoformat(),
+            "detail": row.detail,
+            "campaign": campaign,
+        }
+        for row, campaign in _listing(session, reason)
+    ]
 
 
 def suppress_if_new(
@@ -80,8 +162,6 @@ def suppress_if_new(
     """Suppress unless already suppressed, race-free (two identical requests at once both
     succeed, one of them inserts); True when this call added the suppression."""
     from sqlalchemy.dialects import postgresql, sqlite
-
-    from outreach.models import utcnow
 
     address = _address(email)
     dialect = session.get_bind().dialect.name

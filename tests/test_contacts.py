@@ -203,3 +203,175 @@ def test_cli_import_reports_lines_and_exit_status(run_cli, tmp_path: Path) -> No
     assert "sixth@example.org" in listed.output and "forgotten" in listed.output
     out = run_cli("contacts", "export", "-o", "out.csv")
     assert out.exit_code == 0 and "김수진" in (tmp_path / "out.csv").read_text(encoding="utf-8")
+
+
+def test_a_row_with_several_bad_values_reports_all_of_them(
+    session: Session, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        "email,name,country,language,membership,consent,consent_date,organisation_type\n"
+        f"not-an-address,{'김' * 301},XX,klingon,gold,maybe,yesterday,local government!\n"
+        "fine@example.org,Kim,KR,ko,full,opt-in,2026-03-31,ngo\n",
+    )
+    result = import_csv(session, path)
+    [error] = result.errors
+    assert error.line == 2
+    for part in (
+        "invalid email 'not-an-address'",
+        "name is longer than 300 characters",
+        "unknown country 'XX'",
+        "unknown language 'klingon'",
+        "unknown membership 'gold'",
+        "unknown consent 'maybe'",
+        "consent_date 'yesterday' is not a date",
+        "organisation_type 'local government!'",
+    ):
+        assert part in error.reason, part
+    assert "\n" not in error.reason
+
+
+def test_cli_reports_every_bad_value_of_a_row_on_its_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli("init").exit_code == 0
+    write(tmp_path / "c.csv", "email,country,language\nkim@example.org,XX,klingon\n")
+    result = run_cli("contacts", "import", "c.csv")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("c.csv:2:"))
+    assert "unknown country 'XX'" in line and "unknown language 'klingon'" in line
+
+
+ROW = (
+    "mayor@suwon.example.org,김수진,수원특례시,local_government,Suwon,KR,ko,full,"
+    "newsletter;climate,opt-in,2026-03-31,east-asia\n"
+)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "E-mail,Name,Organization,Organization Type,City,Country,Language,Membership,Tags,"
+        "Consent,Consent Date,Region",
+        "Email Address,Full Name,Institution,Org Type,Municipality,Country Code,"
+        "Preferred Language,Membership Status,Labels,Consent Type,Date of Consent,region",
+        "EMAIL,Contact Name,organisation_name,Type of Organisation,Town,Nation,Lang,"
+        "Member Type,Tag,consent basis,consent_at,REGION",
+        "e_mail,contact person,Agency,institution type,City Name,Country/Region,Locale,"
+        "member status,label,Consent,Consent-Date,Region",
+        "이메일,이름,기관명,기관 유형,도시,국가,언어,회원 구분,태그,수신 동의,동의일,region",
+        "이메일 주소,성명,소속,기관유형,도시명,국가 코드,사용 언어,회원유형,태그,동의,동의 일자,region",
+        "전자우편,담당자,소속 기관,기관 구분,시군구,나라,선호 언어,회원,라벨,동의 유형,동의 날짜,region",
+    ],
+    ids=["en-1", "en-2", "en-3", "en-4", "ko-1", "ko-2", "ko-3"],
+)
+def test_headers_in_english_and_korean(session: Session, tmp_path: Path, header: str) -> None:
+    result = import_csv(session, write(tmp_path / "c.csv", header + "\n" + ROW))
+    assert (result.created, result.errors) == (1, []), result.errors
+    assert result.attribute_columns == ["region"]
+    c = get_contact(session, "mayor@suwon.example.org")
+    assert (c.name, c.organisation, c.organisation_type, c.city) == (
+        "김수진",
+        "수원특례시",
+        "local_government",
+        "Suwon",
+    )
+    assert (c.country, c.language, c.membership, c.consent) == ("KR", "ko", "full", "opt-in")
+    assert c.consent_at is not None and c.consent_at.date().isoformat() == "2026-03-31"
+    assert c.tag_names == ["climate", "newsletter"]
+    assert c.attributes == {"region": "east-asia"}
+
+
+def test_every_alias_names_one_known_column() -> None:
+    from outreach.fields import HEADER_ALIASES, KNOWN_COLUMNS, column_for
+
+    assert set(HEADER_ALIASES) == set(KNOWN_COLUMNS)
+    for column, aliases in HEADER_ALIASES.items():
+        assert column_for(column) == column
+        assert column_for(f" {column.upper()} ") == column
+        for alias in aliases:
+            assert column_for(alias) == column, alias
+            assert column_for(alias.upper().replace(" ", "_")) == column, alias
+    for named in ("E-mail", "Email Address", "이메일", "이름", "기관명", "국가", "언어"):
+        assert column_for(named) in KNOWN_COLUMNS
+    assert column_for("Region ") == "region"  # anything else is a free attribute
+
+
+def test_map_names_the_columns_no_alias_knows(session: Session, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        "Mail Adr,Gemeinde,Kontakt,Bemerkung,Land\nkim@suwon.example.org,Suwon,김수진,VIP,KR\n",
+    )
+    with pytest.raises(FileError) as err:
+        import_csv(session, path)
+    assert "no email column in the header row (found: mail adr, gemeinde" in str(err.value)
+    assert "--map 'Mail Adr=email'" in str(err.value)
+    result = import_csv(
+        session,
+        path,
+        mapping={"mail adr": "email", "Gemeinde": "city", "KONTAKT": "이름", "Bemerkung": "note"},
+    )
+    assert (result.created, result.errors) == (1, [])
+    c = get_contact(session, "kim@suwon.example.org")
+    assert (c.city, c.name) == ("Suwon", "김수진")
+    assert c.attributes == {"note": "VIP", "land": "KR"}
+
+
+@pytest.mark.parametrize(
+    ("header", "mapping", "message"),
+    [
+        ("Email,E-mail\n", {}, "columns 'Email' and 'E-mail' both mean email"),
+        ("Email,Mail Adr\n", {"Mail Adr": "email"}, "columns 'Email' and 'Mail Adr' both mean"),
+        ("Email,Name\n", {"Nom": "name"}, "--map Nom=name: no column 'Nom' in the header row"),
+        ("Email,Name\n", {"Name": ""}, "--map Name=: say which column"),
+    ],
+)
+def test_header_problems_are_one_line(
+    session: Session, tmp_path: Path, header: str, mapping: dict[str, str], message: str
+) -> None:
+    with pytest.raises(FileError) as err:
+        import_csv(
+            session, write(tmp_path / "c.csv", header + "a@example.org,x\n"), mapping=mapping
+        )
+    assert message in str(err.value) and str(err.value).startswith(str(tmp_path / "c.csv"))
+    assert "\n" not in str(err.value)
+
+
+def test_cli_map(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli("init").exit_code == 0
+    write(tmp_path / "c.csv", "Mail Adr,Ort\nkim@suwon.example.org,Suwon\n")
+    refused = run_cli("contacts", "import", "c.csv")
+    assert refused.exit_code == 1 and "--map" in refused.output
+    ok = run_cli("contacts", "import", "c.csv", "--map", "Mail Adr=email", "--map", "Ort=city")
+    assert ok.exit_code == 0, ok.output
+    shown = run_cli("contacts", "show", "kim@suwon.example.org", "--json")
+    assert '"city": "Suwon"' in shown.output
+    bad = run_cli("contacts", "import", "c.csv", "--map", "Mail Adr")
+    assert bad.exit_code != 0 and "SRC=DEST" in bad.output and "Traceback" not in bad.output
+
+
+def test_control_characters_are_refused_with_the_row(session: Session, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.csv",
+        "email,name,note\n"
+        "ok@example.org,Kim,fine\tto have a tab\n"
+        "esc@example.org,\x1b[31mred\x1b[0m,x\n"
+        "bell@example.org,Lee,ring\x07\n"
+        "csi@example.org,Park,\u009b2J\n",
+    )
+    result = import_csv(session, path)
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (3, "name contains a control character (U+001B); remove it"),
+        (4, "note contains a control character (U+0007); remove it"),
+        (5, "note contains a control character (U+009B); remove it"),
+    ]
+    assert count(session) == 0
+
+
+def test_rows_shorter_than_the_header_have_empty_cells(session: Session, tmp_path: Path) -> None:
+    """Excel and .xlsx files leave trailing empty cells out; such a row used to crash."""
+    path = write(
+        tmp_path / "c.csv", "email,name,city\na@example.org,Kim\nb@example.org,Lee,Seoul\n"
+    )
+    result = import_csv(session, path)
+    assert (result.created, result.errors) == (2, [])
+    a, b = get_contact(session, "a@example.org"), get_contact(session, "b@example.org")
+    assert (a.name, a.city, b.name, b.city) == ("Kim", None, "Lee", "Seoul")
