@@ -34,10 +34,11 @@ from typing import IO, Any, Literal
 
 import flufl.bounce
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from outreach.errors import UserError
+from outreach.events import record_event
 from outreach.failures import classify, enhanced_status, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
@@ -541,20 +542,13 @@ class Ingester:
             self.report.not_ours += 1
             return True
         fingerprint = hashlib.sha256(raw).hexdigest()[:32]
-        try:
-            with self.session.begin_nested():
-                self.session.add(
-                    Event(
-                        kind="unsubscribe",
-                        campaign_id=delivery.campaign_id,
-                        delivery_id=delivery.id,
-                        contact_id=contact.id,
-                        dedupe_key=f"unsubscribe:{fingerprint}",
-                        data={"method": "mailto"},
-                    )
-                )
-        except IntegrityError:
-            self.report.duplicates += 1
+        if not self._add_event(
+            "unsubscribe",
+            delivery,
+            contact.id,
+            dedupe_key=f"unsubscribe:{fingerprint}",
+            data={"method": "mailto"},
+        ):
             return True
         suppress(
             self.session,
@@ -615,26 +609,38 @@ class Ingester:
         ).first()
         return (row[0], row[1]) if row is not None else None
 
-    def _add_event(self, event: Event) -> bool:
-        try:
-            with self.session.begin_nested():
-                self.session.add(event)
-        except IntegrityError:
+    def _add_event(
+        self,
+        kind: str,
+        delivery: Delivery,
+        contact_id: int | None,
+        *,
+        dedupe_key: str,
+        data: dict[str, Any],
+    ) -> bool:
+        """Record an event once: the same message ingested again counts as a duplicate."""
+        recorded = record_event(
+            self.session,
+            kind,
+            campaign_id=delivery.campaign_id,
+            delivery_id=delivery.id,
+            contact_id=contact_id,
+            data=data,
+            dedupe_key=dedupe_key,
+        )
+        if not recorded:
             self.report.duplicates += 1
-            return False
-        return True
+        return recorded
 
     def _unreadable(self, parsed: Parsed, delivery: Delivery, source: str) -> None:
         """A reply to a VERP address that names no failure: kept for the record only."""
-        event = Event(
-            kind="bounce",
-            campaign_id=delivery.campaign_id,
-            delivery_id=delivery.id,
-            contact_id=delivery.contact_id,
+        if self._add_event(
+            "bounce",
+            delivery,
+            delivery.contact_id,
             dedupe_key=_dedupe_key("bounce", parsed.fingerprint, f"delivery {delivery.id}"),
             data={"kind": "unreadable", "subject": parsed.subject},
-        )
-        if self._add_event(event):
+        ):
             self.report.unreadable.append(
                 f"{source}: a reply to the VERP address of delivery {delivery.id} names no "
                 "failure; recorded, nothing suppressed"
@@ -645,11 +651,10 @@ class Ingester:
     ) -> None:
         address = contact.email
         kind = "complaint" if failure.kind == "complaint" else "bounce"
-        event = Event(
-            kind=kind,
-            campaign_id=delivery.campaign_id,
-            delivery_id=delivery.id,
-            contact_id=contact.id,
+        if not self._add_event(
+            kind,
+            delivery,
+            contact.id,
             dedupe_key=_dedupe_key(kind, parsed.fingerprint, address),
             data={
                 "kind": failure.kind,
@@ -659,8 +664,7 @@ class Ingester:
                 "diagnostic": one_line(failure.diagnostic or "", 500),
                 "action": failure.action,
             },
-        )
-        if not self._add_event(event):
+        ):
             return
         if failure.kind == "complaint":
             self.report.complaints += 1

@@ -64,31 +64,61 @@ def _bucket(session: Session, unit: str) -> ColumnElement[str]:
 
 
 def build(session: Session, campaign: Campaign, segments_path: Path | None = None) -> Report:
+    """The whole report of one campaign: each part one SQL aggregate."""
     cid = campaign.id
     counts = store.counts(session, cid)
-    total = sum(counts.values())
+    events = _events(session, cid)
+    unit, timeline = _timeline(session, cid)
+    return Report(
+        campaign=campaign.name,
+        state=campaign.state,
+        reason=campaign.state_reason,
+        generated_at=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+        total=sum(counts.values()),
+        counts=counts,
+        rates=_rates(counts, events),
+        events=events,
+        top_links=_top_links(session, cid),
+        by_language=_by_language(session, cid),
+        by_segment=_by_segment(session, campaign, segments_path),
+        bounces_by_domain=_bounces_by_domain(session, cid),
+        policy_by_domain=_policy_by_domain(session, cid),
+        timeline=timeline,
+        timeline_unit=unit,
+    )
+
+
+def _events(session: Session, cid: int) -> dict[str, dict[str, int]]:
+    """Per kind: how many events, and from how many deliveries."""
+    return {
+        kind: {"total": int(n), "unique": int(deliveries)}
+        for kind, n, deliveries in session.execute(
+            select(Event.kind, func.count(), func.count(distinct(Event.delivery_id)))
+            .where(Event.campaign_id == cid)
+            .group_by(Event.kind)
+        )
+    }
+
+
+def _rates(counts: dict[str, int], events: dict[str, dict[str, int]]) -> dict[str, float | None]:
     delivered = counts["sent"]  # accepted and not bounced since
     attempted = counts["sent"] + counts["bounced"] + counts["failed"]
-    events: dict[str, dict[str, int]] = {}
-    for kind, n, distinct_deliveries in session.execute(
-        select(Event.kind, func.count(), func.count(distinct(Event.delivery_id)))
-        .where(Event.campaign_id == cid)
-        .group_by(Event.kind)
-    ):
-        events[kind] = {"total": int(n), "unique": int(distinct_deliveries)}
 
     def unique(kind: str) -> int:
         return events.get(kind, {}).get("unique", 0)
 
-    rates = {
+    return {
         "delivery": _ratio(delivered, attempted),
         "bounce": _ratio(counts["bounced"], counts["sent"] + counts["bounced"]),
         "unsubscribe": _ratio(unique("unsubscribe"), delivered + counts["bounced"]),
         "open": _ratio(unique("open"), delivered),
         "click": _ratio(unique("click"), delivered),
     }
+
+
+def _top_links(session: Session, cid: int) -> list[dict[str, Any]]:
     url = Event.data["url"].as_string()
-    top_links = [
+    return [
         {"url": u, "clicks": int(n), "unique": int(q)}
         for u, n, q in session.execute(
             select(url, func.count(), func.count(distinct(Event.delivery_id)))
@@ -98,6 +128,9 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
             .limit(10)
         )
     ]
+
+
+def _by_language(session: Session, cid: int) -> list[dict[str, Any]]:
     languages: dict[str, dict[str, int]] = {}
     for language, state, n in session.execute(
         select(Delivery.language, Delivery.state, func.count())
@@ -105,18 +138,22 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         .group_by(Delivery.language, Delivery.state)
     ):
         languages.setdefault(language or "(not yet sent)", {})[state] = int(n)
-    by_language = [
-        {"language": k, "total": sum(v.values()), **v} for k, v in sorted(languages.items())
-    ]
-    by_segment = []
-    segments = (
-        load_segments(segments_path, session) if segments_path and segments_path.exists() else {}
-    )
+    return [{"language": k, "total": sum(v.values()), **v} for k, v in sorted(languages.items())]
+
+
+def _by_segment(
+    session: Session, campaign: Campaign, segments_path: Path | None
+) -> list[dict[str, Any]]:
+    """The campaign's included segments as they are today, against its deliveries."""
+    if not segments_path or not segments_path.exists():
+        return []
+    segments = load_segments(segments_path, session)
+    rows = []
     for name in campaign.definition.get("audience", {}).get("include", []):
         segment = segments.get(name)
         if segment is None:
             continue
-        row = session.execute(
+        total, sent, bounced = session.execute(
             select(
                 func.count(),
                 func.count().filter(Delivery.state == "sent"),
@@ -124,13 +161,17 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
             )
             .select_from(Delivery)
             .join(Contact, Contact.id == Delivery.contact_id)
-            .where(Delivery.campaign_id == cid, segment.where)
+            .where(Delivery.campaign_id == campaign.id, segment.where)
         ).one()
-        by_segment.append(
-            {"segment": name, "total": int(row[0]), "sent": int(row[1]), "bounced": int(row[2])}
+        rows.append(
+            {"segment": name, "total": int(total), "sent": int(sent), "bounced": int(bounced)}
         )
+    return rows
+
+
+def _bounces_by_domain(session: Session, cid: int) -> list[dict[str, Any]]:
     domain = _domain(session)
-    bounces_by_domain = [
+    return [
         {"domain": d, "bounced": int(n)}
         for d, n in session.execute(
             select(domain, func.count())
@@ -142,9 +183,13 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
             .limit(10)
         )
     ]
+
+
+def _policy_by_domain(session: Session, cid: int) -> list[dict[str, Any]]:
+    """Rejections for our own sending (SPF, DKIM, DMARC, spam, blocked IP), by receiver."""
     event_kind = Event.data["kind"].as_string()
     event_domain = Event.data["domain"].as_string()
-    policy_by_domain = [
+    return [
         {"domain": d, "rejected": int(n)}
         for d, n in session.execute(
             select(event_domain, func.count())
@@ -154,6 +199,10 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
             .limit(10)
         )
     ]
+
+
+def _timeline(session: Session, cid: int) -> tuple[str, list[dict[str, Any]]]:
+    """Messages sent per minute, or per hour for a campaign that took longer than 3 hours."""
     first, last = session.execute(
         select(func.min(Delivery.sent_at), func.max(Delivery.sent_at)).where(
             Delivery.campaign_id == cid
@@ -163,7 +212,7 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
     if first is not None and last is not None and _seconds(first, last) > 3 * 3600:
         unit = "hour"
     bucket = _bucket(session, unit)
-    timeline = [
+    return unit, [
         {"at": at, "sent": int(n)}
         for at, n in session.execute(
             select(bucket, func.count())
@@ -172,23 +221,6 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
             .order_by(bucket)
         )
     ]
-    return Report(
-        campaign=campaign.name,
-        state=campaign.state,
-        reason=campaign.state_reason,
-        generated_at=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-        total=total,
-        counts=counts,
-        rates=rates,
-        events=events,
-        top_links=top_links,
-        by_language=by_language,
-        by_segment=by_segment,
-        bounces_by_domain=bounces_by_domain,
-        policy_by_domain=policy_by_domain,
-        timeline=timeline,
-        timeline_unit=unit,
-    )
 
 
 def _seconds(a: Any, b: Any) -> float:

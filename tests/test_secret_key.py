@@ -87,7 +87,10 @@ def test_the_embedded_default_is_a_working_whole(run_cli, tmp_path: Path) -> Non
     [
         ("short-key", "at least 32"),
         (OLD_DEVELOPMENT_KEY, "published"),
-        ("replace-with-output-of-python-c-import-secrets-print-secrets-token-urlsafe-32", "published"),
+        (
+            "replace-with-output-of-python-c-import-secrets-print-secrets-token-urlsafe-32",
+            "published",
+        ),
     ],
 )
 @pytest.mark.parametrize(
@@ -169,7 +172,7 @@ def test_passwords_are_never_printed(tmp_path: Path, variable: str, value: str) 
 
 
 def test_smtp_mail_needs_an_https_base_url(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="OUTREACH_BASE_URL.*https"):
+    with pytest.raises(ConfigError, match=r"OUTREACH_BASE_URL.*https"):
         load(tmp_path, smtp_url="smtp://relay:25?tls=none", base_url="http://mail.citynet-ap.org")
     assert load(tmp_path, smtp_url="smtp://relay:25?tls=none", base_url="http://127.0.0.1:8000")
     assert load(tmp_path, base_url="http://mail.citynet-ap.org")  # the outbox mails nobody
