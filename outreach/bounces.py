@@ -668,51 +668,39 @@ class Ingester:
             return
         if failure.kind == "complaint":
             self.report.complaints += 1
-            suppress(
-                self.session,
-                address,
-                "complained",
-                campaign_id=delivery.campaign_id,
-                detail="feedback loop report",
-            )
-            self.report.suppressed += 1
+            self._suppress(address, "complained", delivery, "feedback loop report")
             return
         if delivery.state == "sent" and failure.action != "delayed":
-            self.session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery.id)
-                .values(
-                    state="bounced",
-                    updated_at=utcnow(),
-                    last_code=_code(failure.status),
-                    last_text=one_line(failure.diagnostic or "bounced", 500),
-                )
-            )
+            self._mark_bounced(delivery, failure)
         if failure.kind == "hard":
             self.report.hard += 1
-            suppress(
-                self.session,
-                address,
-                "bounced",
-                campaign_id=delivery.campaign_id,
-                detail=one_line(f"{failure.status or ''} {failure.diagnostic or ''}", 500),
-            )
-            self.report.suppressed += 1
+            detail = f"{failure.status or ''} {failure.diagnostic or ''}"
+            self._suppress(address, "bounced", delivery, one_line(detail, 500))
         elif failure.kind == "soft":
             self.report.soft += 1
             if soft_streak(self.session, contact.id) >= self.soft_limit:
-                suppress(
-                    self.session,
-                    address,
-                    "bounced",
-                    campaign_id=delivery.campaign_id,
-                    detail=f"{self.soft_limit} soft bounces in a row",
-                )
-                self.report.suppressed += 1
+                detail = f"{self.soft_limit} soft bounces in a row"
+                self._suppress(address, "bounced", delivery, detail)
         elif failure.kind == "policy":
             self.report.policy += 1  # our sending's fault: counted by domain, never suppressed
         else:
             self.report.other += 1
+
+    def _mark_bounced(self, delivery: Delivery, failure: Failure) -> None:
+        self.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id)
+            .values(
+                state="bounced",
+                updated_at=utcnow(),
+                last_code=_code(failure.status),
+                last_text=one_line(failure.diagnostic or "bounced", 500),
+            )
+        )
+
+    def _suppress(self, address: str, reason: str, delivery: Delivery, detail: str) -> None:
+        suppress(self.session, address, reason, campaign_id=delivery.campaign_id, detail=detail)
+        self.report.suppressed += 1
 
 
 def _code(status: str | None) -> int | None:
