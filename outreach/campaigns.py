@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy.orm import Session
 
 from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
 from outreach.fields import normalise_language
-from outreach.segments import Segment, load_segments
 from outreach.yamlfile import Loc, YamlDoc, load_yaml, validation_errors
 
 RESERVED = frozenset(
@@ -234,33 +232,3 @@ def load_campaign(path: Path | str, root: Path | None = None) -> CampaignFile:
 
 def find_campaigns(directory: Path = Path("campaigns")) -> list[Path]:
     return sorted(p for p in directory.glob("*.yaml") if p.name != "segments.yaml")
-
-
-def audience_of(
-    campaign: CampaignFile, session: Session | None = None
-) -> tuple[list[Segment], list[Segment], list[FileError]]:
-    """The campaign's included and excluded segments; with a session, segments that name
-    earlier campaigns are checked against the database too."""
-    segments = load_segments(campaign.segments_path, session)
-    errors = []
-    include: list[Segment] = []
-    exclude: list[Segment] = []
-    for key, names, out in (
-        ("include", campaign.spec.audience.include, include),
-        ("exclude", campaign.spec.audience.exclude, exclude),
-    ):
-        for i, name in enumerate(names):
-            if name in segments:
-                out.append(segments[name])
-            else:
-                known = ", ".join(sorted(segments)) or "none"
-                errors.append(
-                    campaign.error(
-                        f"unknown segment {name!r} in audience.{key}; define it in "
-                        f"{campaign.segments_path} (known: {known})",
-                        "audience",
-                        key,
-                        i,
-                    )
-                )
-    return include, exclude, errors

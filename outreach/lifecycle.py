@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from outreach import store
-from outreach.campaigns import CampaignFile, audience_of, load_campaign
+from outreach.campaigns import CampaignFile, load_campaign
 from outreach.compiler import CompiledCampaign, compile_campaign
 from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient
 from outreach.config import Settings
@@ -32,7 +32,7 @@ from outreach.errors import FileErrors, NotFound, UserError
 from outreach.fields import normalise_email
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
-from outreach.segments import Segment, audience
+from outreach.segments import Segment, audience, audience_of
 from outreach.tokens import links_for
 from outreach.transport import SendFailure, transport_for
 from outreach.validate import Validation, validate_campaign

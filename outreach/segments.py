@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from outreach.campaigns import CampaignFile, find_campaigns
 from outreach.errors import FileError, FileErrors, NotFound
 from outreach.fields import KNOWN_COLUMNS, normalise_field
 from outreach.models import Campaign, Contact, ContactTag, Delivery, Event, Suppression, utcnow
@@ -331,8 +332,6 @@ def _history(
 def known_campaigns(folder: Path, session: Session | None = None) -> set[str]:
     """Campaign names a segment may mention: the campaign files beside segments.yaml (their
     `name:`, else the file's stem) and, given a session, every campaign in the database."""
-    from outreach.campaigns import find_campaigns
-
     names = {_campaign_name(path) for path in find_campaigns(folder)}
     if session is not None:
         names.update(session.scalars(select(Campaign.name)))
@@ -451,3 +450,33 @@ def members(
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query))
+
+
+def audience_of(
+    campaign: CampaignFile, session: Session | None = None
+) -> tuple[list[Segment], list[Segment], list[FileError]]:
+    """The campaign's included and excluded segments; with a session, segments that name
+    earlier campaigns are checked against the database too."""
+    segments = load_segments(campaign.segments_path, session)
+    errors = []
+    include: list[Segment] = []
+    exclude: list[Segment] = []
+    for key, names, out in (
+        ("include", campaign.spec.audience.include, include),
+        ("exclude", campaign.spec.audience.exclude, exclude),
+    ):
+        for i, name in enumerate(names):
+            if name in segments:
+                out.append(segments[name])
+            else:
+                known = ", ".join(sorted(segments)) or "none"
+                errors.append(
+                    campaign.error(
+                        f"unknown segment {name!r} in audience.{key}; define it in "
+                        f"{campaign.segments_path} (known: {known})",
+                        "audience",
+                        key,
+                        i,
+                    )
+                )
+    return include, exclude, errors

@@ -20,7 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import CampaignFile, audience_of, load_campaign
+from outreach.campaigns import CampaignFile, load_campaign
 from outreach.compiler import UNSUBSCRIBE, CompiledCampaign, compile_campaign
 from outreach.compose import (
     MINIMAL_CONTACT,
@@ -34,7 +34,7 @@ from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
 from outreach.models import Contact
 from outreach.render import Personaliser, RenderError, contact_variables
-from outreach.segments import audience, count
+from outreach.segments import audience, audience_of, count
 from outreach.tokens import Links, Tokens
 
 
