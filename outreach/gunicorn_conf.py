@@ -17,8 +17,8 @@ import logging
 import re
 from typing import Any
 
-from gunicorn.glogging import Logger
-from gunicorn.workers.ggevent import GeventWorker
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped]
 
 # Seconds a client may take to send its request line and headers (gunicorn's gevent worker
 # bounds that read by the keep-alive time), and to send each further piece of its body, or
@@ -69,7 +69,7 @@ class RedactTokens(logging.Filter):
         return True
 
 
-class RedactingLogger(Logger):  # type: ignore[misc]
+class RedactingLogger(Logger):
     """gunicorn's logger with tokens redacted from the access log, the error log, and what
     Flask logs about a failed request ("Exception on /u/… [POST]")."""
 
@@ -83,7 +83,7 @@ class RedactingLogger(Logger):  # type: ignore[misc]
         default_handler.addFilter(redactor)
 
 
-class SlowClientWorker(GeventWorker):  # type: ignore[misc]
+class SlowClientWorker(GeventWorker):
     """gunicorn's gevent worker with a read and write timeout on each connection, so that a
     client that stops half-way through its body, or never reads the answer, is dropped."""
 
