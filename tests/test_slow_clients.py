@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import email
 import re
+import shutil
 import socket
 import ssl
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,12 +27,15 @@ from email import policy
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy.orm import Session
 
 from outreach.config import Settings
+from tests.conftest import ROOT
 from tests.sending_helpers import drain, project_with, send, settings_for
-from tests.smtp_server import SmtpServer, start_server
+from tests.smtp_server import SmtpServer, free_port, start_server
 from tests.web_helpers import Server
+from tests.workers import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +140,126 @@ def test_outreach_serve_answers_one_click_while_200_clients_hang(
             assert still_open(held) > SLOW // 2
         # The same recipient again, after the slow clients are gone: still a plain 200.
         assert one_click(url) == 200
+
+
+needs_nginx = pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("openssl") is None,
+    reason="nginx is not installed (apt-get install nginx-light openssl; .ci/run installs it)",
+)
+
+
+def wait_until_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"nothing listens on port {port}:\n" + log.read_text()[-3000:])
+
+
+@contextmanager
+def compose_web(settings: Settings, base_url: str, tmp_path: Path) -> Iterator[Path]:
+    """gunicorn started with the web service's entrypoint, command and PORT from
+    docker-compose.yml (only the port differs); yields its log."""
+    web = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]
+    assert web["entrypoint"] == ["gunicorn"]
+    port = free_port()
+    log = tmp_path / "web.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *web["command"]],
+        env=worker_env(settings, OUTREACH_BASE_URL=base_url, PORT=str(port)),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        wait_until_listening(port, process, log)
+        yield log
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@contextmanager
+def nginx_proxy(upstream: str, https_port: int, tmp_path: Path) -> Iterator[Path]:
+    """Debian's nginx with deploy/nginx/outreach.conf.template rendered for this upstream and
+    a self-signed certificate for localhost; yields its access log."""
+    root = tmp_path / "nginx"
+    root.mkdir()
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    values = {
+        "NGINX_UPSTREAM": upstream,
+        "NGINX_RESOLVER": "127.0.0.1",
+        "NGINX_HTTP_PORT": str(free_port()),
+        "NGINX_HTTPS_PORT": str(https_port),
+        "NGINX_TLS_CERT": str(cert),
+        "NGINX_TLS_KEY": str(key),
+    }
+    template = (ROOT / "deploy" / "nginx" / "outreach.conf.template").read_text()
+    # What the nginx image's envsubst does with the proxy service's environment.
+    site = re.sub(r"\$\{(NGINX_[A-Z_]+)\}", lambda m: values[m.group(1)], template)
+    (root / "outreach.conf").write_text(site)
+    # The image's own nginx.conf, reduced to what the site file needs.
+    (root / "nginx.conf").write_text(
+        f"pid {root}/nginx.pid;\n"
+        f"error_log {root}/error.log warn;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n"
+        + "".join(
+            f"  {kind}_temp_path {root}/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        + f"  include {root}/outreach.conf;\n}}\n"
+    )
+    log = root / "access.log"
+    process = subprocess.Popen(
+        [
+            *("nginx", "-p", str(root), "-c", str(root / "nginx.conf")),
+            *("-e", str(root / "error.log"), "-g", "daemon off;"),
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_listening(https_port, process, root / "error.log")
+        yield log
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@needs_nginx
+def test_the_compose_web_path_answers_one_click_while_200_clients_hang(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = settings_for(db_url, tmp_path)
+    https_port = free_port()
+    base_url = f"https://localhost:{https_port}"
+    with compose_web(settings, base_url, tmp_path) as web_log:
+        upstream = re.search(r"Listening at: http://[^:]+:(\d+)", web_log.read_text())
+        assert upstream is not None
+        with nginx_proxy(f"127.0.0.1:{upstream.group(1)}", https_port, tmp_path) as proxy_log:
+            url = mail_one_message(settings, session, tmp_path, smtp, base_url)
+            tls = ssl.create_default_context(cafile=str(tmp_path / "nginx" / "cert.pem"))
+            with slow_connections("127.0.0.1", https_port, tls=tls) as held:
+                assert one_click(url, tls=tls) == 200
+                assert still_open(held) > SLOW // 2
+            assert one_click(url, tls=tls) == 200
+    token = url.rsplit("/", 1)[1]
+    for log in (web_log, proxy_log):
+        text = log.read_text()
+        assert "POST /u/[token]" in text and token not in text, log
