@@ -140,6 +140,8 @@ def test_outreach_serve_answers_one_click_while_200_clients_hang(
             assert still_open(held) > SLOW // 2
         # The same recipient again, after the slow clients are gone: still a plain 200.
         assert one_click(url) == 200
+    log = (tmp_path / "serve.log").read_text()
+    assert "POST /u/[token]" in log and url.rsplit("/", 1)[1] not in log
 
 
 needs_nginx = pytest.mark.skipif(
