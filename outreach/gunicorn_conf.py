@@ -17,8 +17,8 @@ import logging
 import re
 from typing import Any
 
-from gunicorn.glogging import Logger  # type: ignore[import-untyped]
-from gunicorn.workers.ggevent import GeventWorker  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger
+from gunicorn.workers.ggevent import GeventWorker
 
 # Seconds a client may take to send its request line and headers (gunicorn's gevent worker
 # bounds that read by the keep-alive time), and to send each further piece of its body, or

@@ -55,7 +55,9 @@ def test_alerts_are_silent_while_all_is_well_and_name_each_problem(
     # Nobody sends what is due.
     session.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(hours=1)))
     session.commit()
-    assert alerts(pg) == ["stalled: news has 3 deliveries due for over 15 minutes; are the workers running?"]
+    assert alerts(pg) == [
+        "stalled: news has 3 deliveries due for over 15 minutes; are the workers running?"
+    ]
 
     # The relay fails: deliveries deferred, then the campaign pauses itself.
     session.execute(
