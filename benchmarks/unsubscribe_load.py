@@ -1,9 +1,13 @@
 """One-click unsubscribe under load: 5,000 POSTs from 32 concurrent clients against a real
-`outreach serve` on loopback, then a check that every one of the 5,000 is suppressed.
+`outreach serve` on loopback, then a check that every one of the 5,000 is suppressed; then one
+more POST while 200 clients hold half-sent requests open. Each set-up runs twice: with the
+gevent workers of outreach/gunicorn_conf.py, and with gunicorn's sync workers as the baseline
+(what `outreach serve` ran before), and prints the ratio.
 
     python benchmarks/unsubscribe_load.py [--n 5000] [--clients 32] [--postgres URL]
 
-Bounded in count and time: it stops after N requests or --seconds, whichever comes first.
+Bounded in count and time: it stops after N requests or --seconds, whichever comes first; the
+POST among slow clients gives up after 30 s.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# A key for this benchmark's throw-away database only.
+SECRET = "benchmark-unsubscribe-load-key-0123456789"
 sys.path.insert(0, str(ROOT))
 
 
@@ -47,7 +53,7 @@ def setup(tmp: Path, database_url: str, n: int) -> list[int]:
         out.write("email,name,language\n")
         for i in range(n):
             out.write(f"reader{i}@city{i % 300}.example.org,담당자 {i},{'ko' if i % 2 else 'en'}\n")
-    settings = Settings(database_url=database_url, postal_address="Seoul", secret_key="load")
+    settings = Settings(database_url=database_url, postal_address="Seoul", secret_key=SECRET)
     upgrade(database_url)
     with writer_sessionmaker(database_url)() as session:
         import_csv(session, tmp / "contacts.csv")
@@ -55,20 +61,32 @@ def setup(tmp: Path, database_url: str, n: int) -> list[int]:
         return list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
 
 
-def run(label: str, database_url: str, n: int, clients: int, seconds: float, workers: int) -> None:
+def run(
+    label: str,
+    database_url: str,
+    n: int,
+    clients: int,
+    seconds: float,
+    workers: int,
+    worker_class: str | None,
+) -> float:
+    """Requests per second; worker_class overrides outreach/gunicorn_conf.py's."""
     from sqlalchemy import func, select
 
     from outreach.config import Settings
     from outreach.db import reader_sessionmaker
     from outreach.models import Event, Suppression
     from outreach.tokens import Tokens
+    from tests.test_slow_clients import one_click, slow_connections
     from tests.web_helpers import Server
 
+    if worker_class:
+        os.environ["GUNICORN_CMD_ARGS"] = f"--worker-class {worker_class}"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         ids = setup(tmp, database_url, n)
-        settings = Settings(database_url=database_url, secret_key="load", postal_address="Seoul")
-        tokens = Tokens("load")
+        settings = Settings(database_url=database_url, secret_key=SECRET, postal_address="Seoul")
+        tokens = Tokens(SECRET)
         with Server(settings, tmp / "serve.log", workers=workers) as server:
             urls = [f"{server.url}/u/{tokens.sign('unsubscribe', i)}" for i in ids]
             deadline = time.monotonic() + seconds
@@ -97,6 +115,11 @@ def run(label: str, database_url: str, n: int, clients: int, seconds: float, wor
             with ThreadPoolExecutor(clients) as pool:
                 results = list(pool.map(post, urls))
             elapsed = time.perf_counter() - start
+            with slow_connections("127.0.0.1", server.port):
+                slow_start = time.perf_counter()
+                slow_status = one_click(urls[0], timeout=30)
+                slow_seconds = time.perf_counter() - slow_start
+        os.environ.pop("GUNICORN_CMD_ARGS", None)
         latencies = sorted(t for s, t in results if s == 200)
         failed = sum(1 for s, _ in results if s != 200)
         if failed:
@@ -122,9 +145,11 @@ def run(label: str, database_url: str, n: int, clients: int, seconds: float, wor
         def pct(p: float) -> float:
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
+        kind = worker_class or "gevent (outreach/gunicorn_conf.py)"
         print(
-            f"{label}: {len(results)} POSTs from {clients} clients to {workers} gunicorn workers "
-            f"in {elapsed:.1f} s = {len(results) / elapsed:.0f} requests/s; failed: {failed}"
+            f"{label}, {kind}: {len(results)} POSTs from {clients} clients to {workers} gunicorn "
+            f"workers in {elapsed:.1f} s = {len(results) / elapsed:.0f} requests/s; "
+            f"failed: {failed}"
         )
         if latencies:
             print(
@@ -135,6 +160,9 @@ def run(label: str, database_url: str, n: int, clients: int, seconds: float, wor
             f"  suppressed afterwards: {suppressed} of {n}; unsubscribe events: {events}"
             f" -> {'none lost' if suppressed == n == events else 'LOST OR DUPLICATED'}"
         )
+        answer = f"{slow_status} after {slow_seconds:.2f} s" if slow_status else "no answer in 30 s"
+        print(f"  one-click POST while 200 clients hold half a request: {answer}")
+        return len(results) / elapsed
 
 
 def main() -> None:
@@ -150,29 +178,43 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        run("SQLite", f"sqlite:///{tmp}/load.db", args.n, args.clients, args.seconds, args.workers)
+    rates = {}
+    for worker_class in ("sync", None):
+        with tempfile.TemporaryDirectory() as tmp:
+            rates[worker_class] = run(
+                "SQLite",
+                f"sqlite:///{tmp}/load.db",
+                args.n,
+                args.clients,
+                args.seconds,
+                args.workers,
+                worker_class,
+            )
+    print(f"SQLite: gevent / sync = {rates[None] / rates['sync']:.2f}")
     if args.postgres:
         from sqlalchemy import create_engine, text
 
         base = args.postgres.replace("postgresql://", "postgresql+psycopg://", 1)
         engine = create_engine(base)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS outreach_load CASCADE"))
-            conn.execute(text("CREATE SCHEMA outreach_load"))
         sep = "&" if "?" in base else "?"
-        try:
-            run(
-                "PostgreSQL",
-                f"{base}{sep}options=-csearch_path%3Doutreach_load",
-                args.n,
-                args.clients,
-                args.seconds,
-                args.workers,
-            )
-        finally:
+        for worker_class in ("sync", None):
             with engine.begin() as conn:
                 conn.execute(text("DROP SCHEMA IF EXISTS outreach_load CASCADE"))
+                conn.execute(text("CREATE SCHEMA outreach_load"))
+            try:
+                rates[worker_class] = run(
+                    "PostgreSQL",
+                    f"{base}{sep}options=-csearch_path%3Doutreach_load",
+                    args.n,
+                    args.clients,
+                    args.seconds,
+                    args.workers,
+                    worker_class,
+                )
+            finally:
+                with engine.begin() as conn:
+                    conn.execute(text("DROP SCHEMA IF EXISTS outreach_load CASCADE"))
+        print(f"PostgreSQL: gevent / sync = {rates[None] / rates['sync']:.2f}")
 
 
 if __name__ == "__main__":

@@ -944,40 +944,28 @@ def serve(app: App, host: str, port: int, workers: int) -> None:
     """Serve recipients' pages: unsubscribe, preferences, click and open tracking.
 
     Needs OUTREACH_SECRET_KEY (the same as the workers') and OUTREACH_BASE_URL set to the
-    public address this is reached at. Runs gunicorn; put it behind your HTTPS proxy.
+    public address this is reached at. Runs gunicorn with outreach.gunicorn_conf, as the
+    compose web service does: clients that send half a request cannot hold its workers, and
+    tokens never reach its log. Put it behind your HTTPS proxy.
 
     \b
     Example:
       OUTREACH_SECRET_KEY=… OUTREACH_BASE_URL=https://mail.citynet-ap.org \
         outreach serve --host 0.0.0.0 --port 8000 --workers 4
     """
-    from gunicorn.app.base import BaseApplication
+    import os
 
-    from outreach.db import engine_for
+    from outreach.gunicorn_conf import command
     from outreach.web import create_app
 
+    # Refuse here, with one line, what would otherwise stop every worker as it boots.
     app.database()
-    flask_app = create_app(app.settings)
-    # gunicorn forks its workers from this process: no pooled connection may cross the fork.
-    engine_for(app.settings.database_url).dispose()
-
-    class Server(BaseApplication):
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("timeout", 30)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set(
-                "post_fork",
-                lambda _server, _worker: engine_for(app.settings.database_url).dispose(close=False),
-            )
-
-        def load(self) -> Any:
-            return flask_app
-
+    create_app(app.settings)
     console.print(f"serving {app.settings.base_url} on http://{host}:{port} ({workers} workers)")
-    Server().run()
+    sys.stdout.flush()
+    # A fresh interpreter: gevent must patch the standard library before the app and the
+    # database driver are imported, which the workers of `gunicorn outreach.wsgi:app` do.
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", *command(host, port, workers)])
 
 
 @cli.group()

@@ -1,0 +1,116 @@
+"""gunicorn's settings for the recipients' web app, the one place they are made.
+
+Both `outreach serve` and the compose `web` service run
+
+    gunicorn --config python:outreach.gunicorn_conf [--bind …] [--workers N] outreach.wsgi:app
+
+Mail providers POST the one-click unsubscribe (RFC 8058) from their own servers and expect a
+prompt 200, so a handful of clients that open connections and send half a request must not
+hold the workers: every connection is a greenlet (gevent), not a worker, and one that is too
+slow is dropped. A buffering proxy in front (deploy/nginx/) is the first line; this is the
+second, for `outreach serve` run on its own and for anything that reaches gunicorn directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from gunicorn.glogging import Logger
+from gunicorn.workers.ggevent import GeventWorker
+
+# Seconds a client may take to send its request line and headers (gunicorn's gevent worker
+# bounds that read by the keep-alive time), and to send each further piece of its body, or
+# to take each piece of the answer.
+HEADER_TIMEOUT = 5
+BODY_TIMEOUT = 10
+
+worker_class = "outreach.gunicorn_conf.SlowClientWorker"
+# Per worker process: idle or slow connections cost a greenlet each, not a process.
+worker_connections = 1000
+keepalive = HEADER_TIMEOUT
+# A request that takes longer than this has a bug, or a database that is not answering.
+timeout = 30
+graceful_timeout = 10
+# Nothing the app serves needs more: tokens are short and requests carry few headers.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+accesslog = "-"
+# gunicorn's runtime control socket lives in $HOME, shared by every instance of a user:
+# nothing here uses it.
+control_socket_disable = True
+logger_class = "outreach.gunicorn_conf.RedactingLogger"
+
+# The path segment after these prefixes is a signed token; whoever reads a log must not be
+# able to unsubscribe, resubscribe or read a recipient's message with it.
+TOKEN_PATH = re.compile(r"(/(?:u|p|c|o|v|confirm)/)[^/\s?#\"']+")
+REDACTED = "[token]"
+
+
+def redact(text: str) -> str:
+    """The text with the token segment of every recipient link replaced."""
+    return TOKEN_PATH.sub(r"\1" + REDACTED, text)
+
+
+class RedactTokens(logging.Filter):
+    """Rewrites a record so that neither its message nor its traceback carries a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger with tokens redacted from the access log, the error log, and what
+    Flask logs about a failed request ("Exception on /u/… [POST]")."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        from flask.logging import default_handler
+
+        redactor = RedactTokens()
+        for log in (self.error_log, self.access_log):
+            log.addFilter(redactor)
+        default_handler.addFilter(redactor)
+
+
+class SlowClientWorker(GeventWorker):
+    """gunicorn's gevent worker with a read and write timeout on each connection, so that a
+    client that stops half-way through its body, or never reads the answer, is dropped."""
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        sock.settimeout(BODY_TIMEOUT)
+        return super().handle_request(listener_name, req, sock, addr)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # With --preload the app, and its pooled database connections, were made before the
+    # fork; no connection may be shared between processes.
+    if server.cfg.preload_app:
+        from outreach.config import Settings
+        from outreach.db import engine_for
+
+        engine_for(Settings.load().database_url).dispose(close=False)
+
+
+def command(host: str, port: int, workers: int) -> list[str]:
+    """The gunicorn command line `outreach serve` runs: this configuration, the WSGI app."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return [
+        "--config",
+        f"python:{__name__}",
+        "--bind",
+        address,
+        "--workers",
+        str(workers),
+        "outreach.wsgi:app",
+    ]
