@@ -177,16 +177,17 @@ def prepare(session: Session, campaign: Campaign, settings: Settings, links: Lin
         )
     }
     definition = campaign.definition
+    domain = definition["from"].rpartition("@")[2].strip(">").strip()
     dkim = None
     if settings.dkim_key_file and settings.dkim_selector:
-        domain = definition["from"].rpartition("@")[2].strip(">").strip()
         dkim = DkimKey.load(settings.dkim_key_file, settings.dkim_selector, domain)
     builder = MessageBuilder(
         definition["from"],
         reply_to=definition.get("reply_to"),
         bounce_domain=settings.bounce_domain,
         dkim=dkim,
-        extra_headers={"Feedback-ID": f"{campaign.name}:outreach"},
+        # Gmail's form: identifiers, most specific first, the sender's last.
+        extra_headers={"Feedback-ID": f"{campaign.name}:outreach:{domain}"},
     )
     composer = Composer(
         variants,

@@ -32,6 +32,8 @@ DKIM_HEADERS = [
     b"content-type",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
+    # Gmail's feedback loop trusts a Feedback-ID only when the domain's signature covers it.
+    b"feedback-id",
 ]
 
 

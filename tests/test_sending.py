@@ -321,6 +321,7 @@ def test_verp_dkim_and_header_injection(
     )
     signed = tags["h"].replace(" ", "").lower().split(":")
     assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
+    assert "feedback-id" in signed and msg["Feedback-ID"] == "news:outreach:citynet-ap.org"
     assert tags["d"] == "citynet-ap.org" and tags["s"] == "s2026"
     assert dkim.verify(message.data, dnsfunc=lambda name, timeout=5: record)
 
