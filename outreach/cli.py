@@ -561,9 +561,10 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     """Check campaign files, their segments and templates; exit 0 only when all is well.
 
     Checks YAML and keys, segments, From/Reply-To, template variants for the languages in
-    the audience, Jinja and MJML errors, undefined variables (rendered for a real contact
-    of each language), links, and the unsubscribe link. Without FILES, every
-    campaigns/*.yaml is checked.
+    the audience, Jinja and MJML errors, undefined variables (rendered for stand-in
+    contacts), links, and the unsubscribe link. Warns about what the audience's data will
+    do: languages without a variant, values empty for some readers, links made of
+    recipients' values. Without FILES, every campaigns/*.yaml is checked.
 
     \b
     Example:
@@ -579,10 +580,13 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     with app.optional_session() as session:
         if session is None:
             err_console.print("warning: the database is not initialised; audiences not checked")
+        shown: set[str] = set()
         for path in paths:
             report = validate_campaign(path, app.settings, session)
             for warning in report.warnings:
-                err_console.print(labelled("warning:", "yellow", warning), soft_wrap=True)
+                if warning not in shown:  # e.g. the postal address, once for all files
+                    shown.add(warning)
+                    err_console.print(labelled("warning:", "yellow", warning), soft_wrap=True)
             if report.ok:
                 detail = ""
                 if report.audience_size is not None:
@@ -627,15 +631,21 @@ def campaigns_preview(
 ) -> None:
     """Write exactly what one recipient would get: HTML, text, and optionally .eml and PNG.
 
+    Without --contact it renders for a stand-in contact; a language with no variant of its
+    own is previewed in the variant its readers would get, and says so.
+
     \b
     Example:
-      outreach campaigns preview campaigns/2026-12-newsletter.yaml \
+      outreach campaigns preview campaigns/2026-12-newsletter.yaml --lang ko
+      outreach campaigns preview campaigns/2026-12-newsletter.yaml \\
         --contact mayor.office@suwon.example.org --png preview/suwon.png
     """
     from outreach.preview import build_preview, screenshot
 
     with app.optional_session() as session:
         preview = build_preview(file, app.settings, session, email=email, language=lang)
+    if preview.note:
+        console.print(f"note: {preview.note}", soft_wrap=True)
     html_path = output or Path("preview") / f"{preview.campaign.name}.{preview.language}.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(preview.rendered.html, encoding="utf-8")

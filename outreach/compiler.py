@@ -9,11 +9,13 @@ campaign at `send`; workers only fill in recipients.
 
 from __future__ import annotations
 
+import difflib
 import html as html_lib
 import re
 import traceback
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -21,12 +23,14 @@ from markupsafe import escape
 
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
-from outreach.errors import FileError
+from outreach.errors import FileError, FileErrors, located
 from outreach.render import (
     CompiledVariant,
     Deferred,
     Markers,
     Personaliser,
+    Place,
+    RecordingLoader,
     html_to_text,
     stage1_environment,
 )
@@ -82,6 +86,10 @@ class CompiledCampaign:
     expressions: list[str]
     nonce: str
     origins: list[tuple[str | None, int]] = field(default_factory=list)
+    # For each expression, every (language, template, line) it was written at.
+    places: list[list[Place]] = field(default_factory=list)
+    # For each language, the template files it was compiled from, the variant's own first.
+    templates: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def markers(self) -> Markers:
@@ -97,21 +105,59 @@ class CompiledCampaign:
         except ValueError:
             return None
 
+    def place(self, index: int, language: str) -> tuple[str | None, int]:
+        """Where expression `index` was written for `language` (template None: the subject)."""
+        for lang, template, line in self.places[index] if self.places else ():
+            if lang == language:
+                return template, line
+        return self.origins[index]
+
 
 def compile_campaign(
     campaign: CampaignFile, languages: set[str], settings: Settings
 ) -> CompiledCampaign:
-    """Stage 1 for each language: Jinja with the campaign's context, MJML once, text once."""
+    """Stage 1 for each language: Jinja with the campaign's context, MJML once, text once.
+
+    Every language is compiled even when one fails, so all errors are reported together;
+    an error shared by several (a layout's) is reported once, naming them."""
     deferred = Deferred()
-    env = stage1_environment(campaign.templates_dir, deferred)
     sender = campaign.sender(settings)
-    variants = {
-        language: _compile_variant(campaign, language, env, deferred, sender, settings)
-        for language in sorted(languages)
-    }
+    variants = {}
+    templates: dict[str, list[str]] = {}
+    failures: dict[tuple[str, int | None, str], list[str]] = {}
+    for language in sorted(languages):
+        # An environment per language: its templates are parsed, and their per-recipient
+        # expressions placed, for each language that uses them.
+        deferred.language = language
+        env = stage1_environment(campaign.templates_dir, deferred)
+        try:
+            variants[language] = _compile_variant(
+                campaign, language, env, deferred, sender, settings
+            )
+        except (FileError, FileErrors) as exc:
+            for error in located(exc):
+                failures.setdefault((error.path, error.line, error.message), []).append(language)
+        templates[language] = list(_loader(env).loaded)
+    if failures:
+        raise FileErrors(
+            [
+                FileError(path, f"{message} ({', '.join(langs)})", line)
+                for (path, line, message), langs in failures.items()
+            ]
+        )
     return CompiledCampaign(
-        variants, list(deferred.sources), deferred.nonce, list(deferred.origins)
+        variants,
+        list(deferred.sources),
+        deferred.nonce,
+        list(deferred.origins),
+        [list(p) for p in deferred.places],
+        templates,
     )
+
+
+def _loader(env: jinja2.Environment) -> RecordingLoader:
+    assert isinstance(env.loader, RecordingLoader)
+    return env.loader
 
 
 def _compile_variant(
@@ -133,7 +179,7 @@ def _compile_variant(
         "postal_address": settings.postal_address or "",
     }
     source = _render_template(campaign, env, template_name, variables)
-    html = _mjml(campaign, template_name, source)
+    html = _mjml(campaign, env, template_name, source)
     if campaign.spec.advertising:
         html = _before_body_end(
             html, _advertising_footer(deferred, sender, settings.postal_address or "")
@@ -194,23 +240,141 @@ def _render_template(
         where, line = _template_location(exc)
         message = getattr(exc, "message", None) or str(exc)
         raise FileError(where or template_name, message, line) from None
-    unknown = sorted(set(re.findall(r"<(mj-[A-Za-z0-9-]+)", source)) - KNOWN_MJ_TAGS)
-    if unknown:
-        raise FileError(
-            campaign.templates_dir / template_name,
-            f"unknown MJML tag <{unknown[0]}>; MJML would pass it through as is "
-            "(known tags: mj-section, mj-column, mj-text, mj-button, mj-image, …)",
-        )
+    errors = [
+        _unknown_tag(campaign, env, template_name, tag)
+        for tag in sorted(set(re.findall(r"</?(mj-[A-Za-z0-9-]+)", source)) - KNOWN_MJ_TAGS)
+    ]
+    if errors:
+        raise FileErrors(errors)
     return source
 
 
-def _mjml(campaign: CampaignFile, template_name: str, source: str) -> str:
+def _unknown_tag(
+    campaign: CampaignFile, env: jinja2.Environment, template_name: str, tag: str
+) -> FileError:
+    near = difflib.get_close_matches(tag, KNOWN_MJ_TAGS, n=1, cutoff=0.7)
+    hint = f"did you mean <{near[0]}>?" if near else "known tags: mj-section, mj-column, …"
+    found = find_in_templates(
+        campaign.templates_dir,
+        [template_name, *_loader(env).loaded],
+        re.compile(f"</?{re.escape(tag)}\\b"),
+    )
+    where, line = found or (template_name, None)
+    return FileError(
+        campaign.templates_dir / where,
+        f"unknown MJML tag <{tag}>: {hint} (MJML would pass it through as it is)",
+        line,
+    )
+
+
+def template_source(templates_dir: Path, name: str) -> str | None:
+    try:
+        return (templates_dir / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def find_in_templates(
+    templates_dir: Path, names: list[str], pattern: re.Pattern[str]
+) -> tuple[str, int] | None:
+    """The first of `names` (a variant, then what it extends and includes) and the line
+    where `pattern` matches its source."""
+    for name in dict.fromkeys(names):
+        source = template_source(templates_dir, name)
+        match = pattern.search(source) if source is not None else None
+        if match is not None and source is not None:
+            return name, source.count("\n", 0, match.start()) + 1
+    return None
+
+
+def _mjml(campaign: CampaignFile, env: jinja2.Environment, template_name: str, source: str) -> str:
     from mjml import mjml2html
 
     try:
         return str(mjml2html(source))
     except (ValueError, RuntimeError) as exc:
-        raise FileError(campaign.templates_dir / template_name, f"MJML: {exc}") from None
+        raise _mjml_error(campaign, env, template_name, source, str(exc)) from None
+
+
+# Tags, end tags, comments and any other `<` in MJML (whose text is HTML).
+_TAG = re.compile(
+    r"""<!--.*?-->|<!\[CDATA\[.*?\]\]>|<![^>]*>"""
+    r"""|<(/?)([A-Za-z][\w:.-]*)((?:\s+[^\s"'=<>/]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*)\s*(/?)>"""
+    r"""|<""",
+    re.S,
+)
+# HTML elements without an end tag (mrml knows them too).
+_VOID = frozenset(
+    "area base br col embed hr img input link meta param source track wbr".split()  # noqa: SIM905
+)
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def tag_problems(text: str) -> list[tuple[int, str, str]]:
+    """Unbalanced markup as (offset, kind, tag): an element never closed, an end tag that
+    closes nothing, a `<` that starts no tag. MJML (mrml) names none of these by line."""
+    problems: list[tuple[int, str, str]] = []
+    stack: list[tuple[int, str]] = []
+    for match in _TAG.finditer(text):
+        if match.group(0) == "<":
+            problems.append((match.start(), "bare", "<"))
+            continue
+        close, name, _, self_closing = match.group(1, 2, 3, 4)
+        if name is None:
+            continue  # a comment, CDATA or declaration
+        name = name.lower()
+        if close:
+            if any(open_name == name for _, open_name in stack):
+                while stack:
+                    offset, open_name = stack.pop()
+                    if open_name == name:
+                        break
+                    problems.append((offset, "unclosed", open_name))
+            else:
+                problems.append((match.start(), "stray", name))
+        elif not self_closing and name not in _VOID:
+            stack.append((match.start(), name))
+    problems += [(offset, "unclosed", name) for offset, name in stack]
+    return sorted(problems)
+
+
+_PROBLEM = {
+    "unclosed": "MJML: <{tag}> is never closed: add </{tag}> where it ends",
+    "stray": "MJML: </{tag}> closes nothing: remove it, or open <{tag}> before it",
+    "bare": "MJML: a '<' that starts no tag: write &lt; for a literal '<'",
+}
+
+
+def _mjml_error(
+    campaign: CampaignFile,
+    env: jinja2.Environment,
+    template_name: str,
+    source: str,
+    message: str,
+) -> FileError:
+    """MJML's own error names no line: find the unbalanced tag in the compiled source, then
+    the template file and line it was written at."""
+    problems = tag_problems(source)
+    if not problems:
+        return FileError(campaign.templates_dir / template_name, f"MJML: {message}")
+    _, kind, tag = problems[0]
+    for name in dict.fromkeys([template_name, *_loader(env).loaded]):
+        text = template_source(campaign.templates_dir, name)
+        if text is None:
+            continue
+        # Jinja tags blanked, newlines kept: lines stay where they were written.
+        blanked = _JINJA.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+        for offset, found_kind, found_tag in tag_problems(blanked):
+            if (found_kind, found_tag) == (kind, tag):
+                return FileError(
+                    campaign.templates_dir / name,
+                    _PROBLEM[kind].format(tag=tag),
+                    text.count("\n", 0, offset) + 1,
+                )
+    return FileError(
+        campaign.templates_dir / template_name,
+        _PROBLEM[kind].format(tag=tag) + f" ({message})",
+    )
 
 
 def _before_body_end(html: str, fragment: str) -> str:
@@ -239,11 +403,24 @@ _TRACKABLE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""
 
 def track_clicks(html: str, deferred: Deferred) -> str:
     """Every http(s) link goes through /c/TOKEN; recipients' own links (unsubscribe,
-    preferences, view online) are markers, not http, and stay as they are."""
+    preferences, view online) are markers, not http, and stay as they are.
+
+    A link that carries a recipient's value (`?r={{ contact.attributes.region }}`) is
+    signed in stage 2 with that value in it, so each recipient lands on their own URL."""
+    markers = deferred.markers
 
     def rewrite(match: re.Match[str]) -> str:
         url = html_lib.unescape(match.group(3))
-        marker = deferred.marker("{{ click(" + repr(url) + ") }}", ("click tracking", 0))
+        pieces = markers.pattern.split(url)
+        args = []
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                if piece:
+                    args.append(repr(piece))
+            else:
+                inner = deferred.sources[int(piece)].removeprefix("{{ ").removesuffix(" }}")
+                args.append(f"(({inner}) | outreach_text)")
+        marker = deferred.marker("{{ click(" + " ~ ".join(args) + ") }}", ("click tracking", 0))
         return f"{match.group(1)}{match.group(2)}{marker}{match.group(2)}"
 
     return _TRACKABLE.sub(rewrite, html)

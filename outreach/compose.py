@@ -5,6 +5,10 @@
 
 The worker, test sends, previews, the view-online page and validation all compose through
 here, so what validation checks and what a preview shows is what a recipient gets.
+
+A recipient whose own value would put anything but an http(s) or mailto: address into a
+link gets no message: rendering raises `render.UnsafeLink` (re-exported here), whose
+`message` says which link and value, for the delivery's record.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from outreach.fields import primary_language
 from outreach.messages import DkimKey, Envelope, MessageBuilder
 from outreach.models import Campaign, CampaignVariant
 from outreach.render import CompiledVariant, Personaliser, Rendered, personalise
+from outreach.render import UnsafeLink as UnsafeLink
 from outreach.tokens import Links
 
 # Stand-in contacts for test sends, previews and validation: one with every field, and one

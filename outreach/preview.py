@@ -15,9 +15,9 @@ from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient, r
 from outreach.config import Settings
 from outreach.contacts import get_contact
 from outreach.errors import FileErrors, UserError
-from outreach.fields import normalise_language
+from outreach.fields import normalise_language, primary_language
 from outreach.messages import MessageBuilder
-from outreach.render import Rendered, contact_variables
+from outreach.render import Rendered, UnsafeLink, contact_variables
 from outreach.tokens import Links, Tokens
 from outreach.validate import validate_campaign
 
@@ -39,6 +39,8 @@ class Preview:
     contact: dict[str, Any]
     rendered: Rendered
     eml: bytes
+    # Set when the language asked for (or the contact's) has no variant of its own.
+    note: str | None = None
 
 
 def build_preview(
@@ -65,9 +67,12 @@ def build_preview(
             language = normalise_language(language)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    resolved = resolve_language(
-        language or contact.get("language"), available, campaign.spec.default_language
-    )
+    wanted = language or contact.get("language")
+    resolved = resolve_language(wanted, available, campaign.spec.default_language)
+    note = None
+    if wanted and resolved not in (wanted, primary_language(wanted)):
+        whose = "" if language else f" ({contact['email']} speaks {wanted})"
+        note = f"there is no {wanted} variant{whose}; previewing {resolved} (default_language)"
     contact.setdefault("language", resolved)
     compiled = compile_campaign(campaign, {resolved}, settings)
     # A preview is not mailed: its links are signed with a key of its own.
@@ -83,8 +88,11 @@ def build_preview(
         ),
     )
     recipient = Recipient(NO_DELIVERY, contact["email"], contact.get("name"), contact)
-    composed = composer.compose(recipient, resolved, bounce_token="preview")
-    return Preview(campaign, resolved, contact, composed.rendered, composed.envelope.data)
+    try:
+        composed = composer.compose(recipient, resolved, bounce_token="preview")
+    except UnsafeLink as exc:
+        raise UserError(f"{contact['email']} would get no message: {exc.message}") from None
+    return Preview(campaign, resolved, contact, composed.rendered, composed.envelope.data, note)
 
 
 def screenshot(html_path: Path, png_path: Path) -> list[Path]:

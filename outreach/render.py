@@ -18,7 +18,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 import jinja2
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
+
+from outreach.errors import UserError
 
 RECIPIENT_NAMES = frozenset({"contact", "unsubscribe_url", "preferences_url", "view_online_url"})
 _SEP = "\x1f"  # between stage-2 values; stripped from recipient data
@@ -38,6 +40,11 @@ class RenderError(Exception):
         self.message, self.template, self.line = message, template, line
         where = f"{template}:{line}: " if template and line else f"{template}: " if template else ""
         super().__init__(where + message)
+
+
+class UnsafeLink(RenderError, UserError):
+    """A recipient's own value would make a link that is not http(s) or mailto: that
+    recipient gets no message (the worker records the delivery as failed, with this)."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +68,21 @@ class Markers:
         return re.compile(f"{self.prefix}(\\d+)X")
 
 
+# Where an expression was written: the language being compiled, the template (None: the
+# subject) and the line.
+Place = tuple[str, str | None, int]
+
+
 @dataclass
 class Deferred:
-    """Per-recipient expressions of one campaign, in marker order."""
+    """Per-recipient expressions of one campaign, in marker order, and where each was
+    written for each language (`language` is the one being compiled)."""
 
     nonce: str = field(default_factory=lambda: secrets.token_hex(4))
     sources: list[str] = field(default_factory=list)
     origins: list[tuple[str | None, int]] = field(default_factory=list)
+    places: list[list[Place]] = field(default_factory=list)
+    language: str = ""
     _index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -79,7 +94,12 @@ class Deferred:
             self._index[source] = len(self.sources)
             self.sources.append(source)
             self.origins.append(origin)
-        return self.markers(self._index[source])
+            self.places.append([])
+        index = self._index[source]
+        place = (self.language, *origin)
+        if place not in self.places[index]:
+            self.places[index].append(place)
+        return self.markers(index)
 
 
 def _token_source(token: Token) -> str:
@@ -159,9 +179,26 @@ class DeferRecipientValues(Extension):
                 yield token
 
 
+class RecordingLoader(jinja2.FileSystemLoader):
+    """A loader that remembers which templates it read, in order: errors found in the
+    compiled message are looked for in these files, for a line number."""
+
+    def __init__(self, searchpath: str) -> None:
+        super().__init__(searchpath)
+        self.loaded: list[str] = []
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        found = super().get_source(environment, template)
+        if template not in self.loaded:
+            self.loaded.append(template)
+        return found
+
+
 def stage1_environment(templates_dir: Path, deferred: Deferred) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        loader=RecordingLoader(str(templates_dir)),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         extensions=[DeferRecipientValues],
@@ -176,7 +213,13 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _as_text(value: Any) -> str:
+    """A value as it prints, for building a URL from pieces (`~` would print None)."""
+    return "" if value is None else str(value)
+
+
 _STAGE2 = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=_finalize)
+_STAGE2.filters["outreach_text"] = _as_text
 
 
 @dataclass(frozen=True)
@@ -200,18 +243,92 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text) + "\n"
 
 
+# Attributes whose value a mail client follows or loads.
+_URL_ATTRIBUTE = re.compile(
+    r"""(?<![\w-])(href|src|background|action|formaction|poster)\s*=\s*(?:"([^"]*)"|'([^']*)')""",
+    re.I,
+)
+# The links we make ourselves, from OUTREACH_BASE_URL or a static http(s) link.
+_OWN_LINK = re.compile(
+    r"""\{\{ (?:(?:unsubscribe_url|preferences_url|view_online_url|open_url) \}\}$|click\((['"])https?://)"""
+)
+_FIXED_SCHEME = re.compile(r"(?:https?|mailto):", re.I)
+_SAFE_URL = {
+    "href": re.compile(r"(?:https?://[^\s/?#\\]|mailto:\S)", re.I),
+    "other": re.compile(r"https?://[^\s/?#\\]", re.I),
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class LinkSlot:
+    """A URL attribute of the compiled HTML whose scheme a recipient's value decides:
+    its literal pieces and expression numbers, as `Personaliser.parts` gives them."""
+
+    attribute: str
+    parts: tuple[str | int, ...]
+
+    @property
+    def expressions(self) -> list[int]:
+        return [p for p in self.parts if isinstance(p, int)]
+
+
+def link_slots(html: str, markers: Markers, expressions: list[str]) -> list[LinkSlot]:
+    """Every href/src (and the like) that starts with a per-recipient value of the author's:
+    what it becomes is only known per recipient, so stage 2 checks it."""
+    slots = []
+    pattern = markers.pattern
+    for match in _URL_ATTRIBUTE.finditer(html):
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        pieces = pattern.split(value)
+        if len(pieces) == 1:
+            continue
+        parts = tuple(p if i % 2 == 0 else int(p) for i, p in enumerate(pieces))
+        if _FIXED_SCHEME.match(html_lib.unescape(pieces[0])):
+            continue  # the template fixed the scheme; a value can only add to it
+        if len(parts) == 3 and parts[0] == parts[2] == "":
+            index = parts[1]
+            if isinstance(index, int) and _OWN_LINK.match(expressions[index]):
+                continue
+        slots.append(LinkSlot(match.group(1).lower(), parts))
+    return slots
+
+
+def unsafe_link(attribute: str, url: str) -> bool:
+    """True unless `url` is an http(s) address (or, in an href, a mailto:) as it stands:
+    no control characters, no entities left to decode, nothing a browser would strip."""
+    url = url.strip(" ")
+    safe = _SAFE_URL["href" if attribute == "href" else "other"]
+    return bool(_CONTROL.search(url)) or not safe.match(url)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What stage 2 does for one compiled variant: the expressions it uses, rendered in one
+    template, and the links to check."""
+
+    used: tuple[int, ...]
+    template: jinja2.Template | None
+    links: tuple[LinkSlot, ...]
+
+
 class Personaliser:
     """Stage 2 for one campaign: fills recipients' values into the compiled variants."""
 
     def __init__(self, expressions: list[str], nonce: str) -> None:
         self.expressions = expressions
-        self.pattern = Markers(nonce).pattern
-        source = _SEP.join(expressions)
+        self.markers = Markers(nonce)
+        self.pattern = self.markers.pattern
+        self.template = self._template(range(len(expressions)))
+        self._split: dict[str, list[str | int]] = {}
+        self._plans: dict[CompiledVariant, _Plan] = {}
+
+    def _template(self, used: Any) -> jinja2.Template:
+        source = _SEP.join(self.expressions[i] for i in used)
         try:
-            self.template = _STAGE2.from_string(source)
+            return _STAGE2.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"per-recipient expression: {exc.message}") from None
-        self._split: dict[str, list[str | int]] = {}
 
     def parts(self, text: str) -> list[str | int]:
         """Literal pieces and expression numbers, alternating; cached per compiled text."""
@@ -222,14 +339,47 @@ class Personaliser:
             self._split[text] = cached
         return cached
 
-    def values(self, variables: Mapping[str, Any]) -> list[str]:
-        """Every expression's value, HTML-escaped, in one Jinja render."""
+    def plan(self, variant: CompiledVariant) -> _Plan:
+        """Only the expressions a variant uses are rendered for its readers: an English
+        reader never fails on a value only the Korean text asks for."""
+        plan = self._plans.get(variant)
+        if plan is None:
+            used = sorted(
+                {
+                    p
+                    for text in (variant.subject, variant.html, variant.text)
+                    for p in self.parts(text)
+                    if isinstance(p, int)
+                }
+            )
+            template = None
+            if len(used) == len(self.expressions):
+                template = self.template
+            elif used:
+                template = self._template(used)
+            links = link_slots(variant.html, self.markers, self.expressions)
+            plan = self._plans[variant] = _Plan(tuple(used), template, tuple(links))
+        return plan
+
+    def values(self, variables: Mapping[str, Any], plan: _Plan | None = None) -> list[str]:
+        """Every used expression's value, HTML-escaped, in one Jinja render ("" for the
+        others)."""
         if not self.expressions:
             return []
-        rendered = self.template.render(variables)
-        values = rendered.split(_SEP)
-        if len(values) != len(self.expressions):
+        used: tuple[int, ...] | range = range(len(self.expressions))
+        template: jinja2.Template | None = self.template
+        if plan is not None:
+            used, template = plan.used, plan.template
+        if template is None:
+            return [""] * len(self.expressions)
+        rendered = template.render(variables).split(_SEP)
+        if len(rendered) != len(used):
             raise RenderError("a per-recipient value contains a control character")
+        if plan is None:
+            return rendered
+        values = [""] * len(self.expressions)
+        for index, value in zip(used, rendered, strict=True):
+            values[index] = value
         return values
 
     def fill(self, text: str, values: list[str], *, escaped: bool) -> str:
@@ -244,6 +394,21 @@ class Personaliser:
                 value = values[part]
                 out.append(value if escaped else html_lib.unescape(value))
         return "".join(out)
+
+    def check_links(self, plan: _Plan, values: list[str]) -> None:
+        """Stop a message whose per-recipient link is not http(s) or mailto: a contact's
+        value never becomes `javascript:` or `data:` in an href."""
+        for slot in plan.links:
+            url = html_lib.unescape(
+                "".join(p if isinstance(p, str) else values[p] for p in slot.parts)
+            )
+            if unsafe_link(slot.attribute, url):
+                source = self.expressions[slot.expressions[0]]
+                shown = repr(url if len(url) <= 80 else url[:80] + "…")
+                raise UnsafeLink(
+                    f"{slot.attribute}={shown} (from {source}) is not an http(s) or mailto: "
+                    "address; the message was not sent"
+                )
 
 
 def clean_recipient_value(value: Any) -> Any:
@@ -279,9 +444,18 @@ class Rendered:
 
 
 def personalise(
-    p: Personaliser, variant: CompiledVariant, variables: Mapping[str, Any]
+    p: Personaliser,
+    variant: CompiledVariant,
+    variables: Mapping[str, Any],
+    *,
+    check_links: bool = True,
 ) -> Rendered:
-    values = p.values(variables)
+    """Stage 2 for one recipient; raises `UnsafeLink` rather than put a recipient's value
+    that is not http(s) or mailto into a link (`check_links=False`: validation's stand-ins)."""
+    plan = p.plan(variant)
+    values = p.values(variables, plan)
+    if check_links and plan.links:
+        p.check_links(plan, values)
     subject = p.fill(variant.subject, values, escaped=False)
     return Rendered(
         subject=" ".join(subject.split()),  # a header is one line

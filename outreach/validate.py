@@ -2,13 +2,17 @@
 
     the file (schema, keys) -> its audience (segments) -> From and Reply-To
     -> the languages of the audience -> compile (Jinja, MJML) -> links
-    -> render for real and stand-in recipients (stage 2)
+    -> render for stand-in recipients (stage 2) -> what the audience's data will do
 
-Each problem is reported with its file and, where the source has one, its line.
+Each problem is reported with its file and, where the source has one, its line. Errors are
+about the campaign's own files; contacts' data never makes one (a contact named `{{ x }}`
+is a contact, not a template). What the data does to the messages (empty values, links
+that will not be sent) is a warning, counted in the database.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -17,23 +21,25 @@ from typing import Any
 
 import jinja2
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, func, select
+from jinja2 import nodes
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, load_campaign
-from outreach.compiler import UNSUBSCRIBE, CompiledCampaign, compile_campaign
-from outreach.compose import (
-    MINIMAL_CONTACT,
-    NO_DELIVERY,
-    SAMPLE_CONTACT,
-    Composer,
-    Recipient,
-    resolve_language,
-)
+from outreach.compiler import UNSUBSCRIBE, CompiledCampaign, compile_campaign, find_in_templates
+from outreach.compose import MINIMAL_CONTACT, NO_DELIVERY, SAMPLE_CONTACT, resolve_language
 from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
+from outreach.fields import primary_language
 from outreach.models import Contact
-from outreach.render import Personaliser, RenderError, contact_variables
+from outreach.render import (
+    CompiledVariant,
+    LinkSlot,
+    Personaliser,
+    RenderError,
+    personalise,
+    unsafe_link,
+)
 from outreach.segments import audience, audience_of, count
 from outreach.tokens import Links, Tokens
 
@@ -51,6 +57,12 @@ class Validation:
         return not self.errors
 
 
+POSTAL_WARNING = (
+    "no postal address is configured: set OUTREACH_POSTAL_ADDRESS (Korean law requires it "
+    "in advertising, and Gmail and Yahoo expect it in bulk mail)"
+)
+
+
 def validate_campaign(
     path: Path | str, settings: Settings, session: Session | None, root: Path | None = None
 ) -> Validation:
@@ -65,6 +77,8 @@ def validate_campaign(
     validation.errors += segment_errors
     validation.errors += check_addresses(campaign, settings)
     validation.errors += _check_advertising(campaign, settings)
+    if not settings.postal_address and not campaign.spec.advertising:
+        validation.warnings.append(POSTAL_WARNING)
     available = campaign.languages()
     if not available:
         validation.errors.append(
@@ -76,11 +90,10 @@ def validate_campaign(
         )
         return validation
     needed: set[str] = set(available)
-    samples: dict[str, dict[str, Any]] = {}
+    where: ColumnElement[bool] | None = None
     if session is not None and not segment_errors:
-        needed, samples = _audience(
-            campaign, session, audience(include, exclude), available, validation
-        )
+        where = audience(include, exclude)
+        needed = _audience(campaign, session, where, available, validation)
     default = campaign.spec.default_language
     if default not in available and (needed - available or not needed):
         validation.errors.append(
@@ -96,7 +109,10 @@ def validate_campaign(
         return validation
     validation.compiled = compiled
     validation.errors += check_links(compiled, campaign)
-    validation.errors += _check_rendering(campaign, compiled, samples, settings.base_url)
+    validation.errors += _check_rendering(campaign, compiled, settings.base_url)
+    data = _AudienceData(campaign, compiled, session, where, validation.languages)
+    validation.warnings += data.empty_value_warnings()
+    validation.warnings += data.link_warnings()
     return validation
 
 
@@ -139,9 +155,9 @@ def _audience(
     where: ColumnElement[bool],
     available: set[str],
     validation: Validation,
-) -> tuple[set[str], dict[str, dict[str, Any]]]:
-    """The languages the audience will be written in, counted, and a real contact of each
-    (to render for): one GROUP BY, and one row per language."""
+) -> set[str]:
+    """The languages the audience will be written in, counted in one GROUP BY; languages
+    that have no variant are warnings, since those readers get another language."""
     default = campaign.spec.default_language
     validation.audience_size = count(session, where)
     if validation.audience_size == 0:
@@ -149,152 +165,394 @@ def _audience(
     counts = session.execute(
         select(Contact.language, func.count()).where(where).group_by(Contact.language)
     ).all()
-    samples: dict[str, dict[str, Any]] = {}
+    without_variant: dict[str, int] = {}
     for lang, n in counts:
         resolved = resolve_language(lang, available, default)
         validation.languages[resolved] = validation.languages.get(resolved, 0) + n
-        if resolved in samples:
-            continue
-        contact = session.scalars(
-            select(Contact)
-            .where(where, Contact.language.is_(None) if lang is None else Contact.language == lang)
-            .limit(1)
-        ).first()
-        if contact is not None:
-            samples[resolved] = contact_variables(contact)
-    needed = set(validation.languages) if counts else set(available)
-    return needed, samples
+        if lang and lang not in available and primary_language(lang) not in available:
+            spoken = primary_language(lang)
+            without_variant[spoken] = without_variant.get(spoken, 0) + n
+    for spoken, n in sorted(without_variant.items(), key=lambda item: (-item[1], item[0])):
+        who = "1 contact speaks" if n == 1 else f"{n} contacts speak"
+        validation.warnings.append(
+            f"{campaign.path}: {who} {spoken}; there is no {spoken} variant, they get "
+            f"{default} (default_language)"
+        )
+    return set(validation.languages) if counts else set(available)
 
 
 _HREF = re.compile(r"""\b(href|src)\s*=\s*(["'])(.*?)\2""", re.I | re.S)
 
 
 def check_links(compiled: CompiledCampaign, campaign: CampaignFile) -> list[FileError]:
-    errors = []
+    """Static links of every variant: http(s) or mailto:, never empty; and an unsubscribe
+    link. Each is located in the campaign's context or the template that wrote it."""
+    found: dict[tuple[str, int | None, str], list[str]] = {}
     unsubscribe = compiled.marker_of(UNSUBSCRIBE)
     for language, variant in compiled.variants.items():
-        where = campaign.templates_dir / campaign.template_for(language)
-        for attr, _, url in _HREF.findall(variant.html):
-            url = url.strip()
+        names = compiled.templates.get(language) or [campaign.template_for(language)]
+        seen: set[tuple[str, str]] = set()
+        for attr, _, raw in _HREF.findall(variant.html):
+            url = html_lib.unescape(raw).strip()
             if compiled.markers.prefix in url:
                 continue  # a per-recipient link, checked after stage 2
             if attr.lower() == "href" and url.startswith("mailto:"):
                 continue
+            if (attr.lower(), url) in seen:
+                continue
+            seen.add((attr.lower(), url))
             if not url or url == "#":
-                errors.append(
-                    FileError(where, f"an empty or '#' {attr} ({language}): a broken link")
-                )
+                problem = f"an empty or '#' {attr}: a broken link"
             elif not re.match(r"^https?://[^\s/]+", url):
-                errors.append(
-                    FileError(
-                        where,
-                        f"{attr}={url!r} ({language}) is not an http(s) "
-                        "address; write the full https:// URL",
-                    )
-                )
+                problem = f"{attr}={url!r} is not an http(s) address; write the full https:// URL"
+            else:
+                continue
+            path, line, key = _locate_link(campaign, names, url)
+            found.setdefault((path, line, key + problem), []).append(language)
         if unsubscribe is None or unsubscribe not in variant.html:
-            errors.append(
-                FileError(
-                    where,
-                    f"no unsubscribe link ({language}): add "
-                    '<a href="{{ unsubscribe_url }}"> (the shared layout\'s footer '
-                    "has one)",
-                )
+            message = (
+                'no unsubscribe link: add <a href="{{ unsubscribe_url }}"> (the shared '
+                "layout's footer has one)"
             )
-    return errors
+            path = str(campaign.templates_dir / names[0])
+            found.setdefault((path, None, message), []).append(language)
+    return _with_languages(found)
+
+
+def _with_languages(found: dict[tuple[str, int | None, str], list[str]]) -> list[FileError]:
+    """One error per problem, naming every language it is found in."""
+    return [
+        FileError(path, f"{message} ({', '.join(langs)})", line)
+        for (path, line, message), langs in found.items()
+    ]
+
+
+def _context_values(value: Any, loc: tuple[str | int, ...]) -> list[tuple[tuple, str]]:
+    if isinstance(value, dict):
+        return [i for k, v in value.items() for i in _context_values(v, (*loc, str(k)))]
+    if isinstance(value, list):
+        return [i for n, v in enumerate(value) for i in _context_values(v, (*loc, n))]
+    return [(loc, value.strip())] if isinstance(value, str) else []
+
+
+def _locate_link(campaign: CampaignFile, names: list[str], url: str) -> tuple[str, int | None, str]:
+    """Where a bad link was written: the template that has it literally, else the
+    campaign's context value it came from. Returns path, line and a `context.KEY: ` prefix."""
+    literal = re.escape(url) + "|" + re.escape(html_lib.escape(url))
+    pattern = re.compile(f"""\\b(?:href|src)\\s*=\\s*(["'])(?:{literal})\\1""", re.I)
+    found = find_in_templates(campaign.templates_dir, names, pattern)
+    if found is not None:
+        return str(campaign.templates_dir / found[0]), found[1], ""
+    context = campaign.doc.data.get("context") if isinstance(campaign.doc.data, dict) else None
+    for loc, value in _context_values(context, ("context",)):
+        if value == url:
+            key = ".".join(str(p) for p in loc)
+            return str(campaign.path), campaign.line(*loc), f"{key}: "
+    return str(campaign.templates_dir / names[0]), None, ""
 
 
 def _check_rendering(
-    campaign: CampaignFile,
-    compiled: CompiledCampaign,
-    samples: dict[str, dict[str, Any]],
-    base_url: str,
+    campaign: CampaignFile, compiled: CompiledCampaign, base_url: str
 ) -> list[FileError]:
-    """Stage 2 for a real contact of each language, and for one with nothing but an
-    address: what any recipient could get must be complete."""
+    """Stage 2 of each variant for a stand-in with every field and one with nothing but an
+    address: what any recipient could get must be complete. Stand-ins, not real contacts:
+    a contact's own data (say a name written `{{ Maria }}`) is never the template's fault."""
     # Nothing rendered here reaches anyone: sign with a key of its own.
     links = Links(base_url, Tokens.throwaway())
-    composer = Composer(
-        compiled.variants, campaign.spec.default_language, compiled.personaliser(), links
-    )
-    errors = []
-    for language in compiled.variants:
-        minimal = {**MINIMAL_CONTACT, "language": language}
-        real = samples.get(language) or {**SAMPLE_CONTACT, "language": language}
-        for contact in (real, minimal):
-            error = _render_one(campaign, compiled, composer, language, contact)
-            if error is not None:
-                errors.append(error)
+    personaliser = compiled.personaliser()
+    found: dict[tuple[str, int | None, str], list[str]] = {}
+    for language, variant in compiled.variants.items():
+        for contact in (SAMPLE_CONTACT, MINIMAL_CONTACT):
+            contact = {**contact, "language": language}
+            variables = {"contact": contact, **links.variables(NO_DELIVERY)}
+            errors = _render_one(campaign, compiled, personaliser, variant, variables)
+            for error in errors:
+                found.setdefault((error.path, error.line, error.message), []).append(language)
+            if errors:
                 break
-    return errors
+    return _with_languages(found)
 
 
 def _render_one(
     campaign: CampaignFile,
     compiled: CompiledCampaign,
-    composer: Composer,
-    language: str,
-    contact: dict[str, Any],
-) -> FileError | None:
-    recipient = Recipient(NO_DELIVERY, contact.get("email"), contact.get("name"), contact)
+    personaliser: Personaliser,
+    variant: CompiledVariant,
+    variables: dict[str, Any],
+) -> list[FileError]:
+    language = variant.language
     try:
-        rendered = composer.render(recipient, language)
-    except (jinja2.UndefinedError, jinja2.TemplateError, RenderError) as exc:
-        return _stage2_error(exc, compiled, campaign, language, contact)
+        # Links made of recipients' values are checked per recipient; see link_warnings.
+        rendered = personalise(personaliser, variant, variables, check_links=False)
+    except (jinja2.TemplateError, RenderError, TypeError, ValueError, LookupError) as exc:
+        return _stage2_errors(exc, compiled, personaliser, campaign, variant, variables)
     where = campaign.templates_dir / campaign.template_for(language)
+    minimal = variables["contact"].get("name") is None
     if not rendered.subject.strip():
-        return campaign.error(
-            f"the {language} subject renders empty for {contact['email']}; give a default, e.g. "
-            "{{ contact.name | default('colleague', true) }}",
-            "subject",
-        )
+        return [
+            campaign.error(
+                "the subject renders empty for a contact "
+                + ("without a name" if minimal else "with every field")
+                + "; give a default, e.g. {{ contact.name | default('colleague', true) }}",
+                "subject",
+            )
+        ]
     for part, text in (
         ("subject", rendered.subject),
         ("HTML", rendered.html),
         ("text", rendered.text),
     ):
+        # The stand-ins hold no braces: any that reach the message came from the campaign.
         if re.search(r"\{\{|\{%", text):
-            return FileError(
-                where,
-                f"the {language} {part} contains a literal '{{{{' or "
-                "'{%' that would reach recipients",
-            )
-    return None
+            return [
+                FileError(
+                    where,
+                    f"the {part} contains a literal '{{{{' or '{{%' that would reach recipients",
+                )
+            ]
+    return []
 
 
-def _stage2_error(
+def _stage2_errors(
     exc: Exception,
     compiled: CompiledCampaign,
+    personaliser: Personaliser,
     campaign: CampaignFile,
-    language: str,
-    contact: dict[str, Any],
-) -> FileError:
-    message = getattr(exc, "message", None) or str(exc)
-    # Find which lifted expression failed by rendering them one at a time.
-    for index, source in enumerate(compiled.expressions):
+    variant: CompiledVariant,
+    variables: dict[str, Any],
+) -> list[FileError]:
+    """Which of the variant's per-recipient expressions fail, each at its own line. Those
+    the compiler made (tracked links, the pixel, the advertising footer) only fail through a
+    value written elsewhere, which is reported where it was written."""
+    errors: list[FileError] = []
+    generated: list[FileError] = []
+    who = "" if variables["contact"].get("name") else " for a contact with only an address"
+    for index in personaliser.plan(variant).used:
+        source = compiled.expressions[index]
         try:
-            Personaliser([source], compiled.nonce).values(
-                {
-                    "contact": contact,
-                    "unsubscribe_url": "",
-                    "preferences_url": "",
-                    "view_online_url": "",
-                    "open_url": "",
-                    "click": lambda url: url,
-                }
+            Personaliser([source], compiled.nonce).values(variables)
+        except Exception as failure:
+            message = getattr(failure, "message", None) or str(failure)
+            template, line = compiled.place(index, variant.language)
+            hint = ""
+            if isinstance(failure, jinja2.UndefinedError):
+                inner = source.removeprefix("{{ ").removesuffix(" }}")
+                hint = f"; give a default, e.g. {{{{ {inner} | default('…', true) }}}}"
+            at: int | None = line
+            if template and template.endswith(".mjml"):
+                where = campaign.templates_dir / template
+            elif template is None:
+                where, at = campaign.path, campaign.line("subject")
+            else:
+                generated.append(FileError(campaign.path, f"{template}: {message}{who}"))
+                continue
+            errors.append(FileError(where, f"{source}: {message}{who}{hint}", at))
+    errors = errors or generated
+    if not errors:
+        message = getattr(exc, "message", None) or str(exc)
+        errors.append(FileError(campaign.path, message))
+    return errors
+
+
+# What validate can say about a recipient value: which contact field an expression prints.
+
+_FIELDS = (
+    "name",
+    "organisation",
+    "organisation_type",
+    "city",
+    "country",
+    "language",
+    "membership",
+    "consent",
+)
+_PARSER = jinja2.Environment()
+
+
+@dataclass(frozen=True)
+class PrintedField:
+    """A contact field an expression prints as it is, e.g. `contact.name` or
+    `contact.attributes.region | default('Asia', true)`."""
+
+    path: tuple[str, ...]
+    # default(…) replaces a missing attribute; default(…, true) an empty value too.
+    has_default: bool = False
+    default_covers_empty: bool = False
+    default: Any = None
+
+    @property
+    def name(self) -> str:
+        return "contact." + ".".join(self.path)
+
+    def column(self) -> Any:
+        if len(self.path) == 2 and self.path[0] == "attributes":
+            return Contact.attributes[self.path[1]].as_string()
+        if len(self.path) == 1 and self.path[0] in _FIELDS:
+            return getattr(Contact, self.path[0])
+        return None
+
+
+def printed_field(source: str) -> PrintedField | None:
+    try:
+        body = _PARSER.parse(source).body
+    except jinja2.TemplateSyntaxError:
+        return None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    node = body[0].nodes[0]
+    has_default = covers_empty = False
+    default = None
+    while isinstance(node, nodes.Filter) and node.node is not None:
+        if node.name in ("default", "d"):
+            has_default = True
+            boolean: Any = node.args[1] if len(node.args) > 1 else None
+            boolean = next((kw.value for kw in node.kwargs if kw.key == "boolean"), boolean)
+            covers_empty = covers_empty or (
+                isinstance(boolean, nodes.Const) and bool(boolean.value)
             )
-        except Exception:
-            origin, line = compiled.origins[index]
-            in_template = bool(origin and origin.endswith(".mjml"))
-            where = campaign.templates_dir / origin if origin and in_template else campaign.path
-            hint = (
-                "; give a default, e.g. {{ contact.attributes.region | default('', true) }}"
-                if "undefined" in message or "attribute" in message
-                else ""
+            if node.args and isinstance(node.args[0], nodes.Const):
+                default = node.args[0].value
+        node = node.node
+    path: list[str] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            path.insert(0, node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            path.insert(0, node.arg.value)
+        else:
+            return None
+        node = node.node
+    if not (isinstance(node, nodes.Name) and node.name == "contact" and path):
+        return None
+    return PrintedField(tuple(path), has_default, covers_empty, default)
+
+
+def _empty(column: Any) -> ColumnElement[bool]:
+    return or_(column.is_(None), column == "")
+
+
+@dataclass
+class _AudienceData:
+    """Warnings about what the audience's own data does to the messages, each counted in
+    the database (one GROUP BY per field), never by loading contacts."""
+
+    campaign: CampaignFile
+    compiled: CompiledCampaign
+    session: Session | None
+    where: ColumnElement[bool] | None
+    languages: dict[str, int]
+
+    def __post_init__(self) -> None:
+        personaliser = self.compiled.personaliser()
+        self.plans = {lang: personaliser.plan(v) for lang, v in self.compiled.variants.items()}
+
+    def _users(self, index: int) -> list[str]:
+        return [lang for lang, plan in sorted(self.plans.items()) if index in plan.used]
+
+    def _count(self, condition: ColumnElement[bool]) -> dict[str, int]:
+        """Recipients matching `condition`, by the variant they get."""
+        assert self.session is not None and self.where is not None
+        available = self.campaign.languages()
+        by_variant: dict[str, int] = {}
+        for lang, n in self.session.execute(
+            select(Contact.language, func.count())
+            .where(self.where, condition)
+            .group_by(Contact.language)
+        ):
+            resolved = resolve_language(lang, available, self.campaign.spec.default_language)
+            by_variant[resolved] = by_variant.get(resolved, 0) + n
+        return by_variant
+
+    def _where(self, index: int, language: str) -> tuple[str, str]:
+        """`path:line` of an expression, and the line as written."""
+        template, line = self.compiled.place(index, language)
+        if not (template and template.endswith(".mjml")):
+            return f"{self.campaign.path}:{self.campaign.line('subject')}", ""
+        path = self.campaign.templates_dir / template
+        try:
+            written = path.read_text(encoding="utf-8").splitlines()[line - 1]
+            written = re.sub(r"<[^>]*>", "", written).strip()  # the words, not the markup
+        except (OSError, IndexError, UnicodeDecodeError):
+            written = ""
+        return f"{path}:{line}", written
+
+    def empty_value_warnings(self) -> list[str]:
+        """A field printed without a default that is empty for some of its readers: they
+        would get "Dear ," — name it, where it is written, and how many."""
+        if self.session is None or self.where is None:
+            return []
+        warnings = []
+        for index, source in enumerate(self.compiled.expressions):
+            printed = printed_field(source)
+            if printed is None or printed.default_covers_empty:
+                continue
+            column = printed.column()
+            if column is None or (printed.path[0] == "attributes" and not printed.has_default):
+                continue  # a missing attribute without a default is already an error
+            users = self._users(index)
+            # A missing attribute takes the default; an empty one does not.
+            condition = column == "" if printed.path[0] == "attributes" else _empty(column)
+            empties = self._count(condition) if users else {}
+            n = sum(empties.get(lang, 0) for lang in users)
+            if not n:
+                continue
+            total = sum(self.languages.get(lang, 0) for lang in users)
+            readers = [lang for lang in users if empties.get(lang)]
+            at, written = self._where(index, readers[0])
+            counted = (
+                f"{printed.name} is empty for {n} of {total} recipients ({', '.join(readers)})"
             )
-            return FileError(
-                where,
-                f"{source}: {message} (for {contact.get('email')}, {language}){hint}",
-                line if in_template else campaign.line("subject"),
+            if printed.has_default:
+                fix = repr(printed.default) if printed.default is not None else "'…'"
+                warnings.append(
+                    f"{at}: {counted}, and default() without true leaves an empty value "
+                    f"empty; write {{{{ {printed.name} | default({fix}, true) }}}}"
+                )
+            else:
+                shown = f' "{written}"' if written else " it"
+                warnings.append(
+                    f"{at}: {counted}, who would read{shown} with nothing in its place; "
+                    f"give a default: {{{{ {printed.name} | default('…', true) }}}}"
+                )
+        return warnings
+
+    def link_warnings(self) -> list[str]:
+        """A link whose address is a recipient's value is checked per message: anything but
+        http(s) or mailto: fails that delivery. Say so, and count who would fail."""
+        slots: dict[int, tuple[LinkSlot, list[str]]] = {}
+        for lang, plan in sorted(self.plans.items()):
+            for slot in plan.links:
+                slots.setdefault(slot.expressions[0], (slot, []))[1].append(lang)
+        warnings = []
+        for index, (slot, users) in slots.items():
+            source = self.compiled.expressions[index]
+            at, _ = self._where(index, users[0])
+            counted = self._unsafe_count(slot, users)
+            warnings.append(
+                f'{at}: {slot.attribute}="{source}" is a per-recipient link: only http(s) '
+                "and mailto: addresses are sent, and a recipient whose value is anything "
+                "else gets no message (the delivery fails, with the reason)" + counted
             )
-    return FileError(campaign.path, message)
+        return warnings
+
+    def _unsafe_count(self, slot: LinkSlot, users: list[str]) -> str:
+        printed = printed_field(self.compiled.expressions[slot.expressions[0]])
+        whole = len(slot.parts) == 3 and slot.parts[0] == slot.parts[2] == ""
+        column = printed.column() if printed is not None else None
+        if self.session is None or printed is None or column is None or not whole:
+            return ""
+        lowered = func.lower(column)
+        schemes = ["http://%", "https://%"] + (["mailto:%"] if slot.attribute == "href" else [])
+        not_a_link = not_(or_(*(lowered.like(s) for s in schemes)))
+        empty_fails = not printed.default_covers_empty or unsafe_link(
+            slot.attribute, str(printed.default or "")
+        )
+        condition = (
+            or_(_empty(column), not_a_link)
+            if empty_fails
+            else and_(not_(_empty(column)), not_a_link)
+        )
+        failing = self._count(condition)
+        n = sum(failing.get(lang, 0) for lang in users)
+        total = sum(self.languages.get(lang, 0) for lang in users)
+        return f"; {n} of {total} recipients have such a value today"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,35 @@ def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc)
-        hint = ""
-        if "\t" in text and "found character '\\t'" in problem:
-            hint = "; indent with spaces, not tabs"
-        raise FileError(path, f"YAML syntax error: {problem}{hint}", line) from None
+        raise FileError(path, f"YAML syntax error: {problem}{_hint(problem)}", line) from None
     except yaml.YAMLError as exc:
         raise FileError(path, f"YAML error: {exc}") from None
     lines = LineMap()
     data = None if root is None else _construct(root, (), lines, path, yaml.SafeLoader(""))
     return YamlDoc(path=path, data=data, lines=lines, root=root)
+
+
+def _hint(problem: str) -> str:
+    """What a YAML parser's complaint usually means in a hand-written file."""
+    if "found character '\\t'" in problem:
+        return "; indent with spaces, not tabs"
+    if any(
+        words in problem
+        for words in (
+            "expected <block end>",
+            "did not find expected key",
+            "mapping values are not allowed",
+            "could not find expected ':'",
+            "did not find expected '-'",
+        )
+    ):
+        return (
+            "; indentation? The keys of one mapping start in the same column, and a "
+            "value's own keys further right (spaces only)"
+        )
+    if "expected ',' or ']'" in problem or "expected ',' or '}'" in problem:
+        return "; a [ or { that is not closed?"
+    return ""
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -106,6 +127,16 @@ def _describe(error: dict[str, Any]) -> str:
     if kind.startswith("literal_error") or kind == "enum":
         return f"{loc}: {msg}"
     return f"{loc}: {msg}"
+
+
+def _near(key: str, names: list[str]) -> str | None:
+    """The allowed key a mistyped one most likely meant (`replyto` -> `reply_to`)."""
+    folded = {name.replace("_", "").replace("-", "").lower(): name for name in names}
+    plain = key.replace("_", "").replace("-", "").lower()
+    if plain in folded:
+        return folded[plain]
+    found = difflib.get_close_matches(plain, list(folded), n=1, cutoff=0.75)
+    return folded[found[0]] if found else None
 
 
 def validation_errors(
@@ -123,6 +154,10 @@ def validation_errors(
             parent = loc[:-1]
             names = allowed.get(tuple(p for p in parent if isinstance(p, str)), None)
             if names:
-                message += f"; allowed keys: {', '.join(names)}"
+                near = _near(str(loc[-1]), names)
+                if near:
+                    message += f": did you mean {near}?"
+                else:
+                    message += f"; allowed keys: {', '.join(names)}"
         errors.append(FileError(doc.path, message, doc.lines.line_for(loc)))
     return FileErrors(errors)

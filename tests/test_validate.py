@@ -11,7 +11,7 @@ from outreach.contacts import import_csv
 from outreach.models import Campaign, Delivery
 from outreach.validate import validate_campaign
 from tests.conftest import write
-from tests.project import CAMPAIGN, NEWS_EN, make_project
+from tests.project import CAMPAIGN, LAYOUT, NEWS_EN, NEWS_KO, make_project
 
 SETTINGS = Settings(postal_address="Seoul", secret_key="k-0123456789abcdef0123456789abcdef")
 
@@ -51,7 +51,7 @@ def test_the_example_project_is_clean(tmp_path: Path) -> None:
         ),
         (
             lambda c: c.replace("audience:", "audience:\n  exclud: [x]"),
-            "unknown key audience.exclud; allowed keys: include, exclude",
+            "unknown key audience.exclud: did you mean exclude?",
             9,
         ),
         (
@@ -69,6 +69,11 @@ def test_the_example_project_is_clean(tmp_path: Path) -> None:
         (lambda c: c + "send_at: 2026-12-01T09:00:00\n", "give a time zone", 17),
         (lambda c: c + "rate: fast\n", "is not a rate", 17),
         (lambda c: c + "context2: {}\n", "unknown key context2", 17),
+        (
+            lambda c: c + "tracking: {pixels: true}\n",
+            "unknown key tracking.pixels; allowed keys: opens, clicks",
+            17,
+        ),
         (lambda c: c.replace("subject:\n", "subject: ''\nx_subject:\n"), "the subject is empty", 3),
         (
             lambda c: c.replace("  articles:", "  contact: 1\n  articles:"),
@@ -223,3 +228,228 @@ def test_shipped_campaigns_validate(run_cli, tmp_path: Path) -> None:  # type: i
     result = run_cli("campaigns", "validate", env=env)
     assert result.exit_code == 0, result.output
     assert result.output.count("ok ") == 4
+
+
+# Issue 13, items 9-13: validate tells you what recipients will see.
+
+
+def validated(tmp_path: Path, session: Session | None, csv: str | None = None, **kw: str):  # type: ignore[no-untyped-def]
+    path = make_project(tmp_path, kw.pop("campaign", CAMPAIGN), **kw)
+    if csv is not None:
+        write(tmp_path / "contacts.csv", csv)
+    if session is not None:
+        import_csv(session, tmp_path / "contacts.csv")
+    return validate_campaign(path, SETTINGS, session)
+
+
+def test_a_language_without_a_variant_is_a_warning_with_its_count(
+    tmp_path: Path, session: Session
+) -> None:
+    rows = "".join(f"k{i}@suwon.example.org,김{i},Suwon,KR,ko,full\n" for i in range(6))
+    csv = "email,name,organisation,country,language,membership\n" + rows
+    csv += "m@makati.example.com,Maria,Makati,PH,en,full\nj@y.example.com,Sato,Y,JP,ja-JP,full\n"
+    path = make_project(tmp_path)
+    (tmp_path / "templates" / "news.ko.mjml").unlink()
+    write(tmp_path / "contacts.csv", csv)
+    import_csv(session, tmp_path / "contacts.csv")
+    report = validate_campaign(path, SETTINGS, session)
+    assert report.ok, report.errors
+    one(
+        report.warnings,
+        "news.yaml: 6 contacts speak ko; there is no ko variant, they get en (default_language)",
+    )
+    one(
+        report.warnings,
+        "news.yaml: 1 contact speaks ja; there is no ja variant, they get en (default_language)",
+    )
+    assert not any("speak en" in w or "speaks en" in w for w in report.warnings)
+
+
+NO_NAME = """email,name,organisation,country,language,membership
+a@x.example.org,,Makati,PH,en,full
+b@x.example.org,,Cebu,PH,en,full
+c@x.example.org,Maria,Quezon,PH,en,full
+d@x.example.org,,수원,KR,ko,full
+"""
+
+
+def test_an_empty_recipient_value_without_a_default_is_a_warning(
+    tmp_path: Path, session: Session
+) -> None:
+    template = NEWS_EN.replace(
+        '{{ contact.name | default("colleague", true) }}', "{{ contact.name }}"
+    )
+    report = validated(tmp_path, session, NO_NAME, **{"news.en.mjml": template})
+    assert report.ok, report.errors
+    warning = one(report.warnings, "contact.name")
+    # The ko variant has a default: only the two nameless English readers count.
+    assert "news.en.mjml:4:" in warning and "2 of 3 recipients" in warning
+    assert "Dear {{ contact.name }} of" in warning and "default(" in warning
+    # Every contact has an organisation: no warning for it.
+    assert not any("contact.organisation is empty" in w for w in report.warnings)
+
+
+def test_a_default_without_true_does_not_cover_an_empty_value(
+    tmp_path: Path, session: Session
+) -> None:
+    template = NEWS_EN.replace(
+        '{{ contact.name | default("colleague", true) }}',
+        '{{ contact.name | default("colleague") }}',
+    )
+    report = validated(tmp_path, session, NO_NAME, **{"news.en.mjml": template})
+    warning = one(report.warnings, "contact.name")
+    assert "2 of 3" in warning and "true)" in warning
+
+
+def test_an_empty_attribute_without_a_default_is_counted(tmp_path: Path, session: Session) -> None:
+    csv = "email,name,language,region\na@x.example.org,A,en,east-asia\nb@x.example.org,B,en,\n"
+    template = NEWS_EN.replace(
+        '{{ contact.name | default("colleague", true) }}',
+        "{{ contact.name }} ({{ contact.attributes.region | default('') }})",
+    )
+    report = validated(tmp_path, session, csv, **{"news.en.mjml": template})
+    # An explicit default (even an empty one) is a choice the author made.
+    assert not any("contact.attributes.region is" in w for w in report.warnings), report.warnings
+
+
+def test_an_error_only_in_the_korean_template_is_reported_once(tmp_path: Path) -> None:
+    broken = NEWS_KO.replace("{{ article.title.ko }}", "{{ article.titel.ko }}")
+    errors = errors_for(tmp_path, **{"news.ko.mjml": broken})
+    assert len(errors) == 1, errors
+    assert "news.ko.mjml:6:" in errors[0] and "(ko)" in errors[0]
+
+
+def test_a_recipient_error_only_in_the_korean_template_is_reported_once(
+    tmp_path: Path, session: Session
+) -> None:
+    broken = NEWS_KO.replace("{{ contact.name", "{{ contact.attributes.position }} {{ contact.name")
+    errors = errors_for(tmp_path, session=session, **{"news.ko.mjml": broken})
+    assert len(errors) == 1, errors
+    assert "news.ko.mjml:4:" in errors[0] and "ko" in errors[0] and "en)" not in errors[0]
+
+
+def test_errors_in_both_variants_are_all_reported(tmp_path: Path) -> None:
+    en = NEWS_EN.replace("{{ article.title.en }}", "{{ article.titel.en }}")
+    ko = NEWS_KO.replace("{{ article.title.ko }}", "{{ article.titel.ko }}")
+    errors = errors_for(tmp_path, **{"news.en.mjml": en, "news.ko.mjml": ko})
+    one(errors, "news.en.mjml:6:")
+    one(errors, "news.ko.mjml:6:")
+    en2 = NEWS_EN.replace("{{ contact.organisation }}", "{{ contact.attributes.x }}")
+    ko2 = NEWS_KO.replace("님,", "{{ contact.attributes.y }}님,")
+    errors = errors_for(tmp_path, **{"news.en.mjml": en2, "news.ko.mjml": ko2})
+    assert "en" in one(errors, "contact.attributes.x") and "news.en.mjml:4:" in errors[0]
+    assert "news.ko.mjml:4:" in one(errors, "contact.attributes.y")
+
+
+def test_an_error_in_the_shared_layout_is_reported_once_for_both_languages(
+    tmp_path: Path,
+) -> None:
+    layout = LAYOUT.replace("{{ postal_address }}", "{{ postal_adress }}")
+    errors = errors_for(tmp_path, **{"layouts__base.mjml": layout})
+    assert len(errors) == 1, errors
+    assert "layouts/base.mjml:5:" in errors[0] and "postal_adress" in errors[0]
+
+
+def test_an_unclosed_mj_text_has_its_line(tmp_path: Path) -> None:
+    broken = NEWS_EN.replace("{{ contact.organisation }},</mj-text>", "{{ contact.organisation }},")
+    error = one(errors_for(tmp_path, **{"news.en.mjml": broken}), "<mj-text>")
+    assert "news.en.mjml:4:" in error and "never closed" in error
+
+
+def test_a_stray_closing_tag_has_its_line(tmp_path: Path) -> None:
+    broken = NEWS_EN.replace("</mj-column></mj-section>", "</mj-column></mj-column></mj-section>")
+    error = one(errors_for(tmp_path, **{"news.en.mjml": broken}), "</mj-column>")
+    assert "news.en.mjml:9:" in error
+
+
+def test_an_unknown_mj_tag_has_its_line_and_the_near_one(tmp_path: Path) -> None:
+    broken = NEWS_EN.replace("<mj-column>", "<mj-colum>").replace("</mj-column>", "</mj-colum>")
+    error = one(errors_for(tmp_path, **{"news.en.mjml": broken}), "unknown MJML tag <mj-colum>")
+    assert "news.en.mjml:3:" in error and "mj-column" in error
+
+
+def test_an_unknown_mj_tag_in_the_layout_is_found_there(tmp_path: Path) -> None:
+    layout = LAYOUT.replace("<mj-text>", "<mj-txet>").replace("</mj-text>", "</mj-txet>")
+    error = one(errors_for(tmp_path, **{"layouts__base.mjml": layout}), "<mj-txet>")
+    assert "layouts/base.mjml:4:" in error and "mj-text" in error
+
+
+def test_an_empty_link_in_a_template_has_its_line(tmp_path: Path) -> None:
+    broken = NEWS_EN.replace('href="https://citynet-ap.org/"', 'href=""')
+    error = one(errors_for(tmp_path, **{"news.en.mjml": broken}), "broken link")
+    assert "news.en.mjml:8:" in error
+
+
+def test_a_non_http_link_from_the_context_points_at_the_campaign_file(tmp_path: Path) -> None:
+    campaign = CAMPAIGN.replace(
+        "url: https://citynet-ap.org/news/suwon", "url: ftp://citynet-ap.org/news/suwon"
+    )
+    errors = errors_for(tmp_path, campaign)
+    error = one(errors, "ftp://citynet-ap.org/news/suwon")
+    assert "news.yaml:16:" in error and "context.articles.1.url" in error
+    assert len([e for e in errors if "ftp://" in e]) == 1, errors  # once, for en and ko
+
+
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        (lambda c: c.replace("  include: [everyone]", "  include: [everyone]\n exclude: []"), 10),
+        (lambda c: c.replace("reply_to: info", "  reply_to: info"), 7),
+    ],
+)
+def test_a_yaml_syntax_error_hints_at_indentation(tmp_path: Path, edit, line: int) -> None:  # type: ignore[no-untyped-def]
+    error = one(errors_for(tmp_path, edit(CAMPAIGN)), "YAML syntax error")
+    assert "indentation?" in error and f"news.yaml:{line}:" in error
+
+
+def test_an_unknown_key_suggests_the_near_one(tmp_path: Path) -> None:
+    errors = errors_for(tmp_path, CAMPAIGN.replace("reply_to:", "replyto:"))
+    error = one(errors, "replyto")
+    assert "news.yaml:7: unknown key replyto: did you mean reply_to?" in error
+    tracking = errors_for(tmp_path, CAMPAIGN + "tracking: {click: true}\n")
+    assert "unknown key tracking.click: did you mean clicks?" in one(tracking, "tracking.click")
+
+
+def test_a_missing_postal_address_is_a_warning(tmp_path: Path) -> None:
+    path = make_project(tmp_path)
+    report = validate_campaign(path, Settings(secret_key=SETTINGS.secret_key), None)
+    assert report.ok
+    one(report.warnings, "OUTREACH_POSTAL_ADDRESS")
+    assert not any(
+        "OUTREACH_POSTAL_ADDRESS" in w for w in validate_campaign(path, SETTINGS, None).warnings
+    )
+
+
+def test_preview_says_which_variant_it_used(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_project(tmp_path)
+    env = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
+    result = run_cli("campaigns", "preview", "campaigns/news.yaml", "--lang", "fr", env=env)
+    assert result.exit_code == 0, result.output
+    assert "there is no fr variant; previewing en (default_language)" in result.output
+    assert (tmp_path / "preview" / "news.en.html").exists()
+    ko = run_cli("campaigns", "preview", "campaigns/news.yaml", "--lang", "ko-KR", env=env)
+    assert "no ko-KR variant" not in ko.output and "there is no" not in ko.output
+
+
+@pytest.mark.parametrize("command", ["preview", "validate"])
+def test_help_examples_are_not_squashed_onto_one_line(run_cli, command: str) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    result = run_cli("campaigns", command, "--help")
+    example = result.output.split("Example:", 1)[1].split("Options:", 1)[0]
+    lines = [line for line in example.splitlines() if line.strip()]
+    assert lines and all(not re.search(r"\S {3,}\S", line) for line in lines), lines
+
+
+def test_a_tracked_link_with_an_undefined_value_is_reported_where_it_is_written(
+    tmp_path: Path,
+) -> None:
+    template = NEWS_EN.replace(
+        'href="https://citynet-ap.org/"',
+        'href="https://citynet-ap.org/?r={{ contact.attributes.region }}"',
+    )
+    errors = errors_for(
+        tmp_path, CAMPAIGN + "tracking: {clicks: true}\n", **{"news.en.mjml": template}
+    )
+    assert len(errors) == 1, errors
+    assert "news.en.mjml:8:" in errors[0] and "region" in errors[0]
