@@ -775,7 +775,9 @@ def _status_view(status: Any) -> Any:
         line += f"; {status.note}"
     elif status.eta_seconds is not None and status.state == "sending":
         line += f", about {int(status.eta_seconds)} s left"
-    bar = ProgressBar(total=max(status.total, 1), completed=done, width=60)
+    # In a grid, the bar ends its line even where nothing is wrapped (output to a pipe).
+    bar = Table.grid()
+    bar.add_row(ProgressBar(total=max(status.total, 1), completed=done, width=60))
     return Group(table, bar, Text(line))
 
 
@@ -1005,28 +1007,29 @@ def demo(app: App, directory: Path) -> None:
     """Set up, import the example contacts, and send the example newsletter to an outbox.
 
     Everything happens in a folder of its own, with a worker the demo starts and stops;
-    no real person is mailed. Afterwards, `cd` there and try any other command.
+    no real person is mailed. The example files come with the package, so it runs in any
+    folder. Its last lines are commands to paste into a shell as they are.
 
     \b
     Example:
       outreach demo --dir /tmp/outreach-demo
     """
     from outreach.db import reader_sessionmaker
-    from outreach.demo import run_demo
+    from outreach.demo import CAMPAIGN, next_commands, run_demo
     from outreach.lifecycle import status
 
     settings = run_demo(directory, lambda line: console.print(line, soft_wrap=True))
     with reader_sessionmaker(settings.database_url)() as session:
-        console.print(_status_view(status(session, "2026-12-newsletter")))
-    files = sorted((settings.outbox / "2026-12-newsletter").glob("*.eml"))
+        console.print(_status_view(status(session, CAMPAIGN)))
+    files = sorted((settings.outbox / CAMPAIGN).glob("*.eml"))
     console.print(
-        f"{len(files)} messages are in {settings.outbox / '2026-12-newsletter'}, e.g. "
-        f"{files[0] if files else 'none'}"
+        f"{len(files)} messages are in {settings.outbox / CAMPAIGN}, e.g. "
+        f"{files[0] if files else 'none'}",
+        soft_wrap=True,
     )
-    console.print(
-        f"next: cd {directory} && outreach campaigns preview "
-        "campaigns/2026-12-newsletter.yaml --contact mayor.office@suwon.example.org"
-    )
+    console.print("Try it, in a shell (each line as it is):")
+    for command in next_commands(directory):
+        console.print(f"  {command}", soft_wrap=True)
 
 
 @cli.command()

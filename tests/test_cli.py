@@ -158,6 +158,11 @@ def test_piped_output_is_never_wrapped_or_cut(run_cli, tmp_path: Path) -> None: 
     assert address in suppressed and note in suppressed
     again = run_cli("campaigns", "send", "campaigns/news.yaml").output
     assert f"campaigns status {LONG_NAME} --watch`" in again
+    status = run_cli("campaigns", "status", LONG_NAME).output.splitlines()
+    assert status[0] == f"{LONG_NAME}: sending"
+    assert any(
+        re.match(r"0/3 done, 0 sent in the last minute; no worker has been seen", x) for x in status
+    )
 
 
 # --- item 7: --json on list and show commands --------------------------------------------------
