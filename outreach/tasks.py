@@ -9,7 +9,6 @@ scheduled campaigns whose time has come.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sqlite3
 import threading
@@ -172,13 +171,14 @@ def run_worker(settings: Settings, workers: int) -> None:
         graceful_signal="TERM",
     )
     STOP.event = consumer.stop_flag
-    # Ctrl-C means the same: turn it into the graceful signal (a second one stops at once).
-    signal.signal(signal.SIGINT, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
     heartbeat = Heartbeat(settings.database_url, workers)
     heartbeat.start()
     try:
         queue.sweep()  # resume whatever a previous worker left, now
         consumer.run()
+        # Ctrl-C is huey's immediate stop, which for threads only sets the stop flag and
+        # returns: wait, as for SIGTERM, until the senders have given their claims back.
+        consumer.stop(graceful=True)
     finally:
         heartbeat.stop()
 

@@ -372,3 +372,28 @@ def test_a_worker_that_cannot_reach_the_queue_says_so_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert url in lines[0] and "OUTREACH_QUEUE_URL" in lines[0]
+
+
+def test_ctrl_c_stops_a_worker_as_cleanly_as_sigterm(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    import signal
+
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        rate=Settings_rate("40/s"),
+        batch_size=50,
+    )
+    path = project_with(tmp_path, session, csv=contacts_csv(200))
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, 2) as worker:
+        wait_for(lambda: len(smtp.handler.received) >= 20, 30, "sending to start", log)
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.process.wait(timeout=30) == 0
+    stopped = current(settings)
+    assert stopped.counts["sending"] == 0, "claims must be given back on Ctrl-C"
+    assert stopped.counts["sent"] == len(smtp.handler.received)
