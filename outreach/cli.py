@@ -275,6 +275,7 @@ def contacts_import(
     type=click.Path(path_type=Path),
     default=Path("campaigns/segments.yaml"),
     show_default=True,
+    help="The segments file.",
 )
 @pass_app
 def contacts_export(
@@ -1191,6 +1192,7 @@ def bounces_receive(app: App, host: str, port: int) -> None:
     type=click.Path(path_type=Path),
     default=Path("campaigns/segments.yaml"),
     show_default=True,
+    help="The segments file.",
 )
 @pass_app
 def campaigns_report(
