@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 # No markup: user text ("include: [a, b]", "[TEST ko]") must print as it is.
 console = Console(highlight=False, markup=False)
 err_console = Console(stderr=True, highlight=False, markup=False)
+# Wide enough that no table is ever cut to fit: what a file or a program reads has no width.
+PIPED_WIDTH = 100_000
+
+
+def whole_when_piped() -> None:
+    """Output to a file or another program is never wrapped at 80 columns, and no table cell
+    is cut with …: scripts parse it and people paste it into tickets. At a terminal, rich
+    fits it to the window as usual."""
+    for stream in (console, err_console):
+        if not stream.is_terminal:
+            stream.soft_wrap = True
+            stream.width = PIPED_WIDTH
 
 
 def labelled(label: str, style: str, text: object) -> Text:
@@ -119,6 +131,7 @@ def cli() -> None:
     Example:
       outreach init && outreach contacts import examples/contacts.csv
     """
+    whole_when_piped()
 
 
 @cli.command()
@@ -262,6 +275,7 @@ def contacts_import(
     type=click.Path(path_type=Path),
     default=Path("campaigns/segments.yaml"),
     show_default=True,
+    help="The segments file.",
 )
 @pass_app
 def contacts_export(
@@ -473,8 +487,7 @@ def segments() -> None:
 
 
 segments_file_option = click.option(
-    "--file",
-    "segments_file",
+    "--segments-file",
     type=click.Path(path_type=Path),
     default=Path("campaigns/segments.yaml"),
     show_default=True,
@@ -484,25 +497,40 @@ segments_file_option = click.option(
 
 @segments.command("list")
 @segments_file_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @pass_app
-def segments_list(app: App, segments_file: Path) -> None:
+def segments_list(app: App, segments_file: Path, as_json: bool) -> None:
     """List segments with their description and live member count.
 
     \b
     Example:
-      outreach segments list --file campaigns/segments.yaml
+      outreach segments list --segments-file campaigns/segments.yaml
+      outreach segments list --json
     """
+    import json
+
     from outreach.segments import count, load_segments, not_suppressed
 
     if not segments_file.exists():
         raise UserError(f"{segments_file}: no such file; define segments there (see README)")
     with app.reader() as session:
         defined = load_segments(segments_file, session)
-        rows = [
-            [name, s.description, count(session, s.where & not_suppressed())]
+        listed = [
+            {
+                "segment": name,
+                "description": s.description,
+                "contacts": count(session, s.where & not_suppressed()),
+            }
             for name, s in defined.items()
         ]
+    if as_json:
+        click.echo(json.dumps(listed, ensure_ascii=False))
+        return
+    rows = [[x["segment"], x["description"], x["contacts"]] for x in listed]
     print_table(str(segments_file), ["segment", "description", "contacts"], rows)
+
+
+MEMBER_FIELDS = ("email", "name", "organisation", "country", "language", "membership")
 
 
 @segments.command("show")
@@ -515,28 +543,41 @@ def segments_list(app: App, segments_file: Path) -> None:
     help="How many members to list.",
 )
 @segments_file_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @pass_app
-def segments_show(app: App, name: str, limit: int, segments_file: Path) -> None:
+def segments_show(app: App, name: str, limit: int, segments_file: Path, as_json: bool) -> None:
     """Count a segment's members and list the first of them.
 
     \b
     Example:
       outreach segments show korean-local-governments --limit 5
+      outreach segments show korean-local-governments --limit 1000 --json
     """
+    import json
+
     from outreach.segments import count, get_segment, load_segments, members, not_suppressed
 
     with app.reader() as session:
         segment = get_segment(load_segments(segments_file, session), name, segments_file)
         where = segment.where & not_suppressed()
         total = count(session, where)
-        rows = [
-            [c.email, c.name, c.organisation, c.country, c.language, c.membership]
+        listed = [
+            {field: getattr(c, field) for field in MEMBER_FIELDS}
             for c in members(session, where, limit)
         ]
+    if as_json:
+        doc = {
+            "segment": name,
+            "description": segment.description,
+            "contacts": total,
+            "members": listed,
+        }
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
     print_table(
-        f"{name}: {total} contacts" + (f" (first {len(rows)})" if rows else ""),
-        ["email", "name", "organisation", "country", "language", "membership"],
-        rows,
+        f"{name}: {total} contacts" + (f" (first {len(listed)})" if listed else ""),
+        list(MEMBER_FIELDS),
+        [[m[field] for field in MEMBER_FIELDS] for m in listed],
     )
 
 
@@ -694,13 +735,15 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
                 f"{test_to}; the campaign's deliveries are untouched"
             )
             return
+        # Made only when the queue answers: else one line, and the campaign stays as it was.
         enqueue = None if dry_run else enqueuer(app.settings)
         result = send_campaign(file, app.settings, session, enqueue, dry_run=dry_run)
     langs = ", ".join(f"{k} {v}" for k, v in sorted(result.languages.items()))
     if dry_run:
         console.print(
             f"dry run: {result.campaign} would queue {result.added} new deliveries "
-            f"({result.total} in all; languages: {langs}); nothing was queued"
+            f"({result.total} in all; languages: {langs}); nothing was queued",
+            soft_wrap=True,
         )
         return
     line = f"{result.campaign}: {result.added} new deliveries queued ({result.total} in all)"
@@ -708,7 +751,8 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
         line += f"; scheduled for {result.send_at.isoformat()}"
     console.print(
         line + ". Run `outreach worker` to send; follow with `outreach campaigns "
-        f"status {result.campaign} --watch`"
+        f"status {result.campaign} --watch`",
+        soft_wrap=True,
     )
 
 
@@ -723,7 +767,9 @@ def _status_view(status: Any) -> Any:
         - status.counts["sending"]
     )
     table = Table(
-        title=f"{status.name}: {status.state}" + (f" — {status.reason}" if status.reason else "")
+        title=printable(
+            f"{status.name}: {status.state}" + (f" — {status.reason}" if status.reason else "")
+        )
     )
     for state in ("queued", "sending", "sent", "deferred", "failed", "skipped", "bounced"):
         table.add_column(state, justify="right")
@@ -735,9 +781,15 @@ def _status_view(status: Any) -> Any:
         ),
         str(status.total),
     )
-    eta = "" if status.eta_seconds is None else f", about {int(status.eta_seconds)} s left"
-    line = f"{done}/{status.total} done, {int(status.per_minute)} sent in the last minute{eta}"
-    return Group(table, ProgressBar(total=max(status.total, 1), completed=done), line)
+    line = f"{done}/{status.total} done, {int(status.per_minute)} sent in the last minute"
+    if status.note:
+        line += f"; {status.note}"
+    elif status.eta_seconds is not None and status.state == "sending":
+        line += f", about {int(status.eta_seconds)} s left"
+    # In a grid, the bar ends its line even where nothing is wrapped (output to a pipe).
+    bar = Table.grid()
+    bar.add_row(ProgressBar(total=max(status.total, 1), completed=done, width=60))
+    return Group(table, bar, Text(line))
 
 
 @campaigns.command("status")
@@ -748,6 +800,9 @@ def _status_view(status: Any) -> Any:
 @pass_app
 def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: float) -> None:
     """Counts of deliveries in each state, rate and time left.
+
+    When no worker has beaten for a minute (see `outreach worker --check`), it says so
+    instead of a time left that would never come.
 
     \b
     Example:
@@ -777,29 +832,39 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
 
 
 @campaigns.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @pass_app
-def campaigns_list(app: App) -> None:
+def campaigns_list(app: App, as_json: bool) -> None:
     """Every campaign that has been sent, with its state and counts.
+
+    Pending counts deliveries that wait for a worker (queued or deferred).
 
     \b
     Example:
       outreach campaigns list
+      outreach campaigns list --json
     """
-    from outreach.lifecycle import list_campaigns
+    import json
+
+    from outreach.lifecycle import list_campaigns, listed_as_json
 
     with app.reader() as session:
-        rows = [
-            [
-                c.name,
-                c.state,
-                sum(n.values()),
-                n["sent"],
-                n["queued"] + n["deferred"],
-                n["failed"] + n["bounced"],
-                f"{c.created_at:%Y-%m-%d %H:%M}",
-            ]
-            for c, n in list_campaigns(session)
+        listed = [listed_as_json(c, n) for c, n in list_campaigns(session)]
+    if as_json:
+        click.echo(json.dumps(listed, ensure_ascii=False))
+        return
+    rows = [
+        [
+            c["campaign"],
+            c["state"],
+            c["total"],
+            c["deliveries"]["sent"],
+            c["deliveries"]["queued"] + c["deliveries"]["deferred"],
+            c["deliveries"]["failed"] + c["deliveries"]["bounced"],
+            _when(c["created_at"]),
         ]
+        for c in listed
+    ]
     print_table(
         "campaigns",
         ["campaign", "state", "deliveries", "sent", "pending", "failed", "created"],
@@ -837,8 +902,9 @@ def campaigns_resume(app: App, name: str) -> None:
     from outreach.lifecycle import resume
     from outreach.tasks import enqueuer
 
+    enqueue = enqueuer(app.settings)  # an unreachable queue stops here: still paused
     with app.session() as session:
-        campaign = resume(session, name, enqueuer(app.settings), app.settings)
+        campaign = resume(session, name, enqueue, app.settings)
     console.print(f"{name}: {campaign.state}")
 
 
@@ -849,6 +915,9 @@ def campaigns_resume(app: App, name: str) -> None:
 def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     """Cancel a campaign: nothing more is sent, the rest is counted as skipped.
 
+    Workers finish the message in hand and give the rest of their batch back as skipped,
+    so that sent, skipped, failed and bounced add up to the total once they let go.
+
     \b
     Example:
       outreach campaigns cancel 2026-12-newsletter --yes
@@ -858,8 +927,14 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     if not yes and not click.confirm(f"Cancel {name}? It cannot be resumed."):
         raise UserError("nothing cancelled")
     with app.session() as session:
-        _, skipped = cancel(session, name)
-    console.print(f"{name}: cancelled; {skipped} unsent deliveries skipped")
+        cancelled = cancel(session, name)
+    line = f"{name}: cancelled; {cancelled.skipped} unsent deliveries skipped"
+    if cancelled.in_flight:
+        line += (
+            f"; {cancelled.in_flight} more are in workers' hands: the message in hand is "
+            "finished, the others are skipped as they are given back"
+        )
+    console.print(line, soft_wrap=True)
 
 
 @cli.command()
@@ -879,23 +954,52 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     type=click.IntRange(1, 64),
     help="Worker processes; more than one uses more CPU cores.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Start nothing: exit 0 if a worker on this host has beaten recently, else 1 "
+    "(a health check for docker compose or systemd).",
+)
+@click.option(
+    "--within",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="With --check: how recent the last heartbeat must be.",
+)
 @pass_app
-def worker(app: App, workers: int, processes: int) -> None:
+def worker(app: App, workers: int, processes: int, check: bool, within: float) -> None:
     """Run the worker (Huey consumer) that renders and sends queued campaigns.
 
     Run as many as you like, on as many machines as you like, against the same database
     and queue. SIGTERM or Ctrl-C stops it cleanly: the message in hand is finished and the
-    rest of its claims go back to the queue.
+    rest of its claims go back to the queue. Every worker process writes a heartbeat to the
+    database every few seconds; `campaigns status` shows when none is alive, and `--check`
+    tells whether this host's workers are (exit 0) or not (exit 1).
 
     \b
     Example:
       OUTREACH_SMTP_URL=smtp://relay:587 OUTREACH_SECRET_KEY=… outreach worker -p 2 -w 4
+      outreach worker --check --within 60
     """
-    from outreach.tasks import run_processes, run_worker
+    if check:
+        import socket
+
+        from outreach.heartbeat import check_host
+
+        with app.reader() as session:
+            result = check_host(session, socket.gethostname(), within)
+        if not result.ok:
+            raise UserError(result.message())
+        console.print(result.message(), soft_wrap=True)
+        return
+    from outreach.tasks import reachable_queue, run_processes, run_worker
 
     app.database()
     app.settings.require_secret_key("`outreach worker`")
     if processes > 1:
+        reachable_queue(app.settings, "the worker did not start")  # one line, not one each
         sys.exit(run_processes(processes, workers))
     run_worker(app.settings, workers)
 
@@ -914,28 +1018,29 @@ def demo(app: App, directory: Path) -> None:
     """Set up, import the example contacts, and send the example newsletter to an outbox.
 
     Everything happens in a folder of its own, with a worker the demo starts and stops;
-    no real person is mailed. Afterwards, `cd` there and try any other command.
+    no real person is mailed. The example files come with the package, so it runs in any
+    folder. Its last lines are commands to paste into a shell as they are.
 
     \b
     Example:
       outreach demo --dir /tmp/outreach-demo
     """
     from outreach.db import reader_sessionmaker
-    from outreach.demo import run_demo
+    from outreach.demo import CAMPAIGN, next_commands, run_demo
     from outreach.lifecycle import status
 
     settings = run_demo(directory, lambda line: console.print(line, soft_wrap=True))
     with reader_sessionmaker(settings.database_url)() as session:
-        console.print(_status_view(status(session, "2026-12-newsletter")))
-    files = sorted((settings.outbox / "2026-12-newsletter").glob("*.eml"))
+        console.print(_status_view(status(session, CAMPAIGN)))
+    files = sorted((settings.outbox / CAMPAIGN).glob("*.eml"))
     console.print(
-        f"{len(files)} messages are in {settings.outbox / '2026-12-newsletter'}, e.g. "
-        f"{files[0] if files else 'none'}"
+        f"{len(files)} messages are in {settings.outbox / CAMPAIGN}, e.g. "
+        f"{files[0] if files else 'none'}",
+        soft_wrap=True,
     )
-    console.print(
-        f"next: cd {directory} && outreach campaigns preview "
-        "campaigns/2026-12-newsletter.yaml --contact mayor.office@suwon.example.org"
-    )
+    console.print("Try it, in a shell (each line as it is):")
+    for command in next_commands(directory):
+        console.print(f"  {command}", soft_wrap=True)
 
 
 @cli.command()
@@ -960,8 +1065,8 @@ def serve(app: App, host: str, port: int, workers: int) -> None:
 
     \b
     Example:
-      OUTREACH_SECRET_KEY=… OUTREACH_BASE_URL=https://mail.citynet-ap.org \
-        outreach serve --host 0.0.0.0 --port 8000 --workers 4
+      outreach serve --port 8000
+      OUTREACH_BASE_URL=https://mail.citynet-ap.org outreach serve --host 0.0.0.0 --workers 4
     """
     import os
 
@@ -1012,7 +1117,7 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
     \b
     Example:
       outreach bounces ingest --maildir ~/Maildir/bounces
-      # /etc/aliases:  bounces: "|/opt/outreach/bin/outreach bounces ingest -"
+      # /etc/aliases:  bounces: "|/opt/outreach/.venv/bin/outreach bounces ingest -"
     """
     from outreach.bounces import database_session, ingest, messages_from
     from outreach.tokens import tokens_for
@@ -1085,6 +1190,7 @@ def bounces_receive(app: App, host: str, port: int) -> None:
     type=click.Path(path_type=Path),
     default=Path("campaigns/segments.yaml"),
     show_default=True,
+    help="The segments file.",
 )
 @pass_app
 def campaigns_report(

@@ -115,8 +115,32 @@ def head_revision() -> str:
     return head
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).absolute()
+
+
 def check_schema(url: str) -> None:
-    """Refuse to run against a database that `outreach init` has not brought up to date."""
+    """Refuse to run against a database that `outreach init` has not brought up to date.
+    Never creates one: SQLite would make an empty file just by being asked."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        here = Path.cwd().resolve()
+        if path.resolve().parent == here:
+            raise UserError(
+                f"no outreach database here: {path} does not exist, so this folder ({here}) "
+                "is not an outreach folder. cd to the folder you ran `outreach init` in, set "
+                "OUTREACH_DATABASE_URL, or run `outreach init` first to make one here"
+            )
+        raise UserError(
+            f"no outreach database at {path} (OUTREACH_DATABASE_URL, or database_url in "
+            "outreach.toml): correct it, or run `outreach init` first to create it there"
+        )
     try:
         revision = current_revision(url)
     except OperationalError as exc:

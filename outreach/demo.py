@@ -1,8 +1,13 @@
-"""`outreach demo`: the whole path on a fresh machine, in a folder of its own, into an outbox."""
+"""`outreach demo`: the whole path on a fresh machine, in a folder of its own, into an outbox.
+
+The example contacts, campaigns and templates are package data (`outreach/examples/`), so the
+demo works from an installed package in any folder, not only in a source checkout.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -14,7 +19,8 @@ from outreach import secretkey
 from outreach.config import Settings
 from outreach.errors import UserError
 
-SOURCE = Path(__file__).resolve().parent.parent
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+CAMPAIGN = "2026-12-newsletter"
 POSTAL = (
     "CityNet Secretariat, Seoul Global Center 10F, 38 Jong-ro, Jongno-gu, Seoul 03188, "
     "Republic of Korea"
@@ -35,18 +41,14 @@ def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) 
     from outreach.tasks import enqueuer
     from outreach.validate import validate_campaign
 
-    for folder in ("campaigns", "templates", "examples"):
-        if not (SOURCE / folder).is_dir():
-            raise UserError(
-                f"the demo needs the example files of a source checkout "
-                f"({SOURCE / folder} is missing); run it from a clone of outreach"
-            )
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()):
         raise UserError(f"{directory} is not empty; the demo wants a folder of its own (use --dir)")
     directory.mkdir(parents=True, exist_ok=True)
-    for folder in ("campaigns", "templates", "examples"):
-        shutil.copytree(SOURCE / folder, directory / folder)
+    for folder in ("campaigns", "templates"):
+        shutil.copytree(EXAMPLES / folder, directory / folder)
+    (directory / "examples").mkdir()
+    shutil.copy(EXAMPLES / "contacts.csv", directory / "examples" / "contacts.csv")
     (directory / "outreach.toml").write_text(DEMO_TOML, encoding="utf-8")
     secretkey.store(directory / "outreach.toml")
     env = {
@@ -67,7 +69,7 @@ def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) 
             if not report.ok:
                 raise FileErrors(report.errors)
             say(f"3. validated {path.relative_to(directory)}: {report.audience_size} recipients")
-        newsletter = directory / "campaigns" / "2026-12-newsletter.yaml"
+        newsletter = directory / "campaigns" / f"{CAMPAIGN}.yaml"
         sent = send_campaign(newsletter, settings, session, enqueuer(settings))
     say(f"4. queued {sent.added} deliveries of {sent.campaign}; starting a worker")
     worker = subprocess.Popen(
@@ -91,3 +93,28 @@ def run_demo(directory: Path, say: Callable[[str], None], timeout: float = 120) 
             f"the demo campaign did not finish in {timeout:.0f} s (see {directory / 'worker.log'})"
         )
     return settings
+
+
+def outreach_command() -> str:
+    """How to run this same `outreach` from a shell, as the user's shell will find it: plain
+    `outreach` when that is what PATH gives, else its full path (a virtualenv that is not
+    activated), else through this Python."""
+    script = Path(sys.argv[0]).absolute()
+    if script.name == "outreach" and script.is_file():
+        found = shutil.which("outreach")
+        if found and Path(found).absolute() == script:
+            return "outreach"
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m outreach"
+
+
+def next_commands(directory: Path) -> list[str]:
+    """What to try next, as commands that work when pasted into a shell as they are."""
+    outreach = outreach_command()
+    return [
+        f"cd {shlex.quote(str(directory.resolve()))}",
+        f"{outreach} campaigns status {CAMPAIGN}",
+        f"{outreach} campaigns report {CAMPAIGN}",
+        f"{outreach} campaigns preview campaigns/{CAMPAIGN}.yaml "
+        "--contact mayor.office@suwon.example.org",
+    ]

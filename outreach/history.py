@@ -82,7 +82,7 @@ def _spellings(address: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
-def _scrubber(address: str) -> Callable[[Any], Any]:
+def scrubber(address: str) -> Callable[[Any], Any]:
     pattern = re.compile("|".join(re.escape(f) for f in _spellings(address)), re.IGNORECASE)
 
     def scrub(value: Any) -> Any:
@@ -102,9 +102,11 @@ def erase_address(session: Session, contact_id: int, address: str) -> None:
     (and from events about the address that no contact was found for), keeping every row so
     campaign counts stay as they were. Call before deleting the contact, while its deliveries
     still point to it."""
-    scrub = _scrubber(address)
+    scrub = scrubber(address)
     delivery_ids = []
-    for delivery in session.scalars(select(Delivery).where(Delivery.contact_id == contact_id)):
+    # Locked: a worker recording an outcome for one of them waits, then sees the contact gone.
+    held = select(Delivery).where(Delivery.contact_id == contact_id).with_for_update()
+    for delivery in session.scalars(held):
         delivery_ids.append(delivery.id)
         if delivery.last_text:
             delivery.last_text = scrub(delivery.last_text)

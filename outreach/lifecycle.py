@@ -30,6 +30,7 @@ from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient
 from outreach.config import Settings
 from outreach.errors import FileErrors, NotFound, UserError
 from outreach.fields import normalise_email
+from outreach.heartbeat import Workers, workers
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
 from outreach.segments import Segment, audience, audience_of
@@ -132,9 +133,12 @@ def send_campaign(
         session.rollback()
         return result
     campaign_id, state = campaign.id, campaign.state
+    # Sent again, a sending campaign is queued again even without new recipients: that is
+    # how work a lost or unreachable queue never got is handed to the workers.
+    waiting = added or (store.pending(session, campaign_id) if state == "sending" else 0)
     session.commit()
-    if state == "sending" and added and enqueue is not None:
-        enqueue(campaign_id, tasks_for(added, settings))
+    if state == "sending" and waiting and enqueue is not None:
+        enqueue(campaign_id, tasks_for(waiting, settings))
     return result
 
 
@@ -296,13 +300,21 @@ def resume(session: Session, name: str, enqueue: Enqueue | None, settings: Setti
     return campaign
 
 
-def cancel(session: Session, name: str) -> tuple[Campaign, int]:
+@dataclass
+class Cancelled:
+    campaign: Campaign
+    skipped: int  # queued or deferred, skipped now
+    in_flight: int  # held by workers: sent if in hand, else skipped as they are given back
+
+
+def cancel(session: Session, name: str) -> Cancelled:
     campaign = get_campaign(session, name)
     if not _moved(session, campaign, "cancelled", reason="cancelled by hand"):
         raise UserError(f"campaign {name} is already {campaign.state}")
-    skipped = store.skip_remaining(session, campaign.id, "campaign cancelled")
+    skipped = store.skip_remaining(session, campaign.id, store.CANCELLED)
+    in_flight = store.counts(session, campaign.id)["sending"]
     session.commit()
-    return campaign, skipped
+    return Cancelled(campaign, skipped, in_flight)
 
 
 def finish_if_done(session: Session, campaign_id: int) -> bool:
@@ -338,6 +350,9 @@ class Status:
     per_minute: float
     eta_seconds: float | None
     send_at: datetime | None
+    workers: Workers
+    # Why nothing will move, when that is so: no worker alive for a campaign with work left.
+    note: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -349,16 +364,26 @@ class Status:
             "sent_last_minute": self.per_minute,
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
             "send_at": self.send_at.isoformat() if self.send_at else None,
+            "workers": self.workers.as_json(),
+            "note": self.note,
         }
 
 
 def status(session: Session, name: str) -> Status:
     campaign = get_campaign(session, name)
     counts = store.counts(session, campaign.id)
-    recent = store.sent_since(session, campaign.id, utcnow() - timedelta(seconds=60))
-    remaining = counts["queued"] + counts["deferred"] + counts["sending"]
-    eta = remaining / (recent / 60) if recent and remaining else (0.0 if not remaining else None)
+    now = utcnow()
+    recent = store.sent_since(session, campaign.id, now - timedelta(seconds=60))
+    seen = workers(session, now)
     session.commit()
+    remaining = counts["queued"] + counts["deferred"] + counts["sending"]
+    waits = campaign.state in ("sending", "scheduled") and remaining > 0
+    note = seen.note() if waits else None
+    eta: float | None = None
+    if campaign.state == "done" or (campaign.state == "sending" and not remaining):
+        eta = 0.0
+    elif campaign.state == "sending" and recent and note is None:
+        eta = remaining / (recent / 60)
     return Status(
         campaign.name,
         campaign.state,
@@ -368,6 +393,8 @@ def status(session: Session, name: str) -> Status:
         float(recent),
         eta,
         campaign.send_at,
+        seen,
+        note,
     )
 
 
@@ -376,6 +403,25 @@ def list_campaigns(session: Session) -> list[tuple[Campaign, dict[str, int]]]:
     for campaign in session.scalars(select(Campaign).order_by(Campaign.created_at)):
         out.append((campaign, store.counts(session, campaign.id)))
     return out
+
+
+def listed_as_json(campaign: Campaign, counts: dict[str, int]) -> dict[str, Any]:
+    """One campaign of `campaigns list --json`."""
+
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "campaign": campaign.name,
+        "state": campaign.state,
+        "reason": campaign.state_reason,
+        "deliveries": counts,
+        "total": sum(counts.values()),
+        "created_at": when(campaign.created_at),
+        "send_at": when(campaign.send_at),
+        "started_at": when(campaign.started_at),
+        "finished_at": when(campaign.finished_at),
+    }
 
 
 def wait_until_done(session_factory: Callable[[], Session], name: str, timeout: float) -> Status:

@@ -245,3 +245,17 @@ class RateLimit(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     tat: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class WorkerBeat(Base):
+    """A running `outreach worker` process, as it last reported itself: the heartbeat that
+    `campaigns status` and `worker --check` read. A cleanly stopped worker removes its row."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    threads: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

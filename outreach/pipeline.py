@@ -6,6 +6,11 @@
 Temporary and permanent failures are handled apart (as in Mailman's outgoing runner). Each
 outcome is committed as soon as it is known, so a worker killed at any moment can have
 sent, but not recorded, at most the one message it was sending.
+
+Two runs of failures stop a campaign, since they are about us and would hit every recipient
+alike: failures of the relay itself (refused connections, 421, timeouts, and any error the
+transport cannot classify — a full disk under the outbox, say), and policy rejections (5.7.x:
+SPF/DKIM/DMARC, content, our IP's reputation). Neither ever suppresses an address.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from outreach import store
-from outreach.compose import Prepared, Recipient, prepare
+from outreach.compose import Prepared, Recipient, UnsafeLink, prepare
 from outreach.config import Settings
 from outreach.db import AutocommitConnection, engine_for, writer_sessionmaker
 from outreach.events import record_event
+from outreach.failures import receiving_domain
 from outreach.lifecycle import finish_if_done, pause_for_relay
-from outreach.models import Campaign, utcnow
+from outreach.models import Campaign, Delivery, utcnow
+from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
 from outreach.suppressions import suppress
 from outreach.tokens import links_for
@@ -57,6 +64,8 @@ class Sender:
     stop: threading.Event = field(default_factory=threading.Event)
     worker: str = field(default_factory=worker_name)
     relay_failures: int = 0
+    policy_failures: int = 0
+    campaign_id: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
@@ -71,6 +80,7 @@ class Sender:
             campaign = session.get(Campaign, campaign_id)
             if campaign is None or campaign.state != "sending":
                 return outcome
+            self.campaign_id = campaign_id
             prepared = prepare(session, campaign, self.settings, self.links)
             limits = [Limit("global", self.settings.rate.per_second)]
             if prepared.rate:
@@ -124,18 +134,31 @@ class Sender:
                     self._release(session, recipients[index:])
                     return False
             self._deliver(session, prepared, pacer, recipient, len(recipients) - index, outcome)
-            if self.relay_failures >= self.settings.pause_after_failures:
+            if self._paused():
                 self._release(session, recipients[index + 1 :])
                 return False
         return True
 
-    def _release(self, session: Session, recipients: list[Recipient]) -> None:
-        store.release(session, [r.delivery_id for r in recipients], self.worker)
-        session.commit()
+    def _paused(self) -> bool:
+        limit = self.settings.pause_after_failures
+        return self.relay_failures >= limit or self.policy_failures >= limit
 
-    def _finish(self, delivery_id: int, state: str, **outcome: object) -> None:
+    def _release(self, session: Session, recipients: list[Recipient]) -> None:
+        if recipients:
+            ids = [r.delivery_id for r in recipients]
+            store.release(session, self.campaign_id, ids, self.worker)
+            session.commit()
+
+    def _finish(self, recipient: Recipient, state: str, **outcome: object) -> None:
         """Record an outcome and commit it at once: the crash window is one message."""
-        store.record(self.conn, delivery_id, self.worker, state, **outcome)  # type: ignore[arg-type]
+        store.record(
+            self.conn,
+            recipient.delivery_id,
+            self.worker,
+            state,
+            address=recipient.email,
+            **outcome,  # type: ignore[arg-type]
+        )
 
     def _deliver(
         self,
@@ -146,22 +169,26 @@ class Sender:
         remaining: int,
         outcome: Outcome,
     ) -> None:
-        delivery_id = recipient.delivery_id
         if recipient.email is None:
-            self._finish(delivery_id, "skipped", attempted=False, text="the contact was erased")
+            self._finish(recipient, "skipped", attempted=False, text="the contact was erased")
             return
         # Autocommit: no transaction stays open across rendering, pacing and SMTP.
         reason = store.suppression_reason(self.conn, recipient.email)
         if reason is not None:
-            self._finish(delivery_id, "skipped", attempted=False, text=f"suppressed ({reason})")
+            self._finish(recipient, "skipped", attempted=False, text=f"suppressed ({reason})")
             return
         composer = prepared.composer
         language = composer.language_for(recipient)
         try:
             envelope = composer.compose(recipient, language).envelope
+        except UnsafeLink as exc:
+            # A recipient's own value would have made a link that is not http(s) or mailto:
+            # this delivery fails with the reason; the others go on.
+            self._finish(recipient, "failed", language=language, text=exc.message)
+            return
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
-            self._finish(delivery_id, "failed", language=language, text=f"render error: {message}")
+            self._finish(recipient, "failed", language=language, text=f"render error: {message}")
             return
         pacer.wait(remaining)
         try:
@@ -172,16 +199,37 @@ class Sender:
         except PermanentFailure as exc:
             self._permanent(session, prepared, recipient, exc, envelope.message_id, language)
             return
-        self.relay_failures = 0
+        except Exception as exc:
+            failure = self._unclassified(exc)
+            self._temporary(session, prepared, recipient, failure, envelope.message_id, language)
+            return
+        self.relay_failures = self.policy_failures = 0
         outcome.sent += 1
         self._finish(
-            delivery_id,
+            recipient,
             "sent",
             code=accepted.code,
             text=accepted.text[:500],
             message_id=envelope.message_id,
             language=language,
         )
+
+    def _unclassified(self, exc: Exception) -> TemporaryFailure:
+        """An error the transport could not say anything about (a full or read-only disk
+        under the outbox, a bug): the relay's failure, retried later; a run of them pauses
+        the campaign with this text as the reason, and the worker goes on."""
+        log.warning(
+            "campaign %s: the transport failed: %s: %s",
+            self.campaign_id,
+            type(exc).__name__,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        try:  # a connection in an unknown state is not reused
+            self.transport.close()
+        except Exception as close_error:
+            log.debug("closing the transport failed too: %s", close_error)
+        return TemporaryFailure(None, one_line(f"{type(exc).__name__}: {exc}", 500), relay=True)
 
     def _permanent(
         self,
@@ -193,31 +241,76 @@ class Sender:
         language: str,
     ) -> None:
         self.relay_failures = 0
+        policy = exc.policy
+        self.policy_failures = self.policy_failures + 1 if policy else 0
         self._finish(
-            recipient.delivery_id,
+            recipient,
             "failed",
             code=exc.code,
             text=exc.text,
             message_id=message_id,
             language=language,
         )
-        if exc.hard_bounce and recipient.email:
-            suppress(
-                session,
-                recipient.email,
-                "bounced",
-                campaign_id=prepared.campaign_id,
-                detail=f"{exc.code} {exc.text}"[:500],
-            )
+        if not (policy or exc.hard_bounce) or not recipient.email:
+            return
+        forgotten = self._forgotten(session, recipient)
+        text = store.erased(exc.text, recipient.email) if forgotten else exc.text
+        contact_id = None if forgotten else recipient.contact_id
+        if policy:
+            # Refused for who we are or what we sent: never the address's fault.
             record_event(
                 session,
                 "bounce",
                 campaign_id=prepared.campaign_id,
                 delivery_id=recipient.delivery_id,
-                contact_id=recipient.contact_id,
-                data={"kind": "hard", "code": exc.code, "text": exc.text, "source": "smtp"},
+                contact_id=contact_id,
+                data={
+                    "kind": "policy",
+                    "code": exc.code,
+                    "text": one_line(text, 500),
+                    "domain": receiving_domain(recipient.email),
+                    "source": "smtp",
+                },
             )
-            session.commit()
+        else:
+            if not forgotten:  # a forgotten address is suppressed for good already
+                suppress(
+                    session,
+                    recipient.email,
+                    "bounced",
+                    campaign_id=prepared.campaign_id,
+                    detail=f"{exc.code} {exc.text}"[:500],
+                )
+            record_event(
+                session,
+                "bounce",
+                campaign_id=prepared.campaign_id,
+                delivery_id=recipient.delivery_id,
+                contact_id=contact_id,
+                data={"kind": "hard", "code": exc.code, "text": text, "source": "smtp"},
+            )
+        session.commit()
+        if policy and self.policy_failures >= self.settings.pause_after_failures:
+            reason = (
+                f"paused after {self.policy_failures} consecutive policy rejections (the "
+                "receiving systems refused our mail: SPF, DKIM or DMARC, content, or our IP's "
+                f"reputation); last: {exc.code} {one_line(text, 300)} "
+                f"({receiving_domain(recipient.email)}). Fix it, then "
+                f"`outreach campaigns resume {prepared.name}`"
+            )
+            pause_for_relay(session, prepared.campaign_id, reason)
+            log.error("campaign %s: %s", prepared.name, reason)
+
+    def _forgotten(self, session: Session, recipient: Recipient) -> bool:
+        """Whether the contact was forgotten since its batch was loaded. The delivery row is
+        held (PostgreSQL: FOR SHARE) until the caller commits, so a `forget` either finished
+        before and is seen here, or waits and then erases what is written now."""
+        contact_id = session.scalar(
+            select(Delivery.contact_id)
+            .where(Delivery.id == recipient.delivery_id)
+            .with_for_update(read=True)
+        )
+        return contact_id is None
 
     def _temporary(
         self,
@@ -229,11 +322,12 @@ class Sender:
         language: str,
     ) -> None:
         attempts = recipient.attempts + 1
+        self.policy_failures = 0
         if exc.relay:
             self.relay_failures += 1
         if attempts >= self.settings.max_attempts:
             self._finish(
-                recipient.delivery_id,
+                recipient,
                 "failed",
                 code=exc.code,
                 text=f"gave up after {attempts} attempts: {exc.text}",
@@ -243,7 +337,7 @@ class Sender:
         else:
             delay = self.settings.retry_delay * (2 ** (attempts - 1))
             self._finish(
-                recipient.delivery_id,
+                recipient,
                 "deferred",
                 code=exc.code,
                 text=exc.text,
@@ -254,7 +348,8 @@ class Sender:
         if self.relay_failures >= self.settings.pause_after_failures:
             reason = (
                 f"paused after {self.relay_failures} consecutive relay failures; last: "
-                f"{exc}. Fix the relay, then `outreach campaigns resume {prepared.name}`"
+                f"{one_line(exc, 500)}. Fix the relay, then "
+                f"`outreach campaigns resume {prepared.name}`"
             )
             pause_for_relay(session, prepared.campaign_id, reason)
             log.error("campaign %s: %s", prepared.name, reason)

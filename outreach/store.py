@@ -3,6 +3,10 @@
 A delivery is claimed by setting it `sending` with a worker name and a lease; a claim whose
 lease expired (its worker died) is released back to `queued` and claimed again, so a crash
 loses nothing. Outcomes are recorded only by the worker that still holds the claim.
+
+A claim given back to a cancelled campaign (by its worker, or because its lease expired)
+becomes `skipped`, never `queued`: nothing would ever send it, and the campaign's counts must
+add up once the workers have let go.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
+    case,
     exists,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -31,6 +38,7 @@ from outreach.compose import Recipient
 from outreach.db import AutocommitConnection, RawStatement
 from outreach.models import (
     DELIVERY_STATES,
+    Campaign,
     Contact,
     ContactTag,
     Delivery,
@@ -42,6 +50,7 @@ from outreach.render import contact_variables
 
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
+CANCELLED = "campaign cancelled"
 
 
 def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> int:
@@ -78,6 +87,22 @@ def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> 
     return total(session, campaign_id) - before
 
 
+def _given_back() -> dict[str, Any]:
+    """The values of a claim given back unsent: queued again, or skipped if its campaign has
+    been cancelled meanwhile (read in the same statement, so no cancel slips in between)."""
+    cancelled = (
+        select(Campaign.state).where(Campaign.id == Delivery.campaign_id).scalar_subquery()
+        == "cancelled"
+    )
+    return {
+        "state": case((cancelled, "skipped"), else_="queued"),
+        "last_text": case((cancelled, CANCELLED), else_=Delivery.last_text),
+        "worker": None,
+        "lease_until": None,
+        "updated_at": utcnow(),
+    }
+
+
 def release_expired(session: Session, campaign_id: int) -> int:
     """Claims whose worker stopped renewing them go back to the queue."""
     result = session.execute(
@@ -87,7 +112,27 @@ def release_expired(session: Session, campaign_id: int) -> int:
             Delivery.state == "sending",
             Delivery.lease_until < utcnow(),
         )
-        .values(state="queued", worker=None, lease_until=None, updated_at=utcnow())
+        .values(**_given_back())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def settle_cancelled(session: Session) -> int:
+    """What cancelled campaigns still have to send, or had claimed by workers that died,
+    becomes skipped (the sweep's safety net for claims given back while a cancel ran)."""
+    now = utcnow()
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id.in_(select(Campaign.id).where(Campaign.state == "cancelled")),
+            or_(
+                Delivery.state.in_(CLAIMABLE),
+                and_(Delivery.state == "sending", Delivery.lease_until < now),
+            ),
+        )
+        .values(state="skipped", last_text=CANCELLED, worker=None, lease_until=None, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0  # type: ignore[attr-defined]
 
@@ -188,7 +233,12 @@ _RECORD = RawStatement(
         lease_until=None,
         updated_at=bindparam("p_now", type_=UTCDateTime()),
         last_code=bindparam("p_code", type_=Integer),
-        last_text=bindparam("p_text", type_=Text),
+        # A contact forgotten while its message was on its way has no contact_id any more:
+        # its address must not come back with the server's reply.
+        last_text=case(
+            (_table.c.contact_id.is_(None), bindparam("p_erased_text", type_=Text)),
+            else_=bindparam("p_text", type_=Text),
+        ),
         attempts=_table.c.attempts + bindparam("p_inc", type_=Integer),
         message_id=func.coalesce(bindparam("p_message_id", type_=String), _table.c.message_id),
         language=func.coalesce(bindparam("p_language", type_=String), _table.c.language),
@@ -212,8 +262,12 @@ def record(
     language: str | None = None,
     attempted: bool = True,
     retry_at: datetime | None = None,
+    address: str | None = None,
 ) -> bool:
-    """Record an outcome if this worker still holds the claim; False when it does not."""
+    """Record an outcome if this worker still holds the claim; False when it does not.
+
+    `address` is the recipient's: if the contact is forgotten before this lands, it is
+    erased from `text` as `contacts forget` erases it from what was stored before."""
     now = utcnow()
     result = _run(
         db,
@@ -225,6 +279,7 @@ def record(
             "p_now": now,
             "p_code": code,
             "p_text": text,
+            "p_erased_text": erased(text, address),
             "p_inc": 1 if attempted else 0,
             "p_message_id": message_id,
             "p_language": language,
@@ -235,15 +290,34 @@ def record(
     return bool(result.rowcount)
 
 
-def release(session: Session, ids: list[int], worker: str) -> None:
-    """Give claimed, unsent deliveries back to the queue (pause, shutdown)."""
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.state == "sending")
-            .values(state="queued", worker=None, lease_until=None, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+def erased(text: str | None, address: str | None) -> str | None:
+    """`text` without `address` (in any of its spellings), as `contacts forget` leaves it."""
+    if not text or not address:
+        return text
+    local = address.rpartition("@")[0].lower()
+    if local not in text.lower():  # the common case, without building a pattern
+        return text
+    from outreach.history import scrubber
+
+    return str(scrubber(address)(text))
+
+
+def release(session: Session, campaign_id: int, ids: list[int], worker: str) -> None:
+    """Give claimed, unsent deliveries back (pause, shutdown, cancel): to the queue, or as
+    skipped when the campaign was cancelled. The caller commits."""
+    if not ids:
+        return
+    # PostgreSQL: wait for a cancel in progress (or make it wait), so that its skipping of
+    # queued rows and this return of claimed ones cannot miss each other.
+    session.execute(
+        select(Campaign.id).where(Campaign.id == campaign_id).with_for_update(read=True)
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.worker == worker, Delivery.state == "sending")
+        .values(**_given_back())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def counts(session: Session, campaign_id: int) -> dict[str, int]:
@@ -316,5 +390,18 @@ def skip_remaining(session: Session, campaign_id: int, reason: str) -> int:
         update(Delivery)
         .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(CLAIMABLE))
         .values(state="skipped", last_text=reason, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def pending(session: Session, campaign_id: int) -> int:
+    """Deliveries waiting for a worker: queued, or deferred until a retry."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.campaign_id == campaign_id, Delivery.state.in_(CLAIMABLE))
+        )
+        or 0
+    )

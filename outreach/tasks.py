@@ -9,19 +9,38 @@ scheduled campaigns whose time has come.
 from __future__ import annotations
 
 import logging
-import os
 import signal
+import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+from redis.exceptions import RedisError
 
-from outreach.config import Settings
+from outreach.config import Settings, mask_password
 from outreach.db import writer_sessionmaker
+from outreach.errors import UserError
 
 log = logging.getLogger("outreach.tasks")
+
+# What a queue that cannot be reached raises: Redis down or refusing us, a SQLite queue file
+# that cannot be created or opened.
+UNREACHABLE = (RedisError, sqlite3.Error, OSError)
+
+
+class QueueUnavailable(UserError):
+    """The queue (OUTREACH_QUEUE_URL) cannot be reached."""
+
+
+def _unreachable(settings: Settings, exc: BaseException, consequence: str) -> QueueUnavailable:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return QueueUnavailable(
+        f"cannot reach the queue {mask_password(settings.queue_url)} (OUTREACH_QUEUE_URL): "
+        f"{reason}. Start it, or point OUTREACH_QUEUE_URL at one that runs; {consequence}"
+    )
 
 
 class _StopSignal:
@@ -36,6 +55,7 @@ STOP = _StopSignal()
 
 
 def make_queue(settings: Settings) -> Queue:
+    """The queue, not yet connected to (Huey connects on first use)."""
     url = settings.queue_url
     name = "outreach"
     if url.startswith("sqlite:///"):
@@ -79,11 +99,24 @@ def _register(huey: Huey, settings: Settings) -> Queue:
     return Queue(huey, send_campaign, sweep)
 
 
+def reachable_queue(settings: Settings, consequence: str = "nothing was changed") -> Queue:
+    """The queue, after making sure it answers: commands that queue work ask before they
+    change anything, so that an unreachable queue leaves everything as it was."""
+    try:
+        queue = make_queue(settings)
+        queue.huey.pending_count()
+    except UNREACHABLE as exc:
+        raise _unreachable(settings, exc, consequence) from None
+    return queue
+
+
 def run_sweep(settings: Settings, send_campaign: Any) -> None:
     from outreach import store
     from outreach.lifecycle import active_campaigns, due_scheduled, finish_if_done, tasks_for
 
     with writer_sessionmaker(settings.database_url)() as session:
+        store.settle_cancelled(session)
+        session.commit()
         started = due_scheduled(session)
         for campaign_id in active_campaigns(session):
             store.release_expired(session, campaign_id)
@@ -98,21 +131,35 @@ def run_sweep(settings: Settings, send_campaign: Any) -> None:
                 session.commit()
 
 
-def enqueuer(settings: Settings) -> Any:
-    """A function that queues n tasks for a campaign, for `send` and `resume`."""
-    queue = make_queue(settings)
+def enqueuer(settings: Settings) -> Callable[[int, int], None]:
+    """A function that queues n tasks for a campaign, for `send` and `resume`; made only
+    when the queue answers (else QueueUnavailable, before anything is changed)."""
+    queue = reachable_queue(settings)
 
     def enqueue(campaign_id: int, n: int) -> None:
-        for _ in range(n):
-            queue.send_campaign(campaign_id)
+        # Called once the deliveries are committed: the database holds the work, the queue
+        # only nudges the workers, so losing the queue now loses nothing.
+        try:
+            for _ in range(n):
+                queue.send_campaign(campaign_id)
+        except UNREACHABLE as exc:
+            raise _unreachable(
+                settings,
+                exc,
+                "the deliveries are stored: run the same command again once it answers, or "
+                "start a worker that can reach it",
+            ) from None
 
     return enqueue
 
 
 def run_worker(settings: Settings, workers: int) -> None:
-    """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims."""
+    """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims.
+    Beats (see `heartbeat`) while it runs."""
+    from outreach.heartbeat import Heartbeat
+
+    queue = reachable_queue(settings, "the worker did not start")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    queue = make_queue(settings)
     # SIGTERM (docker stop, systemd) is huey's graceful signal: senders finish the message
     # in hand, give their other claims back to the queue, and the consumer waits for them.
     consumer = queue.huey.create_consumer(
@@ -124,10 +171,16 @@ def run_worker(settings: Settings, workers: int) -> None:
         graceful_signal="TERM",
     )
     STOP.event = consumer.stop_flag
-    # Ctrl-C means the same: turn it into the graceful signal (a second one stops at once).
-    signal.signal(signal.SIGINT, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
-    queue.sweep()  # resume whatever a previous worker left, now
-    consumer.run()
+    heartbeat = Heartbeat(settings.database_url, workers)
+    heartbeat.start()
+    try:
+        queue.sweep()  # resume whatever a previous worker left, now
+        consumer.run()
+        # Ctrl-C is huey's immediate stop, which for threads only sets the stop flag and
+        # returns: wait, as for SIGTERM, until the senders have given their claims back.
+        consumer.stop(graceful=True)
+    finally:
+        heartbeat.stop()
 
 
 def run_processes(processes: int, threads: int) -> int:

@@ -182,8 +182,7 @@ def test_cancel_skips_what_is_left(session: Session, db_url: str, tmp_path: Path
     settings = settings_for(db_url, tmp_path)
     path = project_with(tmp_path, session, csv=contacts_csv(5))
     send(path, settings, session)
-    _, skipped = cancel(session, "news")
-    assert skipped == 5
+    assert cancel(session, "news").skipped == 5
     status = current(settings)
     assert status.state == "cancelled" and status.counts["skipped"] == 5
     with pytest.raises(Exception, match="was cancelled"):
@@ -334,3 +333,274 @@ def test_rate_limit_reservations_are_shared(session: Session) -> None:
     assert first == 1000.0
     assert second == pytest.approx(1000.5)
     assert third == pytest.approx(1003.0)
+
+
+# --- cancel: everything not sent ends skipped, including what workers held ---------------
+
+
+def _accounted(settings) -> None:  # type: ignore[no-untyped-def]
+    status = current(settings)
+    counts = status.counts
+    assert counts["queued"] == counts["deferred"] == counts["sending"] == 0, counts
+    assert counts["sent"] + counts["skipped"] + counts["failed"] + counts["bounced"] == status.total
+
+
+def test_cancel_skips_what_a_worker_held_and_gave_back(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    from outreach import store
+    from outreach.db import writer_sessionmaker
+    from outreach.lifecycle import list_campaigns
+
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session, csv=contacts_csv(10))
+    send(path, settings, session)
+    campaign_id = cid_of(session)
+    with writer_sessionmaker(db_url)() as worker:
+        held = store.claim(worker, campaign_id, "worker-1", 4, lease=60)
+        worker.commit()
+    cancelled = cancel(session, "news")
+    assert (cancelled.skipped, cancelled.in_flight) == (6, 4)
+    status = current(settings)
+    assert status.counts["sending"] == 4 and status.eta_seconds is None
+    with writer_sessionmaker(db_url)() as worker:
+        store.release(worker, campaign_id, held, "worker-1")  # the worker lets go
+        worker.commit()
+    _accounted(settings)
+    assert current(settings).counts["skipped"] == 10
+    [(_, counts)] = list_campaigns(session)
+    assert counts["queued"] + counts["deferred"] == 0
+
+
+def test_cancel_skips_claims_whose_worker_died(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    from outreach import store
+    from outreach.db import writer_sessionmaker
+
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session, csv=contacts_csv(5))
+    send(path, settings, session)
+    campaign_id = cid_of(session)
+    with writer_sessionmaker(db_url)() as worker:
+        store.claim(worker, campaign_id, "dead-worker", 3, lease=0.01)
+        worker.commit()
+    cancel(session, "news")
+    time.sleep(0.05)
+    run_sweep(settings, lambda cid: None)
+    _accounted(settings)
+    assert current(settings).counts["skipped"] == 5
+
+
+def test_cancel_while_a_sender_is_sending(session: Session, db_url: str, tmp_path: Path) -> None:
+    import threading
+
+    from outreach.config import parse_rate
+    from outreach.db import writer_sessionmaker
+
+    settings = settings_for(db_url, tmp_path, rate=parse_rate("20/s"), batch_size=50)
+    path = project_with(tmp_path, session, csv=contacts_csv(60))
+    send(path, settings, session)
+    campaign_id = cid_of(session)
+    sender = Sender(settings, transport_for_outbox(settings))
+    thread = threading.Thread(target=sender.run, args=(campaign_id,))
+    thread.start()
+    try:
+        deadline = utcnow() + timedelta(seconds=20)
+        while current(settings).counts["sent"] < 3 and utcnow() < deadline:
+            import time
+
+            time.sleep(0.05)
+        with writer_sessionmaker(db_url)() as writer:
+            cancelled = cancel(writer, "news")
+        assert cancelled.in_flight > 0
+    finally:
+        thread.join(timeout=30)
+    _accounted(settings)
+    counts = current(settings).counts
+    assert counts["skipped"] > 0 and counts["sent"] < 60
+    assert current(settings).eta_seconds is None
+
+
+def transport_for_outbox(settings):  # type: ignore[no-untyped-def]
+    from outreach.transport import transport_for
+
+    return transport_for(settings)
+
+
+# --- an error the transport does not classify --------------------------------------------
+
+
+def test_an_unclassified_transport_error_defers_and_pauses(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import write
+
+    outbox = write(tmp_path / "outbox-is-a-file", "not a folder\n")  # as a full disk behaves
+    settings = settings_for(db_url, tmp_path, outbox=outbox, pause_after_failures=3)
+    path = project_with(tmp_path, session, csv=contacts_csv(8))
+    send(path, settings, session)
+    outcome = Sender(settings, transport_for_outbox(settings)).run(cid_of(session))
+    assert outcome.sent == 0
+    status = current(settings)
+    assert status.state == "paused"
+    assert status.counts["deferred"] == 3 and status.counts["queued"] == 5
+    assert status.counts["sending"] == 0
+    assert "3 consecutive relay failures" in status.reason
+    assert "Not a directory" in status.reason or "NotADirectory" in status.reason
+    deferred = session.scalars(select(Delivery.last_text).where(Delivery.state == "deferred"))
+    assert all("Not a directory" in (t or "") for t in deferred)
+
+
+# --- policy rejections during SMTP ---------------------------------------------------------
+
+
+def test_policy_rejections_are_recorded_never_suppress_and_pause(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    from outreach.reports import build
+
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url, pause_after_failures=3)
+    path = project_with(tmp_path, session, csv=contacts_csv(10, domain="gmail.example"))
+    for i in range(10):
+        smtp.handler.rule(
+            f"person{i}@gmail.example",
+            "reply",
+            "550 5.7.26 Unauthenticated email from citynet-ap.org is not accepted\x1b[2J due to DMARC",
+        )
+    send(path, settings, session)
+    Sender(settings, SmtpTransport(parse_smtp_url(smtp.url))).run(cid_of(session))
+    status = current(settings)
+    assert status.state == "paused"
+    assert "3 consecutive policy rejections" in status.reason and "5.7.26" in status.reason
+    assert "campaigns resume news" in status.reason
+    assert status.counts["failed"] == 3 and status.counts["queued"] == 7
+    assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+    events = session.scalars(select(Event).where(Event.kind == "bounce")).all()
+    assert len(events) == 3
+    for event in events:
+        assert event.data == {
+            "kind": "policy",
+            "code": 550,
+            "text": "5.7.26 Unauthenticated email from citynet-ap.org is not accepted due to DMARC",
+            "domain": "gmail.example",
+            "source": "smtp",
+        }
+        assert event.delivery_id is not None and event.contact_id is not None
+    report = build(
+        session, session.get(Campaign, cid_of(session)), tmp_path / "campaigns" / "segments.yaml"
+    )
+    assert report.policy_by_domain == [{"domain": "gmail.example", "rejected": 3}]
+
+
+def test_a_sent_message_or_another_failure_ends_a_run_of_policy_rejections(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url, pause_after_failures=2)
+    path = project_with(tmp_path, session, csv=contacts_csv(9))
+    # policy, ok, policy, hard, policy, ok, policy, ok, policy: never two policy in a row
+    for i in (0, 2, 4, 6, 8):
+        smtp.handler.rule(f"person{i}@example.org", "reply", "554 5.7.1 Message rejected as spam")
+    smtp.handler.rule("person3@example.org", "reply", "550 5.1.1 no such user")
+    send(path, settings, session)
+    drain(settings, session)
+    status = current(settings)
+    assert status.state == "done"
+    assert status.counts["failed"] == 6 and status.counts["sent"] == 3
+    assert set(session.scalars(select(Suppression.email))) == {"person3@example.org"}
+
+
+# --- a contact forgotten while its message is being sent -----------------------------------
+
+
+class ForgetsDuringSend:
+    """The SMTP transport, with `contacts forget` run by someone else while a message to
+    that contact is on its way: between the worker loading the batch and recording."""
+
+    def __init__(self, inner: SmtpTransport, db_url: str) -> None:
+        self.inner, self.db_url, self.name = inner, db_url, "smtp"
+
+    def send(self, envelope, campaign):  # type: ignore[no-untyped-def]
+        from outreach.contacts import forget
+        from outreach.db import session_scope
+
+        with session_scope(self.db_url) as other:
+            forget(other, envelope.recipient)
+        return self.inner.send(envelope, campaign)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "state"),
+    [
+        ("550 5.1.1 <{a}>: Recipient address rejected: User unknown", "failed"),
+        ("554 5.7.1 <{a}>: Relay access denied by policy", "failed"),
+        ("450 4.2.1 <{a}>: Mailbox busy, try later", "deferred"),
+        (None, "sent"),
+    ],
+)
+def test_a_contact_forgotten_mid_send_is_not_written_back(
+    session: Session,
+    db_url: str,
+    tmp_path: Path,
+    smtp: SmtpServer,
+    reply: str | None,
+    state: str,
+) -> None:
+    from outreach.history import ERASED
+
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url)
+    address = "Kim.Sujin@Suwon.example.org"
+    path = project_with(tmp_path, session, csv=f"email,name,language\n{address},김수진,ko\n")
+    if reply:
+        smtp.handler.rule(address.lower(), "reply", reply.format(a=address.lower()))
+    send(path, settings, session)
+    transport = ForgetsDuringSend(SmtpTransport(parse_smtp_url(smtp.url)), db_url)
+    Sender(settings, transport).run(cid_of(session))
+    transport.close()
+    delivery = session.scalar(select(Delivery))
+    assert delivery is not None and delivery.state == state and delivery.contact_id is None
+    stored = [delivery.last_text or ""]
+    stored += [repr(e.data) + repr(e.dedupe_key) for e in session.scalars(select(Event))]
+    stored += [c.state_reason or "" for c in session.scalars(select(Campaign))]
+    assert not any(address.lower() in text.lower() for text in stored), stored
+    if reply:
+        assert ERASED in delivery.last_text
+    assert session.scalar(select(Event.contact_id).where(Event.contact_id.is_not(None))) is None
+    reasons = dict(session.execute(select(Suppression.email, Suppression.reason)).all())
+    assert reasons == {address.lower(): "forgotten"}
+
+
+# --- is anyone sending? --------------------------------------------------------------------
+
+
+def test_status_says_when_no_worker_has_been_seen(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    from outreach.db import writer_sessionmaker
+    from outreach.heartbeat import beat
+
+    settings = settings_for(db_url, tmp_path)
+    path = project_with(tmp_path, session)
+    send(path, settings, session)
+    status = current(settings)
+    assert status.workers.alive == 0 and status.eta_seconds is None
+    assert status.note == "no worker has been seen — start `outreach worker`"
+    with writer_sessionmaker(db_url)() as writer:
+        beat(writer, "mail-1:4242", threads=4, now=utcnow() - timedelta(minutes=5, seconds=3))
+        writer.commit()
+    status = current(settings)
+    assert status.note == "no worker has been seen for 5 minutes — start `outreach worker`"
+    assert status.as_json()["workers"]["alive"] == 0
+    with writer_sessionmaker(db_url)() as writer:
+        beat(writer, "mail-1:4242", threads=4)
+        writer.commit()
+    status = current(settings)
+    assert status.workers.alive == 1 and status.note is None
+    assert status.as_json()["workers"]["alive"] == 1
+    drain(settings, session)
+    assert current(settings).note is None  # done: nothing to wait for

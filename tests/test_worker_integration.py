@@ -127,8 +127,11 @@ def test_sigterm_releases_claims_and_pause_resume_and_unsubscribe(
     late = "person199@example.org"
     with Worker(settings, log, 2) as worker:
         wait_for(lambda: len(smtp.handler.received) >= 20, 30, "sending to start", log)
-        suppress(session, late, "unsubscribed")
-        session.commit()
+        # A writing session: the test's own reads without the write lock, and SQLite refuses
+        # to turn that read into a write once a worker has written meanwhile.
+        with writer_sessionmaker(db_url)() as writer:
+            suppress(writer, late, "unsubscribed")
+            writer.commit()
         assert worker.terminate() == 0
     after_stop = current(settings)
     assert after_stop.counts["sending"] == 0, "claims must be released on SIGTERM"
@@ -245,3 +248,155 @@ def test_scale_out_a_killed_worker_is_covered_by_the_others(
     received = smtp.handler.by_recipient()
     assert len(received) == n  # everyone, including what the killed worker had claimed
     assert sum(c - 1 for c in received.values()) <= threads  # at most its messages in flight
+
+
+def test_cancel_while_a_real_worker_sends_skips_everything_unsent(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    from outreach.lifecycle import cancel, list_campaigns
+
+    n = 200
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        rate=Settings_rate("40/s"),
+        batch_size=50,
+    )
+    path = project_with(tmp_path, session, csv=contacts_csv(n))
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, 2) as worker:
+        wait_for(lambda: len(smtp.handler.received) >= 20, 30, "sending to start", log)
+        with writer_sessionmaker(db_url)() as writer:
+            cancelled = cancel(writer, "news")
+        assert cancelled.in_flight > 0, "the worker held a batch when it was cancelled"
+        wait_for(lambda: current(settings).counts["sending"] == 0, 15, "the worker to let go", log)
+        assert worker.process.poll() is None
+        assert worker.terminate() == 0
+    status = current(settings)
+    counts = status.counts
+    assert status.state == "cancelled" and status.eta_seconds is None
+    assert counts["queued"] == counts["deferred"] == 0
+    assert counts["sent"] + counts["skipped"] + counts["failed"] + counts["bounced"] == n
+    assert counts["sent"] == len(smtp.handler.received) < n
+    with writer_sessionmaker(db_url)() as reader:
+        [(_, listed)] = list_campaigns(reader)
+    assert listed["queued"] + listed["deferred"] == 0
+
+
+def test_a_worker_keeps_running_when_the_outbox_cannot_be_written(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox-is-a-file"
+    outbox.write_text("a file where the folder should be\n")
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        outbox=outbox,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        pause_after_failures=5,
+    )
+    path = project_with(tmp_path, session, csv=contacts_csv(40))
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, 2) as worker:
+        wait_done(settings, 30, log)
+        # The other thread notices the pause within a second and gives its batch back.
+        wait_for(lambda: current(settings).counts["sending"] == 0, 15, "claims released", log)
+        assert worker.process.poll() is None, "the worker must keep running"
+        assert worker.terminate() == 0
+    status = current(settings)
+    assert status.state == "paused"
+    assert "consecutive relay failures" in status.reason and "Not a directory" in status.reason
+    assert status.counts["sending"] == 0 and status.counts["sent"] == 0
+    assert status.counts["deferred"] >= 5
+    assert "Traceback" not in log.read_text()
+
+
+def _outreach(settings, *args: str, **extra: str):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from tests.workers import worker_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "outreach", *args],
+        env=worker_env(settings, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_workers_beat_and_the_health_check_sees_them(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    import json
+    import socket
+
+    settings = settings_for(db_url, tmp_path, queue_url=queue_url(tmp_path, "sqlite"))
+    path = project_with(tmp_path, session, csv=contacts_csv(3))
+    start(path, settings, session)
+    # Nothing has ever beaten here: the check fails, and says which host it looked for.
+    before = _outreach(settings, "worker", "--check")
+    assert before.returncode == 1
+    assert socket.gethostname() in before.stderr
+    assert len(before.stderr.strip().splitlines()) == 1 and "Traceback" not in before.stderr
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, 2) as worker:
+        wait_for(
+            lambda: _outreach(settings, "worker", "--check").returncode == 0,
+            30,
+            "the worker's first heartbeat",
+            log,
+            interval=0.5,
+        )
+        ok = _outreach(settings, "worker", "--check")
+        assert "alive" in ok.stdout
+        wait_done(settings, 30, log)
+        doc = json.loads(_outreach(settings, "campaigns", "status", "news", "--json").stdout)
+        assert doc["workers"]["alive"] == 1
+        assert worker.terminate() == 0
+    after = _outreach(settings, "worker", "--check")
+    assert after.returncode == 1, after.stdout
+
+
+def test_a_worker_that_cannot_reach_the_queue_says_so_in_one_line(
+    db_url: str, tmp_path: Path
+) -> None:
+    from tests.smtp_server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    settings = settings_for(db_url, tmp_path, queue_url=url)
+    result = _outreach(settings, "worker")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert url in lines[0] and "OUTREACH_QUEUE_URL" in lines[0]
+
+
+def test_ctrl_c_stops_a_worker_as_cleanly_as_sigterm(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    import signal
+
+    settings = settings_for(
+        db_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=queue_url(tmp_path, "sqlite"),
+        rate=Settings_rate("40/s"),
+        batch_size=50,
+    )
+    path = project_with(tmp_path, session, csv=contacts_csv(200))
+    start(path, settings, session)
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, 2) as worker:
+        wait_for(lambda: len(smtp.handler.received) >= 20, 30, "sending to start", log)
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.process.wait(timeout=30) == 0
+    stopped = current(settings)
+    assert stopped.counts["sending"] == 0, "claims must be given back on Ctrl-C"
+    assert stopped.counts["sent"] == len(smtp.handler.received)
