@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from email.utils import parseaddr
 
 from markupsafe import Markup, escape
-from sqlalchemy import ColumnElement, and_, not_, or_
+from sqlalchemy import ColumnElement, and_, func, not_, or_
 from sqlalchemy.orm import Session
 
 from outreach.i18n import translator
@@ -30,7 +30,8 @@ def harvested() -> Segment:
     return Segment(
         name="consent: public-contact (never sent advertising)",
         description="addresses collected from public pages (Network Act Art. 50-2)",
-        where=Contact.consent == HARVESTED,
+        # Never NULL: a NOT around it must keep contacts with no consent recorded.
+        where=func.coalesce(Contact.consent, "") == HARVESTED,
         line=None,
     )
 

@@ -263,9 +263,9 @@ def maintain(session: Session, now: datetime | None = None) -> None:
     session.commit()
 
 
-def register_periodic(huey: Any, settings: Settings) -> None:
+def register_periodic(huey: Any, settings: Settings) -> dict[str, Any]:
     """The worker's periodic consent tasks: housekeeping every ten minutes, and the consent
-    notices once a day when OUTREACH_CONSENT_NOTICES is on."""
+    notices once a day when OUTREACH_CONSENT_NOTICES is on. Returns them by name."""
     from huey import crontab
 
     from outreach.db import writer_sessionmaker
@@ -276,7 +276,7 @@ def register_periodic(huey: Any, settings: Settings) -> None:
             maintain(session)
 
     if not settings.consent_notices:
-        return
+        return {"maintenance": consent_maintenance}
 
     @huey.periodic_task(crontab(hour="1", minute="17"), name="outreach.consent_notices")
     def consent_notices() -> None:
@@ -287,3 +287,5 @@ def register_periodic(huey: Any, settings: Settings) -> None:
             run = queue_notices(session, sender)
         # The sweep, every minute, starts sending them.
         log.info("consent notices: %d queued", run.queued)
+
+    return {"maintenance": consent_maintenance, "notices": consent_notices}

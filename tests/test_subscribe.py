@@ -69,7 +69,9 @@ def test_a_person_subscribes_in_korean_confirms_and_is_welcomed(
     assert "시티넷 뉴스레터와 행사 안내를 이메일로 받는 데 동의합니다" in page  # consent text
     assert "Set-Cookie" not in form.headers
     answer = post_form(client)
-    assert answer.status_code == 200 and "받은편지함을 확인해 주세요" in answer.get_data(as_text=True)
+    assert answer.status_code == 200 and "받은편지함을 확인해 주세요" in answer.get_data(
+        as_text=True
+    )
     assert contacts(session) == 0, "nobody is a subscriber before confirming"
     assert queued_confirmations(session, ADDRESS) == 1
     drain(settings, session, "_confirmation")
@@ -106,7 +108,12 @@ def test_a_person_subscribes_in_korean_confirms_and_is_welcomed(
     assert again.status_code == 200 and "구독이 확인되었습니다" in again.get_data(as_text=True)
     session.commit()
     assert session.scalar(select(func.count()).select_from(ConsentRecord)) == 1
-    assert session.scalar(select(func.count()).select_from(Delivery).where(Delivery.contact_id == contact.id)) == 1
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.contact_id == contact.id)
+        )
+        == 1
+    )
 
 
 def test_the_answer_is_the_same_for_every_address(
