@@ -92,8 +92,16 @@ class Archive:
         ).all()
         out = []
         for campaign in campaigns:
+            personaliser = Personaliser(list(campaign.expressions), campaign.definition["nonce"])
+            try:
+                values = personaliser.values(_variables(""))
+            except Exception as exc:
+                log.warning(
+                    "archive: %s cannot be shown to a neutral reader: %s", campaign.name, exc
+                )
+                continue
             subjects = {
-                language: subject
+                language: " ".join(personaliser.fill(subject, values, escaped=False).split())
                 for language, subject in session.execute(
                     select(CampaignVariant.language, CampaignVariant.subject).where(
                         CampaignVariant.campaign_id == campaign.id
@@ -157,7 +165,18 @@ def _neutral(
     if OPEN_PIXEL in expressions:
         marker = Markers(nonce)(expressions.index(OPEN_PIXEL))
         html = re.sub(rf"<img\b[^>]*{re.escape(marker)}[^>]*>", "", html)
-    variables = {
+    personaliser = Personaliser(list(expressions), nonce)
+    return personalise(
+        personaliser,
+        CompiledVariant(variant.language, variant.subject, html, variant.text),
+        _variables(self_url),
+    )
+
+
+def _variables(self_url: str) -> dict[str, Any]:
+    """What a neutral reader's copy is filled in with: no contact, no tracking, and the
+    personal links pointing back at the archive page."""
+    return {
         "contact": NEUTRAL_CONTACT,
         "unsubscribe_url": self_url,
         "preferences_url": self_url,
@@ -165,12 +184,6 @@ def _neutral(
         "open_url": "",
         "click": lambda url: url,
     }
-    personaliser = Personaliser(list(expressions), nonce)
-    return personalise(
-        personaliser,
-        CompiledVariant(variant.language, variant.subject, html, variant.text),
-        variables,
-    )
 
 
 def atom_feed(entries: list[tuple[Entry, str]], base_url: str, language: str, title: str) -> bytes:
