@@ -30,6 +30,10 @@ log = logging.getLogger("outreach.archive")
 # A reader we know nothing about.
 NEUTRAL_CONTACT: dict[str, Any] = {**MINIMAL_CONTACT, "email": "", "language": None}
 OPEN_PIXEL = "{{ open_url }}"
+# What MJML adds for web fonts (Google Fonts for its default Ubuntu): a request to a third
+# party from every reader of the archive. The fonts fall back to the reader's own.
+_REMOTE_STYLESHEET = re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']https?://[^>]*>""", re.I)
+_REMOTE_IMPORT = re.compile(r"@import\s+url\(\s*['\"]?https?://[^)]*\)\s*;?", re.I)
 ATOM = "http://www.w3.org/2005/Atom"
 XML = "http://www.w3.org/XML/1998/namespace"
 
@@ -161,7 +165,7 @@ def _neutral(
     campaign_id: int,
     version: datetime,
 ) -> Rendered:
-    html = variant.html
+    html = _REMOTE_IMPORT.sub("", _REMOTE_STYLESHEET.sub("", variant.html))
     if OPEN_PIXEL in expressions:
         marker = Markers(nonce)(expressions.index(OPEN_PIXEL))
         html = re.sub(rf"<img\b[^>]*{re.escape(marker)}[^>]*>", "", html)

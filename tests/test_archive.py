@@ -66,6 +66,7 @@ def test_an_archived_campaign_is_shown_to_a_neutral_reader(archived) -> None:  #
         assert not re.search(r"/(c|o|u|p|v)/[A-Za-z0-9_.-]{8,}", html)
         assert 'href="https://citynet-ap.org/news/colombo"' in html  # straight, untracked
         assert 'width="1" height="1"' not in html  # the open pixel is gone
+        assert "fonts.googleapis.com" not in html  # nor MJML's web-font requests
         assert 'id="subscribe"' in html and "OUTR" not in html
     assert client.get("/archive/private").status_code == 404
     assert client.get("/archive/draft").status_code == 404
