@@ -234,7 +234,8 @@ def erase(session: Session, email: str) -> None:
 
 def maintain(session: Session, now: datetime | None = None) -> None:
     """Housekeeping for the worker: purge old subscribe requests and client counters, and
-    reopen a system campaign that finished while a message was being added to it."""
+    reopen a system campaign (or the welcome message) that finished while a message was being
+    added to it."""
     from outreach.system_mail import KINDS, reopen
 
     now = now or utcnow()
@@ -246,10 +247,13 @@ def maintain(session: Session, now: datetime | None = None) -> None:
             RateLimit.key.like("subscribe:%"), RateLimit.tat < now.timestamp() - 86400
         )
     )
+    from outreach.welcome import welcome_campaign
+
     names = [kind.campaign for kind in KINDS.values()]
+    welcome = welcome_campaign(session)
     stalled = session.scalars(
         select(Campaign.id).where(
-            Campaign.name.in_(names),
+            Campaign.name.in_(names) | (Campaign.id == (welcome or 0)),
             Campaign.state == "done",
             exists().where(
                 and_(

@@ -338,3 +338,31 @@ def test_a_subscribe_file_is_not_a_campaign(run_cli, tmp_path: Path) -> None:  #
     result = run_cli("campaigns", "validate")
     assert "subscribe.yaml" not in result.output, result.output
     assert load_config(Settings(from_="a@b.org"), tmp_path / "campaigns" / "subscribe.yaml")
+
+
+def test_housekeeping_purges_old_requests_and_reopens_a_stalled_system_campaign(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    from outreach.consent import maintain
+    from outreach.lifecycle import transition
+    from outreach.models import Campaign
+    from outreach.system_mail import queue
+
+    settings = settings_for(db_url, tmp_path, from_="CityNet <news@citynet-ap.org>")
+    sender = system_sender(settings, None)
+    session.add(
+        Subscription(
+            email="old@example.org", language="en", created_at=utcnow() - timedelta(days=9)
+        )
+    )
+    session.add(Subscription(email="new@example.org", language="en", created_at=utcnow()))
+    campaign_id, _ = queue(
+        session, "confirmation", sender, email="a@example.org", name=None, language="en"
+    )
+    # A worker finished the campaign just as this delivery was added.
+    session.execute(Campaign.__table__.update().values(state="done"))
+    session.commit()
+    maintain(session)
+    assert session.scalar(select(func.count()).select_from(Subscription)) == 1
+    assert session.scalar(select(Campaign.state).where(Campaign.id == campaign_id)) == "sending"
+    assert not transition(session, campaign_id, "sending", only_from=("done",))
