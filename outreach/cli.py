@@ -1019,7 +1019,8 @@ def demo(app: App, directory: Path) -> None:
 )
 @pass_app
 def serve(app: App, host: str, port: int, workers: int) -> None:
-    """Serve recipients' pages: unsubscribe, preferences, click and open tracking.
+    """Serve recipients' pages: unsubscribe, preferences, click and open tracking, the
+    subscribe form (with campaigns/subscribe.yaml) and the public archive.
 
     Needs OUTREACH_SECRET_KEY (the same as the workers') and OUTREACH_BASE_URL set to the
     public address this is reached at. Runs gunicorn; put it behind your HTTPS proxy.
