@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
@@ -35,7 +35,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
 
 class AudienceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    include: list[str] = Field(min_length=1)
+    include: list[str] = []
     exclude: list[str] = []
 
 
@@ -55,12 +55,16 @@ class CampaignSpec(BaseModel):
     subject: str | dict[str, str]
     from_: str | None = Field(default=None, alias="from")
     reply_to: str | None = None
-    audience: AudienceSpec
+    audience: AudienceSpec = Field(default_factory=AudienceSpec)
     default_language: str = "en"
     send_at: datetime | None = None
     rate: str | None = None
     tracking: TrackingSpec = TrackingSpec()
     advertising: bool = False
+    # Shown to everyone at /archive once sent, rendered for a neutral reader.
+    archive: bool = False
+    # The welcome message: each newly confirmed subscriber gets it once; it has no audience.
+    welcome: bool = False
     context: dict[str, Any] = {}
 
     @field_validator("name")
@@ -99,6 +103,20 @@ class CampaignSpec(BaseModel):
         if v is not None and v.tzinfo is None:
             raise ValueError("give a time zone, e.g. 2026-12-01T09:00:00+09:00")
         return v
+
+    @model_validator(mode="after")
+    def _audience(self) -> CampaignSpec:
+        given = self.audience.include or self.audience.exclude
+        if self.welcome and given:
+            raise ValueError(
+                "welcome: true: the welcome message goes to each new subscriber when they "
+                "confirm; remove audience:"
+            )
+        if not self.welcome and not self.audience.include:
+            raise ValueError(
+                "audience.include: name at least one segment, e.g. audience: {include: [members]}"
+            )
+        return self
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -230,5 +248,9 @@ def load_campaign(path: Path | str, root: Path | None = None) -> CampaignFile:
     )
 
 
+# Files in campaigns/ that are not campaigns.
+NOT_CAMPAIGNS = frozenset({"segments.yaml", "subscribe.yaml"})
+
+
 def find_campaigns(directory: Path = Path("campaigns")) -> list[Path]:
-    return sorted(p for p in directory.glob("*.yaml") if p.name != "segments.yaml")
+    return sorted(p for p in directory.glob("*.yaml") if p.name not in NOT_CAMPAIGNS)

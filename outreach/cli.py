@@ -344,7 +344,16 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
         rows = [
             [k, _when(doc[k]) if k.endswith("_at") else doc[k]]
             for k in doc
-            if k not in ("email", "forgotten", "tags", "attributes", "suppression", "history")
+            if k
+            not in (
+                "email",
+                "forgotten",
+                "tags",
+                "attributes",
+                "suppression",
+                "history",
+                "consent_history",
+            )
         ]
         rows.append(["tags", ", ".join(doc["tags"])])
         rows += [[f"attributes.{k}", v] for k, v in sorted(doc["attributes"].items())]
@@ -357,6 +366,15 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
             ]
         )
         print_table(doc["email"], ["field", "value"], rows)
+        if doc["consent_history"]:
+            print_table(
+                "consent",
+                ["when", "what", "source", "text version"],
+                [
+                    [_when(e["at"]), e["what"], e["source"], e["version"]]
+                    for e in doc["consent_history"]
+                ],
+            )
         if doc["history"]:
             print_table(
                 "history",
@@ -581,6 +599,53 @@ def segments_show(app: App, name: str, limit: int, segments_file: Path, as_json:
     )
 
 
+@cli.group()
+def consent() -> None:
+    """What Korean law asks of a sender of advertising: the two-yearly consent notices.
+
+    \b
+    Example:
+      outreach consent notices --dry-run
+    """
+
+
+@consent.command("notices")
+@click.option("--dry-run", is_flag=True, help="Count who is due; queue nothing.")
+@pass_app
+def consent_notices(app: App, dry_run: bool) -> None:
+    """Queue the consent notice (Network Act Art. 50(8)) for every opted-in contact whose
+    consent, or last notice, is two years old or more.
+
+    The notice names the sender, the date and content of the consent and how to withdraw,
+    in the contact's language. Each contact gets it once per period, however often this
+    runs; the worker runs it daily when OUTREACH_CONSENT_NOTICES is true.
+
+    \b
+    Example:
+      outreach consent notices --dry-run && outreach consent notices
+    """
+    from outreach.consent import queue_notices
+    from outreach.subscriptions import load_config, system_sender
+    from outreach.system_mail import Nudger
+
+    sender = system_sender(app.settings, load_config(app.settings))
+    with app.session() as session:
+        run = queue_notices(session, sender, dry_run=dry_run)
+    langs = ", ".join(f"{k} {v}" for k, v in sorted(run.languages.items())) or "none"
+    if dry_run:
+        console.print(
+            f"dry run: {run.queued} consent notices are due (languages: {langs}); "
+            "nothing was queued",
+            soft_wrap=True,
+        )
+        return
+    Nudger(app.settings)(run.campaign_id)
+    console.print(
+        f"{run.queued} consent notices queued (languages: {langs}); `outreach worker` sends them",
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
     cli(prog_name="outreach")
 
@@ -726,8 +791,21 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
     """
     from outreach.lifecycle import send_campaign, send_test
     from outreach.tasks import enqueuer
+    from outreach.welcome import install, is_welcome
 
     with app.session() as session:
+        if is_welcome(file) and not test_to:
+            if dry_run:
+                raise UserError(f"{file} is the welcome message: it has no audience to count")
+            installed = install(file, app.settings, session)
+            console.print(
+                f"{installed.campaign}: stored as the welcome message "
+                f"({', '.join(installed.languages)}); each newly confirmed subscriber gets it "
+                "once. Nobody was mailed now."
+                + (f" It replaces {', '.join(installed.replaced)}." if installed.replaced else ""),
+                soft_wrap=True,
+            )
+            return
         if test_to:
             languages = send_test(file, app.settings, session, test_to)
             console.print(
@@ -1056,7 +1134,8 @@ def demo(app: App, directory: Path) -> None:
 )
 @pass_app
 def serve(app: App, host: str, port: int, workers: int) -> None:
-    """Serve recipients' pages: unsubscribe, preferences, click and open tracking.
+    """Serve recipients' pages: unsubscribe, preferences, click and open tracking, the
+    subscribe form (with campaigns/subscribe.yaml) and the public archive.
 
     Needs OUTREACH_SECRET_KEY (the same as the workers') and OUTREACH_BASE_URL set to the
     public address this is reached at. Runs gunicorn with outreach.gunicorn_conf, as the

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import escape
 
+from outreach.advertising import footer as advertising_footer
+from outreach.advertising import sender_contact
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
@@ -181,9 +182,7 @@ def _compile_variant(
     source = _render_template(campaign, env, template_name, variables)
     html = _mjml(campaign, env, template_name, source)
     if campaign.spec.advertising:
-        html = _before_body_end(
-            html, _advertising_footer(deferred, sender, settings.postal_address or "")
-        )
+        html = _before_body_end(html, _advertising_footer(campaign, deferred, sender, settings))
     # The text part keeps the real addresses; tracking rewrites only the HTML.
     text = html_to_text(html)
     tracking = campaign.spec.tracking
@@ -383,19 +382,14 @@ def _before_body_end(html: str, fragment: str) -> str:
     return html.replace("</body>", fragment + "</body>", 1)
 
 
-def _advertising_footer(deferred: Deferred, sender: str, postal: str) -> str:
-    """Korean Network Act rules for advertising: sender, postal address and an opt-out in
-    Korean and English."""
-    name = escape(parseaddr(sender)[0] or parseaddr(sender)[1])
+def _advertising_footer(
+    campaign: CampaignFile, deferred: Deferred, sender: str, settings: Settings
+) -> str:
+    """Korean Network Act rules for advertising: sender, postal address, a way to reach the
+    sender (Art. 50(4)) and an opt-out, in Korean and English (see `advertising`)."""
+    contact = sender_contact(settings.sender_contact, campaign.spec.reply_to, sender)
     link = deferred.marker(UNSUBSCRIBE, ("advertising footer", 0))
-    return (
-        '<div style="font-family:sans-serif;font-size:12px;line-height:1.5;color:#555;'
-        'max-width:600px;margin:0 auto;padding:16px;">'
-        f"<p>(광고) 본 메일은 {name}({escape(postal)})에서 발송한 광고성 정보입니다. "
-        f'수신을 원하지 않으시면 <a href="{link}">수신거부</a>를 눌러 주세요.</p>'
-        f"<p>This is an advertisement from {name}, {escape(postal)}. "
-        f'If you no longer wish to receive it, <a href="{link}">unsubscribe</a>.</p></div>'
-    )
+    return advertising_footer(link, sender, settings.postal_address or "", contact)
 
 
 _TRACKABLE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.I)

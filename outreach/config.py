@@ -217,6 +217,25 @@ def _text(value: str) -> str:
     return value
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"{value!r} must be 0 or more")
+    return number
+
+
 def _key_list(value: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in value.split(",") if k.strip())
 
@@ -237,6 +256,14 @@ class Settings:
     from_: str | None = field(default=None, metadata={"key": "from"})
     rate: Rate = Rate(50.0)
     postal_address: str | None = None
+    # How recipients of advertising reach the sender (Network Act Art. 50(4)): an address or
+    # a phone number; unset, the campaign's Reply-To or From.
+    sender_contact: str | None = None
+    # Whether the worker's sweep queues the two-yearly consent notices (Art. 50(8)) daily.
+    consent_notices: bool = False
+    # Reverse proxies in front of `outreach serve` whose X-Forwarded-For is trusted: the
+    # subscribe form's per-client limit must see the visitor, not the proxy.
+    proxies: int = 0
     retry_delay: float = 60.0
     max_attempts: int = 8
     bounce_domain: str | None = None
@@ -339,6 +366,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "from": _address,
     "rate": parse_rate,
     "postal_address": _text,
+    "sender_contact": _text,
+    "consent_notices": _boolean,
+    "proxies": _count,
     "retry_delay": _positive_float,
     "max_attempts": _positive_int,
     "bounce_domain": _domain,

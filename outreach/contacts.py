@@ -14,6 +14,9 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from outreach.consent import erase as erase_consent
+from outreach.consent import history as consent_history
+from outreach.consent import record_current
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import (
     KNOWN_COLUMNS,
@@ -184,7 +187,7 @@ def _parse_date(value: str) -> datetime:
 
 
 def _validate(
-    raw: dict[str, str], now: datetime, problems: list[str] | None
+    raw: dict[str, str], now: datetime, problems: list[str] | None, source: str = "import"
 ) -> tuple[dict[str, Any], list[str] | None]:
     """One row to column values and tags; raises ValueError with every reason it has."""
     errors = problems or []
@@ -210,6 +213,11 @@ def _validate(
             )
         except ValueError as exc:
             errors.append(str(exc))
+        # Where a consent came from, unless the file says (an export does).
+        if "consent_source" not in raw:
+            values["consent_source"] = source if values["consent"] else None
+        if "consent_version" not in raw:
+            values["consent_version"] = None
     if errors:
         raise ValueError("; ".join(errors))
     attributes = {k: v.strip() for k, v in raw.items() if k not in _KNOWN and v.strip()}
@@ -242,12 +250,23 @@ def import_csv(
     columns, rows = _rows(path, encoding, mapping or {})
     result.attribute_columns = [c for c in columns if c and c not in _KNOWN]
     has_free_columns = bool(result.attribute_columns)
-    has_consent_dates = "consent_date" in columns
+    # A consent's date, source and version are kept when the same consent is imported
+    # again, unless the file gives them.
+    keep = frozenset(
+        column
+        for column, given in (
+            ("consent_at", "consent_date"),
+            ("consent_source", "consent_source"),
+            ("consent_version", "consent_version"),
+        )
+        if given not in columns
+    )
+    source = f"import {path.name}"
     writing = not dry_run
     for line, raw, problems in rows:
         result.rows += 1
         try:
-            values, tags = _validate(raw, now, problems)
+            values, tags = _validate(raw, now, problems, source)
             first = seen.get(values["email"])
             if first is not None:
                 raise ValueError(f"duplicate of line {first} ({values['email']})")
@@ -261,10 +280,10 @@ def import_csv(
         if writing:
             batch.append((values, tags))
             if len(batch) >= BATCH:
-                _write(session, batch, has_free_columns, now, has_consent_dates)
+                _write(session, batch, has_free_columns, now, keep)
                 batch.clear()
     if writing and batch:
-        _write(session, batch, has_free_columns, now, has_consent_dates)
+        _write(session, batch, has_free_columns, now, keep)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
         if dry_run:
@@ -315,7 +334,7 @@ def _write(
     batch: list[tuple[dict[str, Any], list[str] | None]],
     has_free_columns: bool,
     now: datetime,
-    has_consent_dates: bool = False,
+    keep: frozenset[str] = frozenset(("consent_at",)),
 ) -> None:
     """Upsert one batch with a single multi-row INSERT … ON CONFLICT … RETURNING.
 
@@ -368,12 +387,19 @@ def _write(
     same = "IS NOT DISTINCT FROM" if postgres else "IS"
     assignments = [
         f"{c} = CASE WHEN contacts.consent {same} excluded.consent "
-        "THEN contacts.consent_at ELSE excluded.consent_at END"
-        # Re-importing the same consent keeps the date it was first recorded.
-        if c == "consent_at" and not has_consent_dates
+        f"THEN contacts.{c} ELSE excluded.{c} END"
+        # Re-importing the same consent keeps the date (and source) it was first recorded.
+        if c in keep
         else f"{c} = excluded.{c}"
         for c in updates
     ]
+    if "consent_at" in updates and "consent_at" not in keep:
+        # A file with dates, but an empty cell: the same consent keeps its recorded date.
+        assignments[updates.index("consent_at")] = (
+            f"consent_at = CASE WHEN contacts.consent {same} excluded.consent AND "
+            f"excluded.consent_at = {mark} THEN contacts.consent_at ELSE excluded.consent_at END"
+        )
+        params.append(stamp)
     ids = {
         email: cid
         for cid, email in conn.exec_driver_sql(
@@ -382,6 +408,8 @@ def _write(
             tuple(params),
         ).all()
     }
+    if "consent" in batch[0][0]:
+        record_current(session, ids.values())  # the consent history keeps every change
     if batch[0][1] is not None:  # the file has a tags column: it replaces the contact's tags
         contact_ids = [ids[v["email"]] for v, _ in batch]
         conn.exec_driver_sql(
@@ -459,6 +487,7 @@ def describe(session: Session, email: str) -> dict[str, Any]:
             "since": suppression.created_at.isoformat(),
             "detail": suppression.detail,
         },
+        "consent_history": [step.as_json() for step in consent_history(session, contact.id)],
         "history": [entry.as_json() for entry in contact_history(session, contact.id)],
     }
 
@@ -467,6 +496,7 @@ def forget(session: Session, email: str) -> Contact:
     """Erase a contact's personal data, keeping a suppression so it is never mailed again."""
     contact = get_contact(session, email)
     erase_address(session, contact.id, contact.email)
+    erase_consent(session, contact.email)
     suppress(session, contact.email, "forgotten", detail="erased on request")
     session.delete(contact)
     session.flush()
@@ -474,6 +504,16 @@ def forget(session: Session, email: str) -> Contact:
 
 
 EXPORT_COLUMNS = KNOWN_COLUMNS  # the import format, so an export re-imports as is
+
+
+def _consent_date(at: datetime | None) -> str:
+    """A date when that is all there is; the whole time otherwise, so a re-import keeps the
+    consent exactly as recorded."""
+    if at is None:
+        return ""
+    if (at.hour, at.minute, at.second, at.microsecond) == (0, 0, 0, 0):
+        return at.date().isoformat()
+    return at.isoformat()
 
 
 def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int:
@@ -500,7 +540,9 @@ def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int
             contact.membership or "",
             ";".join(contact.tag_names),
             contact.consent or "",
-            contact.consent_at.date().isoformat() if contact.consent_at else "",
+            _consent_date(contact.consent_at),
+            contact.consent_source or "",
+            contact.consent_version or "",
             *(str((contact.attributes or {}).get(k, "")) for k in attribute_columns),
         ]
         try:

@@ -23,6 +23,8 @@ KNOWN_COLUMNS = (
     "tags",
     "consent",
     "consent_date",
+    "consent_source",
+    "consent_version",
 )
 # How lists staff receive name the known columns, in English and Korean. Compared without
 # case, spaces, "_", "-", "." or "*", so "E-mail", "e_mail" and "EMAIL *" are all email.
@@ -123,6 +125,20 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
         "수신 동의일",
         "수신 동의 일자",
     ),
+    "consent_source": (
+        "consent source",
+        "source of consent",
+        "how consented",
+        "동의 경로",
+        "수신 동의 경로",
+        "동의 출처",
+    ),
+    "consent_version": (
+        "consent version",
+        "consent text version",
+        "동의 문구 버전",
+        "동의서 버전",
+    ),
 }
 _SPELLING = re.compile(r"[\s_\-.*]+")
 
@@ -144,7 +160,14 @@ def column_for(header: str) -> str:
 
 
 TEXT_FIELDS = ("name", "organisation", "city")
-MAX_LENGTHS = {"name": 300, "organisation": 300, "city": 200, "organisation_type": 64}
+MAX_LENGTHS = {
+    "name": 300,
+    "organisation": 300,
+    "city": 200,
+    "organisation_type": 64,
+    "consent_source": 300,
+    "consent_version": 64,
+}
 
 
 @lru_cache(maxsize=1)

@@ -92,6 +92,10 @@ class Contact(Base):
     membership: Mapped[str | None] = mapped_column(String(20), index=True)
     consent: Mapped[str | None] = mapped_column(String(32))
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where the current consent came from (form, an import file, by hand) and, for the
+    # subscribe form, the version of the consent text the person agreed to.
+    consent_source: Mapped[str | None] = mapped_column(String(300))
+    consent_version: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -259,3 +263,82 @@ class WorkerBeat(Base):
     threads: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+# A consent record's kinds: the three consents, and a withdrawal (an unsubscribe).
+CONSENT_RECORD_KINDS = (*CONSENTS, "withdrawn")
+
+
+class ConsentRecord(Base):
+    """One step of a contact's consent history: given (by the form, an import, by hand) or
+    withdrawn. The contact's `consent*` columns hold the latest; these keep the proof."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str | None] = mapped_column(String(300))
+    text_version: Mapped[str | None] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConsentNotice(Base):
+    """A consent notice (Network Act Art. 50(8)) queued for a contact. `due` is when it fell
+    due (two years after the consent or the previous notice): one notice per contact and due
+    date, so running the command twice, or from two places at once, mails nobody twice."""
+
+    __tablename__ = "consent_notices"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
+    due: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivery_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("contact_id", "due"),)
+
+
+class Subscription(Base):
+    """A request from the subscribe form, waiting for its confirmation link to be used."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(300))
+    organisation: Mapped[str | None] = mapped_column(String(300))
+    language: Mapped[str] = mapped_column(String(35))
+    text_version: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    contact_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+
+    # The per-address daily limit counts an address's recent requests.
+    __table_args__ = (Index("ix_subscriptions_email_created", "email", "created_at"),)
+
+
+class SystemRecipient(Base):
+    """Whom a message of a system campaign (a confirmation, a notice) is for. Such a delivery
+    has no contact of its own (a confirmation goes to someone who is not one yet), so the
+    address and the message's own values live here."""
+
+    __tablename__ = "system_recipients"
+
+    delivery_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    language: Mapped[str | None] = mapped_column(String(35))
+    contact_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -37,6 +37,7 @@ from outreach.models import Campaign, Delivery, utcnow
 from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
 from outreach.suppressions import suppress
+from outreach.system_mail import may_mail_anyway
 from outreach.tokens import links_for
 from outreach.transport import PermanentFailure, TemporaryFailure, Transport
 
@@ -174,7 +175,7 @@ class Sender:
             return
         # Autocommit: no transaction stays open across rendering, pacing and SMTP.
         reason = store.suppression_reason(self.conn, recipient.email)
-        if reason is not None:
+        if reason is not None and not may_mail_anyway(prepared.name, reason):
             self._finish(recipient, "skipped", attempted=False, text=f"suppressed ({reason})")
             return
         composer = prepared.composer

@@ -479,4 +479,22 @@ def audience_of(
                         i,
                     )
                 )
+    if campaign.spec.advertising:
+        exclude.append(harvested())
     return include, exclude, errors
+
+
+# Consent that the Network Act (Art. 50-2) forbids advertising to: an address collected from
+# a public page.
+HARVESTED = "public-contact"
+
+
+def harvested() -> Segment:
+    """Contacts an advertising campaign leaves out, as an excluded segment."""
+    return Segment(
+        name="consent: public-contact (never sent advertising)",
+        description="addresses collected from public pages (Network Act Art. 50-2)",
+        # Never NULL: a NOT around it must keep contacts with no consent recorded.
+        where=func.coalesce(Contact.consent, "") == HARVESTED,
+        line=None,
+    )

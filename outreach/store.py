@@ -196,6 +196,10 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
         out.append(
             Recipient(delivery_id, contact.email, contact.name, variables, attempts, contact.id)
         )
+    if len(contact_ids) < len(rows):  # system messages (confirmations, notices) or erased
+        from outreach.system_mail import complete
+
+        out = complete(session, out)
     session.expunge_all()
     return out
 

@@ -96,6 +96,9 @@ def _register(huey: Huey, settings: Settings) -> Queue:
     def sweep() -> None:
         run_sweep(settings, send_campaign)
 
+    from outreach.consent import register_periodic
+
+    register_periodic(huey, settings)  # housekeeping; the consent notices when enabled
     return Queue(huey, send_campaign, sweep)
 
 

@@ -91,9 +91,13 @@ def validate_campaign(
         return validation
     needed: set[str] = set(available)
     where: ColumnElement[bool] | None = None
-    if session is not None and not segment_errors:
+    if campaign.spec.welcome:  # no audience: any language a new subscriber may read
+        validation.languages = dict.fromkeys(sorted(available), 0)
+    elif session is not None and not segment_errors:
         where = audience(include, exclude)
         needed = _audience(campaign, session, where, available, validation)
+        if campaign.spec.advertising:
+            validation.warnings += _left_out(campaign, session, include, exclude)
     default = campaign.spec.default_language
     if default not in available and (needed - available or not needed):
         validation.errors.append(
@@ -147,6 +151,20 @@ def _check_advertising(campaign: CampaignFile, settings: Settings) -> list[FileE
             )
         ]
     return []
+
+
+def _left_out(
+    campaign: CampaignFile, session: Session, include: list[Any], exclude: list[Any]
+) -> list[str]:
+    from outreach.advertising import left_out
+
+    n = left_out(session, include, exclude)
+    if not n:
+        return []
+    return [
+        f"{campaign.path}: {n} contacts with consent public-contact left out: addresses "
+        "collected from public pages are never sent advertising (Network Act Art. 50-2)"
+    ]
 
 
 def _audience(

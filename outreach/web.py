@@ -1,110 +1,62 @@
 """What a recipient sees: one-click unsubscribe (RFC 8058), preferences, click and open
-tracking, and the view-online page. Every link carries a signed token, so nothing here can
-be changed, listed or guessed without one, and a GET never changes anything.
+tracking, the view-online page, the subscribe form with double opt-in, and the public
+archive. Every link to a person carries a signed token, so nothing here can be changed,
+listed or guessed without one, and a GET never changes anything.
 
 The pages are one Blueprint of module-level views; what they share (settings, tokens,
-sessions) lives on `app.extensions["outreach"]`.
+sessions) lives on `app.extensions["outreach"]`. Every word on them is in the message
+catalogs (`i18n`); the reader's language is `?lang=`, else the contact's, else the
+browser's Accept-Language, else English.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import re
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
+from markupsafe import escape
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from outreach import consent, subscriptions
+from outreach.archive import Archive, atom_feed
 from outreach.compose import Prepared, prepare
 from outreach.config import Settings
 from outreach.db import reader_sessionmaker, writer_sessionmaker
 from outreach.events import record_event
 from outreach.fields import normalise_language
-from outreach.models import Campaign, Contact, Delivery, Suppression
+from outreach.i18n import DEFAULT, N_, install, languages, menu, supported, translator
+from outreach.models import Campaign, Contact, Delivery, Suppression, SystemRecipient, utcnow
 from outreach.store import load as load_recipients
+from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
 from outreach.suppressions import suppress_if_new, unsuppress
+from outreach.system_mail import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens, tokens_for
 
+log = logging.getLogger("outreach.web")
 MAX_BODY = 16 * 1024
 GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
-LANGUAGES = [("ko", "한국어"), ("en", "English")]
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-# The view-online page shows the email itself: its inline styles and remote images.
+# The view-online and archive pages show an email itself: its inline styles and images.
 VIEW_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "font-src https:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-
-TEXT: dict[str, dict[str, str]] = {
-    "ko": {
-        "brand": "시티넷 CityNet",
-        "unsubscribe_title": "수신거부",
-        "unsubscribe_who": "{sender}에서 보내는 메일({campaign})을 더 이상 받지 않으시려면 아래 "
-        "버튼을 눌러 주세요.",
-        "unsubscribe_button": "수신거부하기",
-        "unsubscribe_note": "버튼을 누르기 전에는 아무것도 바뀌지 않습니다.",
-        "unsubscribed_title": "수신거부되었습니다",
-        "unsubscribed_text": "{email} 주소로는 {sender}의 메일을 더 이상 보내지 않습니다. "
-        "이미 발송 대기 중인 메일도 보내지 않습니다.",
-        "undo_button": "실수였습니다 — 다시 받기",
-        "preferences_link": "수신 설정 및 언어 변경",
-        "preferences_title": "수신 설정",
-        "subscribed": "현재 메일을 받고 계십니다.",
-        "unsubscribed": "수신거부하셨습니다.",
-        "blocked": "이 주소로는 메일을 보낼 수 없습니다(반송 또는 스팸 신고). 다시 받으시려면 "
-        "사무국에 문의해 주세요.",
-        "resubscribe_button": "다시 받기",
-        "resubscribed": "다시 받도록 설정했습니다.",
-        "unsubscribe_link": "수신거부",
-        "language_label": "받으실 언어",
-        "language_button": "언어 저장",
-        "language_saved": "언어를 저장했습니다.",
-        "invalid_title": "잘못된 링크입니다",
-        "invalid_text": "링크가 손상되었거나 완전하지 않습니다. 받으신 메일의 링크를 다시 "
-        "눌러 주세요. 아무것도 변경되지 않았습니다.",
-        "test_text": "시험 발송된 메일의 링크입니다. 아무것도 변경되지 않았습니다.",
-        "gone_text": "이 주소의 정보는 이미 삭제되었으며 더 이상 메일을 보내지 않습니다.",
-        "bad_request": "요청을 처리할 수 없습니다. 아무것도 변경되지 않았습니다.",
-    },
-    "en": {
-        "brand": "CityNet",
-        "unsubscribe_title": "Unsubscribe",
-        "unsubscribe_who": "To stop receiving email from {sender} ({campaign}), press the button "
-        "below.",
-        "unsubscribe_button": "Unsubscribe",
-        "unsubscribe_note": "Nothing changes until you press the button.",
-        "unsubscribed_title": "You are unsubscribed",
-        "unsubscribed_text": "{sender} will send no more email to {email}, including messages "
-        "already waiting to be sent.",
-        "undo_button": "That was a mistake — subscribe me again",
-        "preferences_link": "Preferences and language",
-        "preferences_title": "Your preferences",
-        "subscribed": "You are receiving our email.",
-        "unsubscribed": "You have unsubscribed.",
-        "blocked": "We cannot send to this address (it bounced or was reported as spam). Please "
-        "contact the Secretariat to receive our email again.",
-        "resubscribe_button": "Subscribe again",
-        "resubscribed": "You will receive our email again.",
-        "unsubscribe_link": "Unsubscribe",
-        "language_label": "Language of our email",
-        "language_button": "Save language",
-        "language_saved": "Your language is saved.",
-        "invalid_title": "This link is not valid",
-        "invalid_text": "The link is damaged or incomplete. Please click the link in your email "
-        "again. Nothing was changed.",
-        "test_text": "This link is from a test message. Nothing was changed.",
-        "gone_text": "This address has been erased and will not be mailed again.",
-        "bad_request": "This request cannot be handled. Nothing was changed.",
-    },
-}
+# The 400 page of a link we cannot read: we cannot know the reader's language.
+BILINGUAL = ("ko", "en")
+NO_STORE = ("/u/", "/p/", "/v/", "/subscribe", "/confirm/")
 
 
 @dataclass
@@ -114,15 +66,22 @@ class WebState:
     links: Links
     writer: sessionmaker[Session]
     reader: sessionmaker[Session]
+    subscribe: SubscribeConfig | None = None
+    archive: Archive | None = None
+    form_tokens: FormTokens | None = None
+    confirm_tokens: ConfirmTokens | None = None
+    nudge: Nudger = field(default_factory=lambda: Nudger(Settings()))
 
 
 @dataclass
 class Addressee:
-    """Whom a link was sent to: the delivery a token names, its contact and campaign."""
+    """Whom a link was sent to: the delivery a token names, its campaign, its address and
+    contact (a system message, such as a confirmation, may go to someone not yet one)."""
 
     delivery: Delivery
     contact: Contact | None
     campaign: Campaign
+    email: str | None
 
     @property
     def sender(self) -> str:
@@ -133,8 +92,11 @@ class Addressee:
 pages = Blueprint("pages", __name__)
 
 
-def create_app(settings: Settings) -> Flask:
+def create_app(settings: Settings, project: Path | None = None) -> Flask:
+    """The app; `project` is the folder with campaigns/ (subscribe.yaml, archived campaigns),
+    the working directory by default."""
     tokens = tokens_for(settings, "outreach serve")
+    root = Path.cwd() if project is None else project
     app = Flask(
         __name__,
         template_folder="web_templates",
@@ -142,14 +104,27 @@ def create_app(settings: Settings) -> Flask:
         static_url_path="/static",
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    install(app.jinja_env)
+    config = subscriptions.load_config(settings, root / subscriptions.CONFIG_PATH)
     app.extensions["outreach"] = WebState(
         settings,
         tokens,
         Links(settings.base_url, tokens),
         writer_sessionmaker(settings.database_url),
         reader_sessionmaker(settings.database_url),
+        subscribe=config,
+        archive=Archive(root / "campaigns"),
+        form_tokens=FormTokens.of(settings),
+        confirm_tokens=ConfirmTokens(settings),
+        nudge=Nudger(settings),
     )
     app.register_blueprint(pages)
+    if settings.proxies:
+        # Only the last `proxies` hops of X-Forwarded-For are believed: a client cannot
+        # claim another address by sending the header itself.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxies, x_proto=settings.proxies
+        )
     return app
 
 
@@ -158,24 +133,25 @@ def _state() -> WebState:
     return state
 
 
-def _language(contact: Contact | None) -> str:
-    asked = request.values.get("lang", "")
-    if asked in TEXT:
+def _language(own: str | None = None) -> str:
+    """?lang=, else the person's own language, else the browser's, else English."""
+    asked = supported(request.values.get("lang", ""))
+    if asked:
         return asked
-    if contact is not None and contact.language and contact.language.split("-")[0] in TEXT:
-        return contact.language.split("-")[0]
-    best = request.accept_languages.best_match(list(TEXT))
-    return best or "en"
+    chosen = supported(own)
+    if chosen:
+        return chosen
+    best = request.accept_languages.best_match(list(languages()))
+    return best or DEFAULT
 
 
 def _page(template: str, lang: str, status: int = 200, **values: Any) -> Response:
-    t = TEXT[lang]
     body = render_template(
         template,
         lang=lang,
-        t=t,
-        languages=LANGUAGES,
-        title=values.pop("title", t["brand"]),
+        languages=menu(),
+        title=values.pop("title", None) or translator(lang)("CityNet"),
+        subscribe_open=_state().subscribe is not None,
         **values,
     )
     return Response(body, status=status, mimetype="text/html")
@@ -185,13 +161,22 @@ def _message(lang: str, heading: str, *lines: str, status: int = 200) -> Respons
     return _page("message.html", lang, status, heading=heading, lines=list(lines))
 
 
+def _both(message: str) -> tuple[str, list[str]]:
+    """A message in ?lang= if given, else in Korean and English (a reader we cannot know)."""
+    asked = supported(request.args.get("lang", ""))
+    langs = [asked] if asked else list(BILINGUAL)
+    return langs[0], [translator(code)(message) for code in langs]
+
+
 def _invalid() -> Response:
-    lang = request.values.get("lang", "")
-    # Both languages: we cannot know the recipient's from a token we cannot read.
-    langs = [lang] if lang in TEXT else ["ko", "en"]
-    lines = [TEXT[code]["invalid_text"] for code in langs]
-    heading = " / ".join(TEXT[code]["invalid_title"] for code in langs)
-    return _message(langs[0], heading, *lines, status=400)
+    lang, titles = _both(N_("This link is not valid"))
+    _, lines = _both(
+        N_(
+            "The link is damaged, incomplete or expired. Please use the link in your email "
+            "again. Nothing was changed."
+        )
+    )
+    return _message(lang, " / ".join(titles), *lines, status=400)
 
 
 def _verify(kind: str, token: str) -> Any:
@@ -205,24 +190,39 @@ def _load(session: Session, delivery_id: Any) -> Addressee | None:
     if not isinstance(delivery_id, int) or isinstance(delivery_id, bool) or delivery_id < 1:
         return None
     row = session.execute(
-        select(Delivery, Contact, Campaign)
+        select(Delivery, Contact, Campaign, SystemRecipient)
         .outerjoin(Contact, Contact.id == Delivery.contact_id)
+        .outerjoin(SystemRecipient, SystemRecipient.delivery_id == Delivery.id)
         .join(Campaign, Campaign.id == Delivery.campaign_id)
         .where(Delivery.id == delivery_id)
     ).first()
-    return None if row is None else Addressee(*row)
+    if row is None:
+        return None
+    delivery, contact, campaign, system = row
+    if contact is None and system is not None and system.contact_id is not None:
+        contact = session.get(Contact, system.contact_id)
+    email = contact.email if contact else system.email if system else None
+    return Addressee(delivery, contact, campaign, email)
 
 
 def _special(delivery_id: Any, addressee: Addressee | None) -> Response | None:
     """Pages for links that name no live recipient: a test message, an erased contact."""
     if delivery_id == 0:
-        lang = _language(None)
-        return _message(lang, TEXT[lang]["brand"], TEXT[lang]["test_text"])
+        lang = _language()
+        _ = translator(lang)
+        return _message(
+            lang, _("CityNet"), _("This link is from a test message. Nothing was changed.")
+        )
     if addressee is None:
         return _invalid()
-    if addressee.contact is None:
-        lang = _language(None)
-        return _message(lang, TEXT[lang]["brand"], TEXT[lang]["gone_text"])
+    if addressee.email is None:
+        lang = _language()
+        _ = translator(lang)
+        return _message(
+            lang,
+            _("CityNet"),
+            _("This address has been erased and will not be mailed again."),
+        )
     return None
 
 
@@ -235,13 +235,19 @@ def _resolve(kind: str, token: str, session: Session) -> tuple[Addressee | None,
     return addressee, _special(delivery_id, addressee)
 
 
+def _own_language(addressee: Addressee) -> str | None:
+    if addressee.contact is not None:
+        return addressee.contact.language
+    return addressee.delivery.language
+
+
 @pages.after_app_request
 def _headers(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    if request.path.startswith(("/u/", "/p/", "/v/")):
+    if request.path.startswith(NO_STORE):
         response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -250,12 +256,15 @@ def _headers(response: Response) -> Response:
 @pages.app_errorhandler(404)
 @pages.app_errorhandler(405)
 @pages.app_errorhandler(413)
+@pages.app_errorhandler(429)
 def _http_error(error: Any) -> Response:
-    lang = request.values.get("lang", "") if request.method == "GET" else ""
-    langs = [lang] if lang in TEXT else ["ko", "en"]
+    lang, lines = _both(N_("This request cannot be handled. Nothing was changed."))
     code = getattr(error, "code", 400)
-    text = [f"{code}: {TEXT[c]['bad_request']}" for c in langs]
-    return _message(langs[0], TEXT[langs[0]]["brand"], *text, status=code)
+    if code == 429:
+        lang, lines = _both(N_("Too many requests from your network. Please try again later."))
+    return _message(
+        lang, translator(lang)("CityNet"), *(f"{code}: {line}" for line in lines), status=code
+    )
 
 
 @pages.get("/healthz")
@@ -276,16 +285,16 @@ def unsubscribe_page(token: str) -> Response:
         addressee, other = _resolve("unsubscribe", token, session)
         if other is not None:
             return other
-        assert addressee is not None and addressee.contact is not None
-        lang = _language(addressee.contact)
+        assert addressee is not None
+        lang = _language(_own_language(addressee))
         return _page(
             "unsubscribe.html",
             lang,
-            email=addressee.contact.email,
+            email=addressee.email,
             sender=addressee.sender,
             campaign=addressee.campaign.name,
             action=f"/u/{token}",
-            title=TEXT[lang]["unsubscribe_title"],
+            title=translator(lang)("Unsubscribe"),
         )
 
 
@@ -296,37 +305,51 @@ def unsubscribe(token: str) -> Response:
     if not (one_click or confirmed):
         abort(400)
     state = _state()
+    nudge: int | None = None
     with state.writer() as session:
         addressee, other = _resolve("unsubscribe", token, session)
         if other is not None:
             return other
-        assert addressee is not None and addressee.contact is not None
+        assert addressee is not None and addressee.email is not None
         contact = addressee.contact
+        method = "one-click" if one_click else "unsubscribe page"
         if suppress_if_new(
             session,
-            contact.email,
+            addressee.email,
             "unsubscribed",
             campaign_id=addressee.campaign.id,
-            detail="one-click" if one_click else "unsubscribe page",
+            detail=method,
         ):
             record_event(
                 session,
                 "unsubscribe",
                 campaign_id=addressee.campaign.id,
                 delivery_id=addressee.delivery.id,
-                contact_id=contact.id,
+                contact_id=contact.id if contact else None,
                 data={"method": "one-click" if one_click else "page"},
             )
+            if contact is not None:
+                consent.record(session, contact, "withdrawn", source=method)
+                nudge = subscriptions.withdrawal_notice(
+                    session, contact, state.subscribe, state.settings
+                )
         session.commit()
-        lang = _language(contact)
-        return _page(
+        withdrawn = session.scalar(
+            select(Suppression.created_at).where(Suppression.email == addressee.email)
+        )
+        lang = _language(_own_language(addressee))
+        response = _page(
             "unsubscribed.html",
             lang,
-            email=contact.email,
+            email=addressee.email,
             sender=addressee.sender,
             preferences=f"/p/{state.tokens.sign('preferences', addressee.delivery.id)}",
-            title=TEXT[lang]["unsubscribed_title"],
+            result="withdrawn",
+            result_date=(withdrawn or utcnow()).date().isoformat(),
+            title=translator(lang)("You are unsubscribed"),
         )
+    state.nudge(nudge)
+    return response
 
 
 @pages.route("/p/<token>", methods=["GET", "POST"])
@@ -337,34 +360,35 @@ def preferences(token: str) -> Response:
         addressee, other = _resolve("preferences", token, session)
         if other is not None:
             return other
-        assert addressee is not None and addressee.contact is not None
+        assert addressee is not None and addressee.email is not None
         contact = addressee.contact
+        if contact is None:  # a confirmation that was never used: nothing to set
+            lang = _language(_own_language(addressee))
+            _ = translator(lang)
+            return _message(lang, _("Your preferences"), _("This address is not on our list."))
         notice = _change_preferences(session, addressee) if request.method == "POST" else None
         lang = (
-            _language(contact)
+            _language(contact.language)
             if request.method == "GET" or "lang" in request.args
-            else (contact.language or "en").split("-")[0]
+            else supported(contact.language) or DEFAULT
         )
-        lang = lang if lang in TEXT else "en"
-        t = TEXT[lang]
         suppression = session.scalar(select(Suppression).where(Suppression.email == contact.email))
         if suppression is None:
-            status_text = t["subscribed"]
+            status = "subscribed"
         elif suppression.reason in ("unsubscribed", "manual"):
-            status_text = t["unsubscribed"]
+            status = "unsubscribed"
         else:
-            status_text = t["blocked"]
+            status = "blocked"
         return _page(
             "preferences.html",
             lang,
             email=contact.email,
             notice=notice,
-            status_text=status_text,
-            subscribed=suppression is None,
+            standing=status,
             can_resubscribe=suppression is not None and suppression.reason == "unsubscribed",
             unsubscribe=f"/u/{state.tokens.sign('unsubscribe', addressee.delivery.id)}",
-            contact_language=(contact.language or "en").split("-")[0],
-            title=t["preferences_title"],
+            contact_language=supported(contact.language) or DEFAULT,
+            title=translator(lang)("Your preferences"),
         )
 
 
@@ -373,31 +397,38 @@ def _change_preferences(session: Session, addressee: Addressee) -> str:
     contact = addressee.contact
     action = request.form.get("action")
     if action == "resubscribe":
-        notice = _resubscribe(session, addressee, TEXT[_language(contact)])
+        notice = _resubscribe(session, addressee, translator(_language(contact.language)))
     elif action == "language":
         try:
             chosen = normalise_language(request.form.get("language", ""))
         except ValueError:
             abort(400)
-        if chosen not in TEXT:
+        if chosen not in languages():
             abort(400)
         contact.language = chosen
-        notice = TEXT[chosen]["language_saved"]
+        _ = translator(chosen)
+        notice = _("Your language is saved.")
     else:
         abort(400)
     session.commit()
     return notice
 
 
-def _resubscribe(session: Session, addressee: Addressee, t: dict[str, str]) -> str:
+def _resubscribe(session: Session, addressee: Addressee, _: Any) -> str:
     assert addressee.contact is not None
     existing = session.scalar(
         select(Suppression).where(Suppression.email == addressee.contact.email)
     )
     if existing is None:
-        return t["resubscribed"]
+        return str(_("You will receive our email again."))
     if existing.reason != "unsubscribed":
-        return t["blocked"]  # a bounce or complaint is not the recipient's to undo
+        # a bounce or complaint is not the recipient's to undo
+        return str(
+            _(
+                "We cannot send to this address (it bounced or was reported as spam). Please "
+                "contact the Secretariat to receive our email again."
+            )
+        )
     unsuppress(session, addressee.contact.email, only_reason="unsubscribed")
     record_event(
         session,
@@ -406,7 +437,8 @@ def _resubscribe(session: Session, addressee: Addressee, t: dict[str, str]) -> s
         delivery_id=addressee.delivery.id,
         contact_id=addressee.contact.id,
     )
-    return t["resubscribed"]
+    consent.record(session, addressee.contact, "opt-in", source="preferences page")
+    return str(_("You will receive our email again."))
 
 
 @pages.get("/c/<token>")
@@ -420,7 +452,8 @@ def click(token: str) -> Response:
     ):
         return _invalid()
     delivery_id, url = payload
-    if isinstance(delivery_id, int) and delivery_id > 0:
+    # Link scanners check links with HEAD: only a GET is a person's click.
+    if request.method == "GET" and isinstance(delivery_id, int) and delivery_id > 0:
         with _state().writer() as session:
             addressee = _load(session, delivery_id)
             if addressee is not None:
@@ -441,7 +474,7 @@ def click(token: str) -> Response:
 @pages.get("/o/<token>.gif")
 def open_pixel(token: str) -> Response:
     delivery_id = _verify("open", token)
-    if isinstance(delivery_id, int) and delivery_id > 0:
+    if request.method == "GET" and isinstance(delivery_id, int) and delivery_id > 0:
         with _state().writer() as session:
             addressee = _load(session, delivery_id)
             tracking = addressee.campaign.definition.get("tracking", {}) if addressee else {}
@@ -459,8 +492,27 @@ def open_pixel(token: str) -> Response:
     return response
 
 
+_BODY = re.compile(r"<body\b[^>]*>", re.I)
+
+
+def _with_banner(html: str, banner: str) -> str:
+    match = _BODY.search(html)
+    if match is None:
+        return banner + html
+    return html[: match.end()] + banner + html[match.end() :]
+
+
+def _banner(lang: str, *parts: str) -> str:
+    return (
+        f'<div lang="{lang}" style="font:14px/1.5 sans-serif;background:#fff8e1;color:#1f2933;'
+        'padding:10px 16px;border-bottom:1px solid #e4e7eb;">' + " ".join(parts) + "</div>"
+    )
+
+
 @pages.get("/v/<token>")
 def view_online(token: str) -> Response:
+    """The message re-rendered from what was compiled at send, with the contact's data as
+    it is today (we keep no copy of each message sent): the page says so."""
     state = _state()
     with state.reader() as session:
         addressee, other = _resolve("view", token, session)
@@ -469,7 +521,249 @@ def view_online(token: str) -> Response:
         assert addressee is not None
         prepared: Prepared = prepare(session, addressee.campaign, state.settings, state.links)
         (recipient,) = load_recipients(session, [addressee.delivery.id])
-        html = prepared.composer.render(recipient).html
+        rendered = prepared.composer.render(recipient)
+        lang = _language(_own_language(addressee))
+    _ = translator(lang)
+    note = escape(
+        _(
+            "This is our message to you, shown again with your details as they are today; "
+            "they may differ from the copy you received."
+        )
+    )
+    response = Response(_with_banner(rendered.html, _banner(lang, note)), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = VIEW_CSP
+    return response
+
+
+# --- subscribe, with double opt-in --------------------------------------------------------
+
+
+def _client() -> str:
+    return subscriptions.client_key(_state().settings, request.remote_addr)
+
+
+def _subscribe_config() -> SubscribeConfig:
+    config = _state().subscribe
+    if config is None:
+        abort(404)
+    return config
+
+
+def _form(lang: str, status: int = 200, **values: Any) -> Response:
+    state = _state()
+    config = _subscribe_config()
+    assert state.form_tokens is not None
+    _ = translator(lang)
+    return _page(
+        "subscribe.html",
+        lang,
+        status,
+        token=state.form_tokens.issue(_client()),
+        consent_text=config.consent_text(lang),
+        errors=values.pop("errors", {}),
+        values=values.pop("values", {"language": lang}),
+        title=_("Subscribe"),
+        robots="index, follow",
+        **values,
+    )
+
+
+@pages.get("/subscribe")
+def subscribe_page() -> Response:
+    return _form(_language())
+
+
+@pages.post("/subscribe")
+def subscribe() -> Response:
+    state = _state()
+    config = _subscribe_config()
+    lang = supported(request.form.get("lang", "")) or _language()
+    _ = translator(lang)
+    with state.writer() as session:
+        allowed = subscriptions.allow_client(
+            session, _client(), config.spec.limits.per_client_per_hour
+        )
+        session.commit()
+    if not allowed:
+        abort(429)
+    assert state.form_tokens is not None
+    checked = subscriptions.read_form(request.form, lang)
+    if not state.form_tokens.valid(request.form.get("token", ""), _client()):
+        checked.errors = {"form": _("The form has expired. Please send it again.")}
+    if checked.errors:
+        return _form(lang, 400, errors=checked.errors, values=checked.values)
+    campaign_id = None
+    # A robot fills in the field people never see: it gets the same answer, nothing queued.
+    if not request.form.get("website") and checked.form is not None:
+        with state.writer() as session:
+            campaign_id = subscriptions.request(session, checked.form, config, state.settings)
+            session.commit()
+    state.nudge(campaign_id)
+    # The same page whatever the address: new, pending, subscribed, suppressed or limited.
+    return _page(
+        "message.html",
+        lang,
+        heading=_("Please check your inbox"),
+        lines=[
+            _(
+                "If the address can receive our email, a message with a confirmation link is "
+                "on its way. Your subscription starts when you confirm it."
+            ),
+            _("The link works for 7 days. Did nothing arrive? Look in your spam folder."),
+        ],
+        title=_("Please check your inbox"),
+    )
+
+
+def _confirmation(token: str) -> tuple[int | None, Response | None]:
+    _subscribe_config()
+    tokens = _state().confirm_tokens
+    assert tokens is not None
+    number = tokens.verify(token)
+    return (number, None) if number is not None else (None, _invalid())
+
+
+@pages.get("/confirm/<token>")
+def confirm_page(token: str) -> Response:
+    """One button; nothing changes until it is pressed (mail scanners follow links)."""
+    number, invalid = _confirmation(token)
+    if invalid is not None:
+        return invalid
+    assert number is not None
+    with _state().reader() as session:
+        found = subscriptions.pending(session, number)
+        if found is None:
+            return _invalid()
+        lang = _language(found.language)
+        _ = translator(lang)
+        return _page(
+            "confirm.html",
+            lang,
+            email=found.email,
+            sender=_system_sender_name(),
+            consent_text=_subscribe_config().consent_text(lang),
+            confirmed=found.confirmed_at is not None,
+            action=f"/confirm/{token}",
+            title=_("Confirm your subscription"),
+        )
+
+
+def _system_sender_name() -> str:
+    state = _state()
+    return subscriptions.system_sender(state.settings, state.subscribe).name
+
+
+@pages.post("/confirm/<token>")
+def confirm(token: str) -> Response:
+    number, invalid = _confirmation(token)
+    if invalid is not None:
+        return invalid
+    assert number is not None
+    state = _state()
+    config = _subscribe_config()
+    with state.writer() as session:
+        done = subscriptions.confirm(session, number, config, state.settings)
+        session.commit()
+    if done is None:
+        return _invalid()
+    state.nudge(*done.nudge)
+    lang = _language(done.language)
+    _ = translator(lang)
+    if done.status == "blocked":
+        return _message(
+            lang,
+            _("Confirm your subscription"),
+            _(
+                "We cannot send to this address (it bounced or was reported as spam). Please "
+                "contact the Secretariat to receive our email again."
+            ),
+        )
+    return _page(
+        "confirmed.html",
+        lang,
+        email=done.email,
+        sender=_system_sender_name(),
+        result="consented",
+        result_date=done.at.date().isoformat(),
+        title=_("Your subscription is confirmed"),
+    )
+
+
+# --- the public archive ---------------------------------------------------------------------
+
+
+def _archive() -> Archive:
+    archive = _state().archive
+    assert archive is not None
+    return archive
+
+
+@pages.get("/archive")
+def archive_index() -> Response:
+    lang = _language()
+    with _state().reader() as session:
+        entries = _archive().entries(session)
+    _ = translator(lang)
+    response = _page(
+        "archive.html",
+        lang,
+        entries=entries,
+        title=_("CityNet newsletter archive"),
+        robots="index, follow",
+        wide=True,
+    )
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@pages.get("/archive/feed.xml")
+def archive_feed() -> Response:
+    state = _state()
+    lang = _language()
+    items = []
+    with state.reader() as session:
+        for entry in _archive().entries(session)[:50]:
+            shown = _archive().render(
+                session, entry.name, lang, f"{state.settings.base_url}/archive/{entry.name}"
+            )
+            if shown is not None:
+                summary = " ".join(shown[2].text.split())[:400]
+                items.append((entry, summary))
+    body = atom_feed(
+        items, state.settings.base_url, lang, translator(lang)("CityNet newsletter archive")
+    )
+    response = Response(body, mimetype="application/atom+xml")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@pages.get("/archive/<name>")
+def archive_entry(name: str) -> Response:
+    state = _state()
+    if len(name) > 200:
+        abort(404)
+    lang = _language()
+    self_url = f"{state.settings.base_url}/archive/{name}"
+    with state.reader() as session:
+        shown = _archive().render(session, name, lang, self_url)
+    if shown is None:
+        abort(404)
+    entry, language, rendered = shown
+    _ = translator(lang)
+    parts = [
+        f'<strong><a href="/archive?lang={lang}">{escape(_("CityNet newsletter archive"))}</a>'
+        "</strong>",
+        f"· {entry.sent_at:%Y-%m-%d}",
+    ]
+    for code, label in menu():
+        if code in entry.subjects and code != language:
+            parts.append(f'· <a href="?lang={code}" lang="{code}">{escape(label)}</a>')
+    if state.subscribe is not None:
+        parts.append(
+            f'· <a href="/subscribe?lang={lang}" id="subscribe">{escape(_("Subscribe"))}</a>'
+        )
+    html = _with_banner(rendered.html, _banner(lang, *parts))
     response = Response(html, mimetype="text/html")
     response.headers["Content-Security-Policy"] = VIEW_CSP
+    response.headers["Cache-Control"] = "public, max-age=300"
     return response

@@ -239,3 +239,42 @@ def test_serve_needs_a_secret_key(run_cli, tmp_path) -> None:  # type: ignore[no
     (tmp_path / "outreach.toml").unlink()  # as if the key init generated were lost
     result = run_cli("serve")
     assert result.exit_code == 2 and "OUTREACH_SECRET_KEY is not set" in result.output
+
+
+def test_a_link_scanners_head_request_is_not_a_click_nor_an_open(
+    client, sent, session: Session
+) -> None:  # type: ignore[no-untyped-def]
+    _, ids = sent
+    did = ids["kim@suwon.example.org"]
+    link = f"/c/{token('click', [did, 'https://citynet-ap.org/news/colombo'])}"
+    head = client.head(link)
+    assert head.status_code == 302 and head.headers["Location"].endswith("/news/colombo")
+    assert events(session, "click") == 0
+    assert client.get(link).status_code == 302 and events(session, "click") == 1
+    pixel = f"/o/{token('open', did)}.gif"
+    assert client.head(pixel).status_code == 200 and events(session, "open") == 0
+    assert client.get(pixel).status_code == 200 and events(session, "open") == 1
+
+
+def test_view_online_says_it_is_shown_with_todays_details(client, sent, session: Session) -> None:  # type: ignore[no-untyped-def]
+    _, ids = sent
+    url = f"/v/{token('view', ids['kim@suwon.example.org'])}"
+    page = client.get(url).get_data(as_text=True)
+    assert "오늘 기준의 정보로 다시 보여 드립니다" in page and "김수진님" in page
+    english = client.get(f"/v/{token('view', ids['maria@makati.example.com'])}")
+    assert "shown again with your details as they are today" in english.get_data(as_text=True)
+    kim = session.scalar(select(Contact).where(Contact.email == "kim@suwon.example.org"))
+    assert kim is not None
+    kim.name = "김수진 (개명)"
+    session.commit()
+    assert "김수진 (개명)님" in client.get(url).get_data(as_text=True)
+
+
+def test_every_page_word_comes_from_the_catalogs(client, sent) -> None:  # type: ignore[no-untyped-def]
+    from outreach import web
+
+    assert not hasattr(web, "TEXT"), "page text belongs in outreach/translations/*.po"
+    _, ids = sent
+    url = f"/p/{token('preferences', ids['kim@suwon.example.org'])}"
+    assert "수신 설정" in client.get(url).get_data(as_text=True)
+    assert "Your preferences" in client.get(url + "?lang=en").get_data(as_text=True)

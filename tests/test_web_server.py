@@ -150,3 +150,95 @@ def test_a_person_unsubscribes_in_korean_and_comes_back(
                 browser.close()
             session.commit()
             assert not is_suppressed(session, "kim@suwon.example.org")
+
+
+def _mail_to(smtp: SmtpServer, address: str, n: int) -> list[email.message.EmailMessage]:
+    from tests.workers import wait_for
+
+    wait_for(lambda: smtp.handler.count_for(address) >= n, 60, f"{n} messages to {address}")
+    return [
+        email.message_from_bytes(r.data, policy=policy.default)  # type: ignore[misc]
+        for r in smtp.handler.received
+        if r.rcpt == address
+    ]
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_a_person_subscribes_in_korean_confirms_from_the_mail_and_is_welcomed(
+    sqlite_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """Real gunicorn, a real worker process and a real SMTP server: the web process only
+    queues, the worker mails; Chromium does what the person does."""
+    from dataclasses import replace
+
+    from playwright.sync_api import sync_playwright
+
+    from outreach.db import reader_sessionmaker
+    from outreach.preview import CHROMIUM, CHROMIUM_ARGS
+    from outreach.welcome import install
+    from tests.subscribe_helpers import subscribe_project
+    from tests.workers import Worker
+
+    welcome = subscribe_project(tmp_path)
+    address = "yeon.lee@gangneung.example.kr"
+    settings = settings_for(
+        sqlite_url,
+        tmp_path,
+        smtp_url=smtp.url,
+        queue_url=f"sqlite:///{tmp_path / 'queue.db'}",
+    )
+    log = tmp_path / "processes.log"
+    with (
+        reader_sessionmaker(sqlite_url)() as session,
+        Server(settings, log) as server,
+        Worker(settings, log, OUTREACH_BASE_URL=server.url),
+    ):
+        settings = replace(settings, base_url=server.url)
+        install(welcome, settings, session)
+        project_with(tmp_path, session)  # the news campaign's audience, for the archive
+        write(tmp_path / "campaigns" / "news.yaml", CAMPAIGN + "archive: true\n")
+        send(tmp_path / "campaigns" / "news.yaml", settings, session)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = browser.new_context(locale="ko-KR", viewport={"width": 390, "height": 844})
+            page = context.new_page()
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(server.url + "/subscribe")
+            assert page.locator("html").get_attribute("lang") == "ko"
+            page.fill("#email", address)
+            page.fill("#name", "이서연")
+            page.fill("#organisation", "강릉시")
+            page.check("#consent")
+            page.click("#subscribe")
+            page.wait_for_selector("h1")
+            assert page.locator("h1").inner_text() == "받은편지함을 확인해 주세요"
+            page.screenshot(path=str(tmp_path / "subscribe-sent.png"))
+            (confirmation,) = _mail_to(smtp, address, 1)
+            assert confirmation["Subject"] == "시티넷 사무국 구독 확인을 부탁드립니다"
+            html = confirmation.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            link = re.search(r'href="([^"]+/confirm/[^"]+)"', html)
+            assert link is not None and link.group(1).startswith(server.url)
+            page.goto(link.group(1))
+            page.wait_for_selector("#confirm")
+            page.click("#confirm")
+            page.wait_for_selector("#done")
+            assert page.locator("#done").inner_text() == "구독이 확인되었습니다"
+            assert "시티넷 사무국" in page.locator("#result").inner_text()
+            page.screenshot(path=str(tmp_path / "confirmed.png"))
+            _, welcomed = _mail_to(smtp, address, 2)
+            assert welcomed["Subject"].startswith("시티넷에 오신 것을 환영합니다")
+            assert "이서연님, 안녕하십니까." in welcomed.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            # The archive: nothing is fetched from anywhere but this server.
+            requested.clear()
+            page.goto(server.url + "/archive")
+            assert page.locator("h1").inner_text() == "시티넷 뉴스레터 보관함"
+            page.click("#entries a")
+            page.wait_for_selector("#subscribe")
+            assert "담당자님, 안녕하십니까." in page.content()
+            page.screenshot(path=str(tmp_path / "archive.png"), full_page=True)
+            assert requested and all(u.startswith(server.url) for u in requested), requested
+            browser.close()
+        session.commit()
+        assert [m for m in smtp.handler.received if m.rcpt == address][2:] == []

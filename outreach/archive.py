@@ -1,0 +1,218 @@
+"""The public archive: campaigns whose file says `archive: true`, once sent, for anyone.
+
+Each is shown as it was compiled at `send`, rendered for a neutral reader: no contact's
+data, no tracking (links go straight to their address, no open pixel), and the personal
+links (unsubscribe, preferences, view online) lead back to the archive page itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from outreach.campaigns import find_campaigns, load_campaign
+from outreach.compose import MINIMAL_CONTACT, resolve_language
+from outreach.errors import UserError
+from outreach.models import Campaign, CampaignVariant
+from outreach.render import CompiledVariant, Markers, Personaliser, Rendered, personalise
+
+log = logging.getLogger("outreach.archive")
+# A reader we know nothing about.
+NEUTRAL_CONTACT: dict[str, Any] = {**MINIMAL_CONTACT, "email": "", "language": None}
+OPEN_PIXEL = "{{ open_url }}"
+# What MJML adds for web fonts (Google Fonts for its default Ubuntu): a request to a third
+# party from every reader of the archive. The fonts fall back to the reader's own.
+_REMOTE_STYLESHEET = re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']https?://[^>]*>""", re.I)
+_REMOTE_IMPORT = re.compile(r"@import\s+url\(\s*['\"]?https?://[^)]*\)\s*;?", re.I)
+ATOM = "http://www.w3.org/2005/Atom"
+XML = "http://www.w3.org/XML/1998/namespace"
+
+
+@dataclass
+class Entry:
+    name: str
+    sent_at: datetime
+    subjects: dict[str, str]
+    default_language: str
+
+    def subject(self, language: str) -> str:
+        chosen = resolve_language(language, set(self.subjects), self.default_language)
+        return self.subjects.get(chosen) or next(iter(self.subjects.values()), self.name)
+
+
+class Archive:
+    """Which campaign files are marked for the archive: read again only when a file in
+    campaigns/ changes, so a page costs a few stat calls."""
+
+    def __init__(self, campaigns_dir: Path) -> None:
+        self.directory = campaigns_dir
+        self._seen: dict[Path, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> set[str]:
+        found: dict[Path, tuple[float, str | None]] = {}
+        for path in find_campaigns(self.directory) if self.directory.is_dir() else []:
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            with self._lock:
+                known = self._seen.get(path)
+            if known is not None and known[0] == mtime:
+                found[path] = known
+                continue
+            try:
+                spec = load_campaign(path)
+                found[path] = (mtime, spec.name if spec.spec.archive else None)
+            except UserError:
+                found[path] = (mtime, None)  # validate reports it; the archive skips it
+        with self._lock:
+            self._seen = found
+        return {name for _, name in found.values() if name}
+
+    def entries(self, session: Session) -> list[Entry]:
+        """Archived campaigns that have been sent, newest first."""
+        names = self.names()
+        if not names:
+            return []
+        campaigns = session.scalars(
+            select(Campaign)
+            .where(
+                Campaign.name.in_(names),
+                Campaign.started_at.is_not(None),
+                Campaign.state.in_(("sending", "done", "paused")),
+            )
+            .order_by(Campaign.started_at.desc(), Campaign.id.desc())
+        ).all()
+        out = []
+        for campaign in campaigns:
+            personaliser = Personaliser(list(campaign.expressions), campaign.definition["nonce"])
+            try:
+                values = personaliser.values(_variables(""))
+            except Exception as exc:
+                log.warning(
+                    "archive: %s cannot be shown to a neutral reader: %s", campaign.name, exc
+                )
+                continue
+            subjects = {
+                language: " ".join(personaliser.fill(subject, values, escaped=False).split())
+                for language, subject in session.execute(
+                    select(CampaignVariant.language, CampaignVariant.subject).where(
+                        CampaignVariant.campaign_id == campaign.id
+                    )
+                )
+            }
+            if subjects and campaign.started_at is not None:
+                default = campaign.definition.get("default_language", "en")
+                out.append(Entry(campaign.name, campaign.started_at, subjects, default))
+        return out
+
+    def render(self, session: Session, name: str, language: str, self_url: str) -> Any:
+        """(the campaign's entry, the language shown, the message rendered) or None."""
+        if name not in self.names():
+            return None
+        campaign = session.scalar(
+            select(Campaign).where(Campaign.name == name, Campaign.started_at.is_not(None))
+        )
+        if campaign is None or campaign.started_at is None:
+            return None
+        variants = {
+            v.language: CompiledVariant(v.language, v.subject, v.html, v.text)
+            for v in session.scalars(
+                select(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id)
+            )
+        }
+        if not variants:
+            return None
+        definition = campaign.definition
+        default = definition.get("default_language", "en")
+        shown = resolve_language(language, set(variants), default)
+        shown = shown if shown in variants else sorted(variants)[0]
+        try:
+            rendered = _neutral(
+                tuple(campaign.expressions),
+                definition["nonce"],
+                variants[shown],
+                self_url,
+                campaign.id,
+                campaign.updated_at,
+            )
+        except Exception as exc:  # a template that needs a real contact's data
+            log.warning("archive: %s cannot be shown to a neutral reader: %s", name, exc)
+            return None
+        entry = Entry(
+            name, campaign.started_at, {k: v.subject for k, v in variants.items()}, default
+        )
+        return entry, shown, rendered
+
+
+@lru_cache(maxsize=256)
+def _neutral(
+    expressions: tuple[str, ...],
+    nonce: str,
+    variant: CompiledVariant,
+    self_url: str,
+    campaign_id: int,
+    version: datetime,
+) -> Rendered:
+    html = _REMOTE_IMPORT.sub("", _REMOTE_STYLESHEET.sub("", variant.html))
+    if OPEN_PIXEL in expressions:
+        marker = Markers(nonce)(expressions.index(OPEN_PIXEL))
+        html = re.sub(rf"<img\b[^>]*{re.escape(marker)}[^>]*>", "", html)
+    personaliser = Personaliser(list(expressions), nonce)
+    return personalise(
+        personaliser,
+        CompiledVariant(variant.language, variant.subject, html, variant.text),
+        _variables(self_url),
+    )
+
+
+def _variables(self_url: str) -> dict[str, Any]:
+    """What a neutral reader's copy is filled in with: no contact, no tracking, and the
+    personal links pointing back at the archive page."""
+    return {
+        "contact": NEUTRAL_CONTACT,
+        "unsubscribe_url": self_url,
+        "preferences_url": self_url,
+        "view_online_url": self_url,
+        "open_url": "",
+        "click": lambda url: url,
+    }
+
+
+def atom_feed(entries: list[tuple[Entry, str]], base_url: str, language: str, title: str) -> bytes:
+    """An Atom feed (RFC 4287) of archive entries, each with its summary text."""
+    ElementTree.register_namespace("", ATOM)
+
+    def sub(parent: ElementTree.Element, tag: str, text: str | None = None, **attrs: str) -> Any:
+        element = ElementTree.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+        if text is not None:
+            element.text = text
+        return element
+
+    feed = ElementTree.Element(f"{{{ATOM}}}feed", {f"{{{XML}}}lang": language})
+    sub(feed, "title", title)
+    sub(feed, "id", f"{base_url}/archive")
+    sub(feed, "link", rel="self", href=f"{base_url}/archive/feed.xml?lang={language}")
+    sub(feed, "link", rel="alternate", type="text/html", href=f"{base_url}/archive?lang={language}")
+    newest = max((e.sent_at for e, _ in entries), default=None)
+    sub(feed, "updated", (newest or datetime(2026, 1, 1).astimezone()).isoformat())
+    for entry, summary in entries:
+        item = sub(feed, "entry")
+        sub(item, "title", entry.subject(language))
+        sub(item, "id", f"{base_url}/archive/{entry.name}")
+        sub(item, "link", href=f"{base_url}/archive/{entry.name}?lang={language}")
+        sub(item, "updated", entry.sent_at.isoformat())
+        sub(item, "summary", summary)
+    body: bytes = ElementTree.tostring(feed, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body

@@ -1,0 +1,295 @@
+"""Consent: each contact's consent and its history, and what Korean law asks of a sender.
+
+- Every consent (kind, time, source, text version) is a `ConsentRecord`; the contact's own
+  `consent*` columns hold the latest. Withdrawals (unsubscribes) are recorded too.
+- Network Act Art. 50(8): a sender of advertising confirms each recipient's consent every
+  two years. `queue_notices` mails a notice to every opted-in contact whose consent, or last
+  notice, is two years old, once per contact and period (`ConsentNotice` is unique per
+  contact and due date); the worker can run it daily (OUTREACH_CONSENT_NOTICES).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from outreach.config import Settings
+from outreach.models import (
+    CONSENTS,
+    Campaign,
+    ConsentNotice,
+    ConsentRecord,
+    Contact,
+    Delivery,
+    RateLimit,
+    Subscription,
+    SystemRecipient,
+    utcnow,
+)
+from outreach.segments import not_suppressed
+
+log = logging.getLogger("outreach.consent")
+NOTICE_YEARS = 2
+# Pending subscribe requests (and their personal data) are kept this long, then purged.
+REQUEST_DAYS = 8
+
+
+def record(
+    session: Session,
+    contact: Contact,
+    kind: str,
+    *,
+    source: str,
+    at: datetime | None = None,
+    version: str | None = None,
+) -> ConsentRecord:
+    """A consent given (the contact's consent becomes it) or withdrawn."""
+    at = at or utcnow()
+    if kind in CONSENTS:
+        contact.consent, contact.consent_at = kind, at
+        contact.consent_source, contact.consent_version = source, version
+    row = ConsentRecord(
+        contact_id=contact.id, kind=kind, at=at, source=source[:300], text_version=version
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def record_current(session: Session, contact_ids: Iterable[int]) -> None:
+    """A record for each contact whose current consent is not yet in its history (an import
+    that brought a new consent or date); the same consent imported again adds nothing."""
+    ids = list(contact_ids)
+    if not ids:
+        return
+    same = exists().where(
+        ConsentRecord.contact_id == Contact.id,
+        ConsentRecord.kind == Contact.consent,
+        ConsentRecord.at == Contact.consent_at,
+    )
+    query = select(
+        Contact.id,
+        Contact.consent,
+        Contact.consent_at,
+        func.coalesce(Contact.consent_source, "import"),
+        Contact.consent_version,
+        Contact.updated_at,
+    ).where(
+        Contact.id.in_(ids),
+        Contact.consent.is_not(None),
+        Contact.consent_at.is_not(None),
+        ~same,
+    )
+    session.execute(
+        insert(ConsentRecord).from_select(
+            ["contact_id", "kind", "at", "source", "text_version", "recorded_at"], query
+        )
+    )
+
+
+@dataclass
+class Step:
+    at: datetime
+    what: str
+    source: str
+    version: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "what": self.what,
+            "source": self.source,
+            "version": self.version,
+        }
+
+
+def history(session: Session, contact_id: int) -> list[Step]:
+    """Consents, withdrawals and consent notices of a contact, oldest first."""
+    steps = [
+        Step(r.at, r.kind, r.source or "", r.text_version)
+        for r in session.scalars(
+            select(ConsentRecord)
+            .where(ConsentRecord.contact_id == contact_id)
+            .order_by(ConsentRecord.at, ConsentRecord.id)
+        )
+    ]
+    for notice, state in session.execute(
+        select(ConsentNotice, Delivery.state)
+        .outerjoin(Delivery, Delivery.id == ConsentNotice.delivery_id)
+        .where(ConsentNotice.contact_id == contact_id)
+    ):
+        steps.append(
+            Step(notice.created_at, "notice", f"Art. 50(8) notice ({state or 'gone'})", None)
+        )
+    steps.sort(key=lambda s: s.at)
+    return steps
+
+
+def _years_later(at: datetime, years: int) -> datetime:
+    try:
+        return at.replace(year=at.year + years)
+    except ValueError:  # 29 February
+        return at.replace(year=at.year + years, day=28)
+
+
+@dataclass
+class NoticeRun:
+    due: int = 0
+    queued: int = 0
+    languages: dict[str, int] = field(default_factory=dict)
+    campaign_id: int | None = None
+    dry_run: bool = False
+
+
+def due_notices(session: Session, now: datetime | None = None) -> list[tuple[Contact, datetime]]:
+    """Opted-in, mailable contacts whose consent, or last notice, is two years old or more,
+    with the date each notice fell due."""
+    now = now or utcnow()
+    last_notice = (
+        select(func.max(ConsentNotice.created_at))
+        .where(ConsentNotice.contact_id == Contact.id)
+        .correlate(Contact)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Contact, last_notice)
+        .where(
+            Contact.consent == "opt-in",
+            Contact.consent_at.is_not(None),
+            # A superset by days (leap years), narrowed by the calendar below.
+            Contact.consent_at <= now - timedelta(days=365 * NOTICE_YEARS - 1),
+            not_suppressed(),
+        )
+        .order_by(Contact.id)
+    ).all()
+    out = []
+    for contact, notified in rows:
+        if notified is not None and notified.tzinfo is None:
+            notified = notified.replace(tzinfo=UTC)
+        assert contact.consent_at is not None
+        anchor = max(contact.consent_at, notified) if notified else contact.consent_at
+        due = _years_later(anchor, NOTICE_YEARS)
+        if due <= now:
+            out.append((contact, due))
+    return out
+
+
+def queue_notices(
+    session: Session, sender: Any, *, dry_run: bool = False, now: datetime | None = None
+) -> NoticeRun:
+    """Queue the consent notice for every contact it is due for; commits unless a dry run.
+    A notice already queued for a contact and due date (by another run) is skipped."""
+    from outreach.system_mail import queue
+
+    run = NoticeRun(dry_run=dry_run)
+    due = due_notices(session, now)
+    run.due = len(due)
+    for contact, when in due:
+        language = contact.language
+        if dry_run:
+            run.queued += 1
+            run.languages[language or "-"] = run.languages.get(language or "-", 0) + 1
+            continue
+        try:
+            with session.begin_nested():
+                notice = ConsentNotice(contact_id=contact.id, due=when)
+                session.add(notice)
+        except IntegrityError:
+            continue
+        assert contact.consent_at is not None
+        campaign_id, delivery_id = queue(
+            session,
+            "consent-notice",
+            sender,
+            email=contact.email,
+            name=contact.name,
+            language=language,
+            contact_id=contact.id,
+            variables={"consent_date": contact.consent_at.date().isoformat()},
+        )
+        notice.delivery_id = delivery_id
+        run.campaign_id = campaign_id
+        run.queued += 1
+        run.languages[language or "-"] = run.languages.get(language or "-", 0) + 1
+    if dry_run:
+        session.rollback()
+    else:
+        session.commit()
+    return run
+
+
+def erase(session: Session, email: str) -> None:
+    """Forgetting an address: its pending requests and the addresses of its system messages
+    go too (their deliveries stay, counted, as erased)."""
+    session.execute(delete(Subscription).where(Subscription.email == email))
+    session.execute(delete(SystemRecipient).where(SystemRecipient.email == email))
+
+
+def maintain(session: Session, now: datetime | None = None) -> None:
+    """Housekeeping for the worker: purge old subscribe requests and client counters, and
+    reopen a system campaign (or the welcome message) that finished while a message was being
+    added to it."""
+    from outreach.system_mail import KINDS, reopen
+
+    now = now or utcnow()
+    session.execute(
+        delete(Subscription).where(Subscription.created_at < now - timedelta(days=REQUEST_DAYS))
+    )
+    session.execute(
+        delete(RateLimit).where(
+            RateLimit.key.like("subscribe:%"), RateLimit.tat < now.timestamp() - 86400
+        )
+    )
+    from outreach.welcome import welcome_campaign
+
+    names = [kind.campaign for kind in KINDS.values()]
+    welcome = welcome_campaign(session)
+    stalled = session.scalars(
+        select(Campaign.id).where(
+            Campaign.name.in_(names) | (Campaign.id == (welcome or 0)),
+            Campaign.state == "done",
+            exists().where(
+                and_(
+                    Delivery.campaign_id == Campaign.id, Delivery.state.in_(("queued", "deferred"))
+                )
+            ),
+        )
+    ).all()
+    for campaign_id in stalled:
+        reopen(session, campaign_id)
+    session.commit()
+
+
+def register_periodic(huey: Any, settings: Settings) -> dict[str, Any]:
+    """The worker's periodic consent tasks: housekeeping every ten minutes, and the consent
+    notices once a day when OUTREACH_CONSENT_NOTICES is on. Returns them by name."""
+    from huey import crontab
+
+    from outreach.db import writer_sessionmaker
+
+    @huey.periodic_task(crontab(minute="*/10"), name="outreach.consent_maintenance")
+    def consent_maintenance() -> None:
+        with writer_sessionmaker(settings.database_url)() as session:
+            maintain(session)
+
+    if not settings.consent_notices:
+        return {"maintenance": consent_maintenance}
+
+    @huey.periodic_task(crontab(hour="1", minute="17"), name="outreach.consent_notices")
+    def consent_notices() -> None:
+        from outreach.subscriptions import load_config, system_sender
+
+        with writer_sessionmaker(settings.database_url)() as session:
+            sender = system_sender(settings, load_config(settings))
+            run = queue_notices(session, sender)
+        # The sweep, every minute, starts sending them.
+        log.info("consent notices: %d queued", run.queued)
+
+    return {"maintenance": consent_maintenance, "notices": consent_notices}

@@ -1,0 +1,436 @@
+"""The subscribe form and double opt-in.
+
+    GET /subscribe  -> a form with a signed form token (no cookies)
+    POST /subscribe -> per-client limit, token, honeypot, checks; then, unless the address is
+                       suppressed for good or was sent 3 confirmations today, a request row and
+                       a confirmation message queued for the worker; the same page in any case
+    GET /confirm/T  -> a page with one button (mail scanners follow links: nothing changes)
+    POST /confirm/T -> the contact, its consent, its tags; the welcome message; a result
+                       notice when the installation advertises (Network Act Art. 50(7))
+
+What a subscription adds and the consent text shown are set in `campaigns/subscribe.yaml`;
+without that file there is no form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from email_validator import EmailNotValidError, validate_email
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Table, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from outreach import consent, system_mail
+from outreach.advertising import sender_contact
+from outreach.config import Settings
+from outreach.errors import FileError
+from outreach.events import record_event
+from outreach.fields import normalise_email, normalise_tag
+from outreach.i18n import supported, translator
+from outreach.models import (
+    Contact,
+    ContactTag,
+    RateLimit,
+    Subscription,
+    Suppression,
+    utcnow,
+)
+from outreach.system_mail import Sender
+from outreach.yamlfile import load_yaml, validation_errors
+
+CONFIG_PATH = Path("campaigns/subscribe.yaml")
+CONFIRM_DAYS = 7
+PER_ADDRESS_PER_DAY = 3
+FORM_HOURS = 12
+MAX_LENGTHS = {"email": 320, "name": 300, "organisation": 300}
+# Suppressions a confirmation never goes to: only the person's own unsubscribe is theirs to undo.
+FOR_GOOD = ("bounced", "complained", "forgotten", "manual")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+class ConsentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=1, max_length=64)
+    text: dict[str, str]
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> str:
+        return str(v)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: dict[str, str]) -> dict[str, str]:
+        missing = [lang for lang in ("ko", "en") if not str(v.get(lang, "")).strip()]
+        if missing:
+            raise ValueError(f"give the consent text in {' and '.join(missing)}")
+        return {str(k): str(t).strip() for k, t in v.items()}
+
+
+class LimitsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_client_per_hour: int = Field(default=20, ge=1, le=1_000_000)
+
+
+class SubscribeSpec(BaseModel):
+    """The schema of `campaigns/subscribe.yaml`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str | None = Field(default=None, alias="from")
+    reply_to: str | None = None
+    tags: list[str] = []
+    consent: ConsentSpec
+    # The installation sends advertising: consents and withdrawals get a result notice by mail.
+    advertising: bool = False
+    limits: LimitsSpec = LimitsSpec()
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        tags = sorted({normalise_tag(str(t)) for t in v if str(t).strip()})
+        for tag in tags:
+            if len(tag) > 100:
+                raise ValueError(f"tag {tag[:20]!r}… is longer than 100 characters")
+        return tags
+
+
+@dataclass(frozen=True)
+class SubscribeConfig:
+    spec: SubscribeSpec
+    path: Path
+
+    @property
+    def version(self) -> str:
+        return self.spec.consent.version
+
+    def consent_text(self, language: str) -> str:
+        text = self.spec.consent.text
+        return text.get(language) or text["en"]
+
+
+def load_config(settings: Settings, path: Path = CONFIG_PATH) -> SubscribeConfig | None:
+    """The subscribe settings, or None when the file does not exist (no form then)."""
+    if not path.is_file():
+        return None
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise FileError(path, "expected keys such as consent:, tags:, from:", 1)
+    try:
+        spec = SubscribeSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        allowed: dict[Any, list[str]] = {
+            (): sorted(f.alias or n for n, f in SubscribeSpec.model_fields.items()),
+            ("consent",): ["text", "version"],
+            ("limits",): ["per_client_per_hour"],
+        }
+        raise validation_errors(doc, exc, allowed) from None
+    config = SubscribeConfig(spec, path)
+    system_sender(settings, config)  # a From is needed to send confirmations
+    return config
+
+
+def system_sender(settings: Settings, config: SubscribeConfig | None) -> Sender:
+    """Who confirmations and notices come from: subscribe.yaml's from:, else OUTREACH_FROM."""
+    spec = config.spec if config else None
+    from_ = system_mail.require_from(
+        (spec.from_ if spec else None) or settings.from_,
+        str(config.path if config else CONFIG_PATH),
+    )
+    reply_to = spec.reply_to if spec else None
+    return Sender(
+        from_=from_,
+        reply_to=reply_to,
+        postal_address=settings.postal_address or "",
+        contact=sender_contact(settings.sender_contact, reply_to, from_),
+        consent_text=dict(spec.consent.text) if spec else {},
+    )
+
+
+def _signer(settings: Settings, salt: str) -> TimestampSigner:
+    secret = settings.require_secret_key("the subscribe form")
+    return TimestampSigner([*settings.secret_key_fallbacks, secret], salt=salt)
+
+
+def client_key(settings: Settings, address: str | None) -> str:
+    """A client's address as we keep it: hashed with the key, never stored as it is."""
+    secret = settings.require_secret_key("the subscribe form")
+    return hashlib.sha256(f"{secret}|{address or '-'}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class FormTokens:
+    """The form's CSRF token: the client's hashed address, signed with a time. A page that
+    is not ours cannot read one, and one fetched elsewhere does not fit another client."""
+
+    signer: TimestampSigner
+
+    @classmethod
+    def of(cls, settings: Settings) -> FormTokens:
+        return cls(_signer(settings, "outreach.subscribe-form"))
+
+    def issue(self, client: str) -> str:
+        return self.signer.sign(client).decode("ascii")
+
+    def valid(self, token: str, client: str) -> bool:
+        if not token or len(token) > 200:
+            return False
+        try:
+            value = self.signer.unsign(token, max_age=FORM_HOURS * 3600)
+        except (BadSignature, UnicodeError):
+            return False
+        return value.decode("ascii", "replace") == client
+
+
+class ConfirmTokens:
+    """The mailed link: a request's number, signed with a time; it expires after 7 days."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.signer = _signer(settings, "outreach.confirm")
+
+    def sign(self, subscription_id: int) -> str:
+        return self.signer.sign(str(subscription_id)).decode("ascii")
+
+    def verify(self, token: str) -> int | None:
+        """The request's number; None when forged, altered or expired."""
+        if len(token) > 200:
+            return None
+        try:
+            value = self.signer.unsign(token, max_age=CONFIRM_DAYS * 86400)
+            number = int(value.decode("ascii"))
+        except (SignatureExpired, BadSignature, ValueError, UnicodeError):
+            return None
+        return number if number > 0 else None
+
+
+@dataclass
+class SubscribeForm:
+    email: str
+    name: str | None
+    organisation: str | None
+    language: str
+
+
+@dataclass
+class FormResult:
+    form: SubscribeForm | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+
+
+def read_form(data: Mapping[str, str], page_language: str) -> FormResult:
+    """The form's fields checked; errors (in the page's language) by field."""
+    _ = translator(page_language)
+    result = FormResult()
+    values = {key: str(data.get(key, "")) for key in ("email", "name", "organisation", "language")}
+    result.values = {k: v[:400] for k, v in values.items()}
+    for key, limit in MAX_LENGTHS.items():
+        if len(values[key]) > limit:
+            result.errors[key] = _("This is too long: at most %(limit)s characters.") % {
+                "limit": limit
+            }
+        elif _CONTROL.search(values[key]):
+            result.errors[key] = _("This contains characters that cannot be used here.")
+    email = values["email"].strip()
+    if "email" not in result.errors:
+        if not email:
+            result.errors["email"] = _("Enter your email address.")
+        else:
+            try:
+                validate_email(email, check_deliverability=False)
+                email = normalise_email(email)
+            except (EmailNotValidError, ValueError):
+                result.errors["email"] = _("This is not a valid email address.")
+    language = supported(values["language"].strip())
+    if language is None:
+        result.errors["language"] = _("Choose the language of our email.")
+    if data.get("consent") != "yes":
+        result.errors["consent"] = _("Tick the box to agree to receive our email.")
+    if not result.errors:
+        assert language is not None
+        result.form = SubscribeForm(
+            email=email,
+            name=values["name"].strip() or None,
+            organisation=values["organisation"].strip() or None,
+            language=language,
+        )
+    return result
+
+
+def allow_client(session: Session, client: str, per_hour: int, now: float | None = None) -> bool:
+    """A per-client limit, GCRA in the shared rate-limit table: bursts of up to `per_hour`,
+    refilled evenly over the hour. One atomic UPDATE, so it holds across gunicorn workers."""
+    import time
+
+    now = time.time() if now is None else now
+    interval = 3600.0 / per_hour
+    table = cast(Table, RateLimit.__table__)
+    key = f"subscribe:{client}"
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    session.execute(insert.values(key=key, tat=0.0).on_conflict_do_nothing())
+    start = case((table.c.tat > now, table.c.tat), else_=now)
+    result = session.execute(
+        update(table)
+        .where(table.c.key == key, start - now <= 3600.0 - interval)
+        .values(tat=start + interval)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _lock_address(session: Session, email: str) -> None:
+    """Serialises requests for one address (the daily count must hold under concurrency).
+    SQLite writers are serial already."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(email.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def request(
+    session: Session,
+    form: SubscribeForm,
+    config: SubscribeConfig,
+    settings: Settings,
+    now: datetime | None = None,
+) -> int | None:
+    """Queue a confirmation for a form that passed its checks, in the caller's transaction.
+    Returns the campaign to nudge, or None when nothing was queued (an address suppressed
+    for good, or its third confirmation today) — which the answer never reveals."""
+    now = now or utcnow()
+    _lock_address(session, form.email)
+    reason = session.scalar(select(Suppression.reason).where(Suppression.email == form.email))
+    if reason in FOR_GOOD:
+        return None
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Subscription)
+        .where(Subscription.email == form.email, Subscription.created_at > now - timedelta(days=1))
+    )
+    if (recent or 0) >= PER_ADDRESS_PER_DAY:
+        return None
+    subscription = Subscription(
+        email=form.email,
+        name=form.name,
+        organisation=form.organisation,
+        language=form.language,
+        text_version=config.version,
+        created_at=now,
+    )
+    session.add(subscription)
+    session.flush()
+    url = f"{settings.base_url}/confirm/{ConfirmTokens(settings).sign(subscription.id)}"
+    campaign_id, _ = system_mail.queue(
+        session,
+        "confirmation",
+        system_sender(settings, config),
+        email=form.email,
+        name=form.name,
+        language=form.language,
+        variables={"confirm_url": url},
+    )
+    return campaign_id
+
+
+@dataclass
+class Confirmation:
+    """What a confirmation did: `confirmed` (now or earlier) or `blocked` (the address
+    bounced or complained since); the campaigns to nudge."""
+
+    status: str
+    email: str
+    language: str
+    at: datetime
+    nudge: list[int] = field(default_factory=list)
+
+
+def pending(session: Session, subscription_id: int) -> Subscription | None:
+    return session.get(Subscription, subscription_id)
+
+
+def confirm(
+    session: Session,
+    subscription_id: int,
+    config: SubscribeConfig,
+    settings: Settings,
+    now: datetime | None = None,
+) -> Confirmation | None:
+    """Make the request a subscriber, in the caller's transaction; None if it is gone."""
+    now = now or utcnow()
+    found = session.get(Subscription, subscription_id)
+    if found is None:
+        return None
+    _lock_address(session, found.email)
+    session.refresh(found)
+    if found.confirmed_at is not None:
+        return Confirmation("confirmed", found.email, found.language, found.confirmed_at)
+    suppression = session.scalar(select(Suppression).where(Suppression.email == found.email))
+    if suppression is not None and suppression.reason != "unsubscribed":
+        return Confirmation("blocked", found.email, found.language, now)
+    contact = session.scalar(select(Contact).where(Contact.email == found.email))
+    if contact is None:
+        contact = Contact(email=found.email, attributes={})
+        session.add(contact)
+    contact.name = contact.name or found.name
+    contact.organisation = contact.organisation or found.organisation
+    contact.language = found.language
+    session.flush()
+    consent.record(session, contact, "opt-in", source="form", at=now, version=found.text_version)
+    have = set(session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id)))
+    for tag in config.spec.tags:
+        if tag not in have:
+            session.add(ContactTag(contact_id=contact.id, tag=tag))
+    if suppression is not None:
+        session.delete(suppression)
+        record_event(session, "resubscribe", contact_id=contact.id, data={"method": "form"})
+    found.confirmed_at, found.contact_id = now, contact.id
+    session.flush()
+    done = Confirmation("confirmed", found.email, found.language, now)
+    from outreach.welcome import queue_welcome
+
+    welcome = queue_welcome(session, contact.id)
+    if welcome is not None:
+        done.nudge.append(welcome)
+    if config.spec.advertising:
+        campaign_id, _ = system_mail.queue(
+            session,
+            "result-consent",
+            system_sender(settings, config),
+            email=contact.email,
+            name=contact.name,
+            language=contact.language,
+            contact_id=contact.id,
+            variables={"result_date": now.date().isoformat()},
+        )
+        done.nudge.append(campaign_id)
+    return done
+
+
+def withdrawal_notice(
+    session: Session,
+    contact: Contact,
+    config: SubscribeConfig | None,
+    settings: Settings,
+    now: datetime | None = None,
+) -> int | None:
+    """After an unsubscribe: the result notice by mail when the installation advertises."""
+    if config is None or not config.spec.advertising:
+        return None
+    campaign_id, _ = system_mail.queue(
+        session,
+        "result-withdrawal",
+        system_sender(settings, config),
+        email=contact.email,
+        name=contact.name,
+        language=contact.language,
+        contact_id=contact.id,
+        variables={"result_date": (now or utcnow()).date().isoformat()},
+    )
+    return campaign_id

@@ -1,0 +1,351 @@
+"""The subscribe form and double opt-in, through the real app, database and sending path."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from outreach.config import Settings
+from outreach.contacts import get_contact
+from outreach.models import ConsentRecord, Contact, Delivery, Subscription, Suppression
+from outreach.suppressions import suppress
+from outreach.web import create_app
+from outreach.welcome import install
+from tests.conftest import write
+from tests.sending_helpers import drain, settings_for
+from tests.subscribe_helpers import (
+    SUBSCRIBE,
+    confirm_link,
+    form_token,
+    html_of,
+    outbox_messages,
+    post_form,
+    queued_confirmations,
+    subscribe_project,
+)
+
+ADDRESS = "new.person@gangneung.example.kr"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    subscribe_project(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return settings_for(db_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings, project: Path) -> FlaskClient:
+    return create_app(settings, project).test_client()
+
+
+def contacts(session: Session) -> int:
+    session.commit()
+    return session.scalar(select(func.count()).select_from(Contact)) or 0
+
+
+def path_of(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+def test_a_person_subscribes_in_korean_confirms_and_is_welcomed(
+    client: FlaskClient, settings: Settings, session: Session, project: Path
+) -> None:
+    install(project / "campaigns" / "welcome.yaml", settings, session)
+    form = client.get("/subscribe", headers={"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.5"})
+    page = form.get_data(as_text=True)
+    assert form.status_code == 200 and '<html lang="ko">' in page
+    assert "시티넷 뉴스레터와 행사 안내를 이메일로 받는 데 동의합니다" in page  # consent text
+    assert "Set-Cookie" not in form.headers
+    answer = post_form(client)
+    assert answer.status_code == 200 and "받은편지함을 확인해 주세요" in answer.get_data(
+        as_text=True
+    )
+    assert contacts(session) == 0, "nobody is a subscriber before confirming"
+    assert queued_confirmations(session, ADDRESS) == 1
+    drain(settings, session, "_confirmation")
+    (message,) = outbox_messages(settings.outbox, "_confirmation")
+    assert message["To"].addresses[0].addr_spec == ADDRESS
+    assert message["Subject"] == "시티넷 사무국 구독 확인을 부탁드립니다"
+    assert "구독 확인하기" in html_of(message)
+    link = path_of(confirm_link(message))
+    # A mail scanner following the link changes nothing.
+    shown = client.get(link)
+    assert shown.status_code == 200 and 'id="confirm"' in shown.get_data(as_text=True)
+    assert contacts(session) == 0
+    done = client.post(link)
+    page = done.get_data(as_text=True)
+    assert done.status_code == 200 and "구독이 확인되었습니다" in page
+    assert "시티넷 사무국" in page and re.search(r"\d{4}-\d{2}-\d{2}", page)  # Art. 50(7)
+    session.commit()
+    contact = get_contact(session, ADDRESS)
+    assert (contact.name, contact.organisation, contact.language) == ("이서연", "강릉시", "ko")
+    assert (contact.consent, contact.consent_source, contact.consent_version) == (
+        "opt-in",
+        "form",
+        "2026-12",
+    )
+    assert contact.tag_names == ["newsletter"]
+    records = session.scalars(select(ConsentRecord)).all()
+    assert [(r.kind, r.source, r.text_version) for r in records] == [("opt-in", "form", "2026-12")]
+    drain(settings, session, "welcome")
+    (welcome,) = outbox_messages(settings.outbox, "welcome")
+    assert welcome["To"].addresses[0].addr_spec == ADDRESS
+    assert welcome["Subject"].startswith("시티넷에 오신 것을 환영합니다")
+    # Confirming again changes nothing and mails nobody twice.
+    again = client.post(link)
+    assert again.status_code == 200 and "구독이 확인되었습니다" in again.get_data(as_text=True)
+    session.commit()
+    assert session.scalar(select(func.count()).select_from(ConsentRecord)) == 1
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.contact_id == contact.id)
+        )
+        == 1
+    )
+
+
+def test_the_answer_is_the_same_for_every_address(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    suppress(session, "bounced@example.org", "bounced")
+    suppress(session, "left@example.org", "unsubscribed")
+    session.add(Contact(email="member@example.org", consent="opt-in", attributes={}))
+    session.commit()
+    cases = [
+        ("fresh@example.org", 1),
+        ("fresh@example.org", 1),  # pending: a second confirmation
+        ("member@example.org", 1),  # subscribed already
+        ("left@example.org", 1),  # their own unsubscribe: a confirmation can undo it
+        ("bounced@example.org", 0),  # never mailed again
+        ("fresh@example.org", 1),
+        ("fresh@example.org", 0),  # the fourth today: over the limit
+    ]
+    bodies = set()
+    for address, queued in cases:
+        before = queued_confirmations(session, address)
+        response = post_form(client, email=address)
+        assert response.status_code == 200, address
+        bodies.add(response.get_data())
+        assert queued_confirmations(session, address) - before == queued, address
+    assert len(bodies) == 1
+
+
+def test_confirmation_goes_to_an_unsubscribed_address_and_lifts_only_that(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    suppress(session, ADDRESS, "unsubscribed")
+    session.commit()
+    post_form(client)
+    drain(settings, session, "_confirmation")
+    (message,) = outbox_messages(settings.outbox, "_confirmation")
+    client.post(path_of(confirm_link(message)))
+    session.commit()
+    assert session.scalar(select(Suppression).where(Suppression.email == ADDRESS)) is None
+    # A bounce after the request is not lifted by the confirmation.
+    other = "later.bounced@example.org"
+    post_form(client, email=other)
+    session.commit()
+    drain(settings, session, "_confirmation")
+    suppress(session, other, "bounced")
+    session.commit()
+    message = next(
+        m
+        for m in outbox_messages(settings.outbox, "_confirmation")
+        if m["To"].addresses[0].addr_spec == other
+    )
+    blocked = client.post(path_of(confirm_link(message)))
+    assert "보낼 수 없습니다" in blocked.get_data(as_text=True)
+    session.commit()
+    assert session.scalar(select(Suppression.reason).where(Suppression.email == other)) == "bounced"
+    assert session.scalar(select(Contact).where(Contact.email == other)) is None
+
+
+def _token(settings: Settings, subscription_id: int, age: float = 0) -> str:
+    class Then(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() - age)
+
+    assert settings.secret_key is not None
+    return Then(settings.secret_key, salt="outreach.confirm").sign(str(subscription_id)).decode()
+
+
+@pytest.mark.parametrize("which", ["expired", "forged", "altered", "unknown", "truncated"])
+def test_bad_confirmation_links_get_the_bilingual_400(
+    client: FlaskClient, settings: Settings, session: Session, which: str
+) -> None:
+    post_form(client)
+    session.commit()
+    number = session.scalar(select(Subscription.id))
+    assert number is not None
+    good = _token(settings, number)
+    token = {
+        "expired": _token(settings, number, age=8 * 86400),
+        "forged": TimestampSigner("another-key-0123456789abcdef0123456789", salt="outreach.confirm")
+        .sign(str(number))
+        .decode(),
+        "altered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
+        "unknown": _token(settings, 999999),
+        "truncated": good[:-8],
+    }[which]
+    for method in ("get", "post"):
+        response = getattr(client, method)(f"/confirm/{token}")
+        text = response.get_data(as_text=True)
+        assert response.status_code == 400, (which, method)
+        assert "잘못된 링크" in text and "not valid" in text
+    assert contacts(session) == 0
+    # The genuine link still works.
+    assert client.post(f"/confirm/{good}").status_code == 200
+    assert contacts(session) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"consent": ""}, "메일 수신에 동의하시면 확인란을 선택해 주세요."),
+        ({"email": "not an address"}, "올바른 이메일 주소가 아닙니다."),
+        ({"email": ""}, "이메일 주소를 입력해 주세요."),
+        ({"name": "가" * 301}, "300자 이내로"),
+        ({"organisation": "x" * 5000}, "300자 이내로"),
+        ({"name": "Evil\x1b[31mName"}, "사용할 수 없는 문자"),
+        ({"email": "a@b.example.org\r\nBcc: x@y.org"}, "사용할 수 없는 문자"),
+        ({"language": "tlh"}, "받으실 언어를 선택해 주세요."),
+        ({"token": ""}, "입력 양식의 유효 시간이 지났습니다"),
+        ({"token": "forged.token"}, "입력 양식의 유효 시간이 지났습니다"),
+    ],
+)
+def test_bad_input_gets_the_form_again_in_korean_and_queues_nothing(
+    client: FlaskClient, session: Session, fields: dict[str, str], error: str
+) -> None:
+    response = post_form(client, **fields)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and error in page
+    assert '<html lang="ko">' in page and 'name="token"' in page and 'id="subscribe"' in page
+    assert queued_confirmations(session) == 0
+    english = post_form(client, lang="en", consent="")
+    assert "Tick the box to agree to receive our email." in english.get_data(as_text=True)
+
+
+def test_a_form_token_from_another_client_does_not_fit(
+    settings: Settings, project: Path, session: Session
+) -> None:
+    app = create_app(settings, project)
+    theirs = app.test_client()
+    token = form_token(theirs)
+    mine = app.test_client()
+    response = mine.post(
+        "/subscribe",
+        data={"token": token, "email": ADDRESS, "language": "ko", "consent": "yes", "lang": "ko"},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"},
+    )
+    assert response.status_code == 400 and queued_confirmations(session) == 0
+
+
+def test_the_honeypot_answers_the_same_and_queues_nothing(
+    client: FlaskClient, session: Session
+) -> None:
+    human = post_form(client, email="someone.else@example.org")
+    robot = post_form(client, website="https://spam.example.com")
+    assert robot.status_code == 200 and robot.get_data() == human.get_data()
+    assert queued_confirmations(session, ADDRESS) == 0
+
+
+def test_an_oversized_body_is_refused(client: FlaskClient, session: Session) -> None:
+    response = post_form(client, organisation="x" * 20_000)
+    assert response.status_code == 413
+    assert queued_confirmations(session) == 0
+
+
+def test_the_per_client_limit_holds(settings: Settings, tmp_path: Path, session: Session) -> None:
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 3}\n")
+    client = create_app(settings, tmp_path).test_client()
+    token = form_token(client)
+    codes = [
+        post_form(client, token=token, email=f"p{i}@example.org").status_code for i in range(5)
+    ]
+    assert codes == [200, 200, 200, 429, 429]
+    assert queued_confirmations(session) == 3
+    limited = post_form(client, token=token, email="p9@example.org")
+    assert "요청이 너무 많습니다" in limited.get_data(as_text=True)
+    other = create_app(settings, tmp_path).test_client()
+    response = other.post(
+        "/subscribe",
+        data={"token": token},
+        environ_base={"REMOTE_ADDR": "198.51.100.7"},
+    )
+    assert response.status_code == 400  # another client is not limited by the first
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_behind_a_proxy_the_limit_is_per_visitor(
+    settings: Settings, tmp_path: Path, session: Session, proxies: int
+) -> None:
+    """Behind nginx every request comes from the proxy's address: with OUTREACH_PROXIES=1
+    the limit counts the visitor that X-Forwarded-For names, and only the proxy's own entry
+    of that header is believed."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 2}\n")
+    app = create_app(replace(settings, proxies=proxies), tmp_path)
+
+    def post(visitor: str, forged: str = "") -> int:
+        client = app.test_client()
+        forwarded = f"{forged}, {visitor}" if forged else visitor
+        headers = {"X-Forwarded-For": forwarded}
+        proxy = {"REMOTE_ADDR": "10.0.0.2"}  # every request arrives from the proxy
+        page = client.get("/subscribe?lang=ko", headers=headers, environ_base=proxy)
+        token = re.search(r'name="token" value="([^"]+)"', page.get_data(as_text=True))
+        assert token is not None
+        data = {
+            "token": token.group(1),
+            "lang": "ko",
+            "email": f"{visitor}@example.org",
+            "language": "ko",
+            "consent": "yes",
+            "website": "",
+        }
+        answer = client.post("/subscribe", data=data, headers=headers, environ_base=proxy)
+        return answer.status_code
+
+    first = [post("198.51.100.1") for _ in range(2)]
+    second = post("198.51.100.2")
+    forged = post("198.51.100.1", forged="203.0.113.50")
+    if proxies:
+        assert first == [200, 200] and second == 200 and forged == 429
+    else:
+        assert first == [200, 200] and second == 429  # one limit for everyone behind it
+
+
+def test_no_subscribe_file_no_form(settings: Settings, tmp_path: Path) -> None:
+    client = create_app(settings, tmp_path).test_client()
+    assert client.get("/subscribe").status_code == 404
+    assert client.post("/subscribe", data={"email": ADDRESS}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("consent: {version: 1}\n", "consent.text"),
+        ("consent: {version: 1, text: {ko: 동의}}\n", "give the consent text in en"),
+        (SUBSCRIBE + "colour: blue\n", "unknown key colour"),
+        (SUBSCRIBE.replace('from: "시티넷 사무국 <news@citynet-ap.org>"\n', ""), "OUTREACH_FROM"),
+    ],
+)
+def test_a_bad_subscribe_file_stops_serve_with_one_line(
+    run_cli, tmp_path: Path, content: str, error: str
+) -> None:  # type: ignore[no-untyped-def]
+    write(tmp_path / "campaigns" / "subscribe.yaml", content)
+    assert run_cli("init").exit_code == 0
+    result = run_cli("serve")
+    assert result.exit_code != 0 and error in result.output, result.output
+    assert "subscribe.yaml" in result.output and "Traceback" not in result.output
