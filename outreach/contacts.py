@@ -345,6 +345,37 @@ def _write(
     postgres = conn.dialect.name == "postgresql"
     mark = "%s" if postgres else "?"
     columns = [*batch[0][0], "created_at", "updated_at"]
+    params, stamp = _parameters(conn, batch, columns, now)
+    assignments, extra = _assignments(columns, has_free_columns, keep, postgres, mark)
+    params += [stamp] * extra
+    one = (
+        "("
+        + ", ".join(f"{mark}::jsonb" if postgres and c == "attributes" else mark for c in columns)
+        + ")"
+    )
+    ids = {
+        email: cid
+        for cid, email in conn.exec_driver_sql(
+            f"INSERT INTO contacts ({', '.join(columns)}) VALUES {', '.join([one] * len(batch))} "
+            f"ON CONFLICT (email) DO UPDATE SET {', '.join(assignments)} RETURNING id, email",
+            tuple(params),
+        ).all()
+    }
+    if "consent" in batch[0][0]:
+        record_current(session, ids.values())  # the consent history keeps every change
+    if batch[0][1] is not None:  # the file has a tags column: it replaces the contact's tags
+        _replace_tags(conn, mark, [(ids[v["email"]], tags) for v, tags in batch])
+
+
+def _parameters(
+    conn: Any,
+    batch: list[tuple[dict[str, Any], list[str] | None]],
+    columns: list[str],
+    now: datetime,
+) -> tuple[list[Any], Any]:
+    """The batch's values, row after row, converted as the driver needs them (JSON, and
+    SQLite's datetimes); each distinct value converted once."""
+    postgres = conn.dialect.name == "postgresql"
     table = Contact.__table__
     convert: dict[str, Any] = {}
     for name in columns:
@@ -355,11 +386,6 @@ def _write(
                 table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
             )
     stamp = convert["created_at"](now) if "created_at" in convert else now
-    one = (
-        "("
-        + ", ".join(f"{mark}::jsonb" if postgres and c == "attributes" else mark for c in columns)
-        + ")"
-    )
     params: list[Any] = []
     for values, _ in batch:
         params.extend(values.values())
@@ -378,7 +404,15 @@ def _write(
                     if value not in memo:
                         memo[value] = fn(value)
                     params[pos] = memo[value]
-    # Update only what the file has: a column absent from the file keeps its stored value.
+    return params, stamp
+
+
+def _assignments(
+    columns: list[str], has_free_columns: bool, keep: frozenset[str], postgres: bool, mark: str
+) -> tuple[list[str], int]:
+    """The ON CONFLICT … SET list, and how many more parameters (the import's time) it takes.
+
+    Only what the file has is updated: a column absent from the file keeps its stored value."""
     updates = [
         c
         for c in columns
@@ -399,30 +433,21 @@ def _write(
             f"consent_at = CASE WHEN contacts.consent {same} excluded.consent AND "
             f"excluded.consent_at = {mark} THEN contacts.consent_at ELSE excluded.consent_at END"
         )
-        params.append(stamp)
-    ids = {
-        email: cid
-        for cid, email in conn.exec_driver_sql(
-            f"INSERT INTO contacts ({', '.join(columns)}) VALUES {', '.join([one] * len(batch))} "
-            f"ON CONFLICT (email) DO UPDATE SET {', '.join(assignments)} RETURNING id, email",
-            tuple(params),
-        ).all()
-    }
-    if "consent" in batch[0][0]:
-        record_current(session, ids.values())  # the consent history keeps every change
-    if batch[0][1] is not None:  # the file has a tags column: it replaces the contact's tags
-        contact_ids = [ids[v["email"]] for v, _ in batch]
+        return assignments, 1
+    return assignments, 0
+
+
+def _replace_tags(conn: Any, mark: str, rows: list[tuple[int, list[str] | None]]) -> None:
+    contact_ids = [cid for cid, _ in rows]
+    conn.exec_driver_sql(
+        f"DELETE FROM contact_tags WHERE contact_id IN ({', '.join([mark] * len(rows))})",
+        tuple(contact_ids),
+    )
+    tag_rows = [(cid, t) for cid, tags in rows for t in tags or ()]
+    if tag_rows:
         conn.exec_driver_sql(
-            f"DELETE FROM contact_tags WHERE contact_id IN ({', '.join([mark] * len(batch))})",
-            tuple(contact_ids),
+            f"INSERT INTO contact_tags (contact_id, tag) VALUES ({mark}, {mark})", tag_rows
         )
-        tag_rows = [
-            (cid, t) for cid, (_, tags) in zip(contact_ids, batch, strict=True) for t in tags or ()
-        ]
-        if tag_rows:
-            conn.exec_driver_sql(
-                f"INSERT INTO contact_tags (contact_id, tag) VALUES ({mark}, {mark})", tag_rows
-            )
 
 
 def _address(email: str) -> str:
