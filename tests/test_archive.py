@@ -96,3 +96,30 @@ def test_nothing_archived_yet(sqlite_url: str, tmp_path: Path) -> None:
     assert 'id="subscribe"' not in page  # no form configured, no link to it
     feed = ElementTree.fromstring(client.get("/archive/feed.xml").data)
     assert feed.findall(f"{ATOM}entry") == []
+
+
+def test_the_shipped_newsletter_reads_well_to_a_neutral_reader(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """The shipped footer names the recipient's address; in the archive there is none, and
+    no sentence may be left with a gap where it was."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    settings = settings_for(db_url, tmp_path, base_url="https://mail.citynet-ap.org")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    shutil.copytree(ROOT / "campaigns", tmp_path / "campaigns")
+    shutil.copy(ROOT / "examples" / "contacts.csv", tmp_path / "contacts.csv")
+    newsletter = tmp_path / "campaigns" / "2026-12-newsletter.yaml"
+    newsletter.write_text(newsletter.read_text(encoding="utf-8") + "archive: true\n", "utf-8")
+    from outreach.contacts import import_csv
+
+    import_csv(session, tmp_path / "contacts.csv")
+    send(newsletter, settings, session)
+    session.commit()
+    client = create_app(settings, tmp_path).test_client()
+    for lang, sentence in (("en", "This email was sent by"), ("ko", "이 메일은 ")):
+        page = client.get(f"/archive/2026-12-newsletter?lang={lang}").get_data(as_text=True)
+        assert sentence in page
+        assert "sent to  by" not in page and "이 메일은  주소로" not in page
