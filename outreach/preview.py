@@ -98,8 +98,14 @@ def build_preview(
 def screenshot(html_path: Path, png_path: Path) -> list[Path]:
     """Desktop (1200 px) and mobile (390 px) screenshots of a preview, in headless Chromium."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        raise UserError("--png needs Chromium: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
+        raise UserError("--png needs Chromium: apt-get install chromium fonts-noto-cjk")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise UserError(
+            "--png needs Playwright (it drives the machine's Chromium): "
+            "pip install 'outreach[preview]'"
+        ) from None
 
     outputs = []
     with sync_playwright() as p:

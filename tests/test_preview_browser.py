@@ -41,3 +41,29 @@ def test_preview_png_at_desktop_and_mobile_widths(run_cli, tmp_path: Path) -> No
     assert png_size(desktop)[0] == 1200
     assert png_size(mobile)[0] == 390
     assert png_size(mobile)[1] > 200
+
+
+@needs_chromium
+def test_preview_png_without_playwright_is_one_line(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`pip install -e .` alone has no Playwright: say how to get it, no traceback."""
+    import sys
+
+    make_project(tmp_path)
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)  # as if not installed
+    result = run_cli(
+        "campaigns",
+        "preview",
+        "campaigns/news.yaml",
+        "--png",
+        "shots/news.png",
+        env={"OUTREACH_POSTAL_ADDRESS": "Seoul"},
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: --png needs Playwright (it drives the machine's Chromium): "
+        "pip install 'outreach[preview]'"
+    ]
+    assert (tmp_path / "preview" / "news.en.html").exists()  # the HTML was still written
