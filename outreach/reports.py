@@ -56,10 +56,11 @@ def _domain(session: Session) -> ColumnElement[str]:
 
 
 def _bucket(session: Session, unit: str) -> ColumnElement[str]:
+    """The start of each minute or hour, in UTC, as ISO 8601 (`2026-12-01T09:05Z`)."""
     if session.get_bind().dialect.name == "postgresql":
-        fmt = "YYYY-MM-DD HH24:MI" if unit == "minute" else "YYYY-MM-DD HH24:00"
+        fmt = 'YYYY-MM-DD"T"HH24:MI"Z"' if unit == "minute" else 'YYYY-MM-DD"T"HH24:00"Z"'
         return func.to_char(func.date_trunc(unit, func.timezone("UTC", Delivery.sent_at)), fmt)
-    fmt = "%Y-%m-%d %H:%M" if unit == "minute" else "%Y-%m-%d %H:00"
+    fmt = "%Y-%m-%dT%H:%MZ" if unit == "minute" else "%Y-%m-%dT%H:00Z"
     return func.strftime(fmt, Delivery.sent_at)
 
 
@@ -73,7 +74,7 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         campaign=campaign.name,
         state=campaign.state,
         reason=campaign.state_reason,
-        generated_at=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+        generated_at=utcnow().isoformat(timespec="seconds"),
         total=sum(counts.values()),
         counts=counts,
         rates=_rates(counts, events),

@@ -91,6 +91,11 @@ def test_report_figures(reported, session: Session) -> None:  # type: ignore[no-
     assert {row["language"] for row in report.by_language} == {"ko"}
     assert report.by_segment == [{"segment": "everyone", "total": 20, "sent": 19, "bounced": 1}]
     assert sum(p["sent"] for p in report.timeline) == 20
+    # Times a script reads are ISO 8601 in UTC, like every other time in JSON output.
+    from datetime import datetime
+
+    assert datetime.fromisoformat(report.generated_at).utcoffset() is not None
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", p["at"]) for p in report.timeline)
     json.dumps(report.as_json())
 
 
