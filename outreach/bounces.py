@@ -4,9 +4,13 @@ after a run, complaints always; policy rejections never).
 
 Anyone can send mail to the bounce domain, so nothing here believes a message on its word.
 A failure counts only when it is about a delivery we sent: found by its VERP address
-(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery, else
-because the failing address received a delivery in the last 30 days. The failing address
-must be that delivery's recipient. Everything else is "not ours" and changes nothing.
+(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery. Only
+an installation without a bounce domain, whose bounces reach the From mailbox and often
+quote nothing of the original, also believes the failing address alone when it received a
+delivery in the last 30 days; with a bounce domain every message we send carries its own
+VERP address, so a report that names only an address (which anyone can write to postmaster@)
+is not about mail of ours. The failing address must be the delivery's recipient.
+Everything else is "not ours" and changes nothing.
 RFC 3464 DSNs and ARF reports are read here; the many non-standard formats are left to
 flufl.bounce.
 """
@@ -594,7 +598,7 @@ class Ingester:
             if contact is None or (address is not None and contact.email != address):
                 return None  # the failing address is not this delivery's recipient
             return reference, contact
-        if address is None:
+        if address is None or self.bounce_domain:
             return None
         row = self.session.execute(
             select(Delivery, Contact)

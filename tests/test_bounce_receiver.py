@@ -114,6 +114,22 @@ def test_a_bounce_is_ingested_as_bounces_ingest_does(campaign, session: Session)
     assert Tokens(SECRET).sign("bounce", info["postfix"][0]) not in log  # no token in the log
 
 
+def test_mail_to_postmaster_naming_an_address_suppresses_nothing(  # type: ignore[no-untyped-def]
+    campaign, session: Session
+) -> None:
+    """Anyone may write to postmaster@ and abuse@: a report there counts only by the
+    Message-ID of a delivery we stored, never by the address it names."""
+    settings, _ = campaign
+    session.commit()
+    forged = {"fine": (0, "<forged@elsewhere.example>"), "postfix": (0, "<forged@x.example>")}
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        smtp.sendmail("", [f"abuse@{DOMAIN}"], wire(fixture("arf", forged, "fine")))
+        smtp.sendmail("", [f"postmaster@{DOMAIN}"], wire(fixture("postfix", forged)))
+    assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
+    lines = receiver.lines  # type: ignore[attr-defined]
+    assert sum("1 not ours" in line for line in lines) == 2, lines
+
+
 def test_size_is_capped_at_10_mb(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
     settings, info = campaign
     big = wire(fixture("postfix", info)) + (b"x" * 998 + b"\r\n") * (MAX_MESSAGE_BYTES // 1000 + 1)

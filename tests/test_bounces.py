@@ -90,12 +90,12 @@ def suppressed(session: Session) -> dict[str, str]:
     }
 
 
-def run(session: Session, settings, messages):  # type: ignore[no-untyped-def]
-    return ingest(session, Tokens(SECRET), DOMAIN, settings.soft_bounce_limit, messages)
+def run(session: Session, settings, messages, domain: str | None = DOMAIN):  # type: ignore[no-untyped-def]
+    return ingest(session, Tokens(SECRET), domain, settings.soft_bounce_limit, messages)
 
 
-def one(session: Session, settings, name: str, raw: bytes):  # type: ignore[no-untyped-def]
-    return run(session, settings, iter([(name, raw, None)]))
+def one(session: Session, settings, name: str, raw: bytes, domain: str | None = DOMAIN):  # type: ignore[no-untyped-def]
+    return run(session, settings, iter([(name, raw, None)]), domain)
 
 
 def dsn(addresses: list[str], status: str = "5.1.1") -> bytes:
@@ -283,14 +283,43 @@ def test_a_failure_must_be_about_a_delivery_to_that_address(  # type: ignore[no-
     )
     assert one(session, settings, "mid-other", mid_other).not_ours == 1
     assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
-    # By address alone, only a delivery of the last 30 days counts.
+
+
+def test_with_a_bounce_domain_an_address_alone_is_not_ours(  # type: ignore[no-untyped-def]
+    campaign, session: Session
+) -> None:
+    """Every message we send carries its own VERP address, so anyone who can mail the bounce
+    domain (postmaster@, abuse@) must not get an address suppressed by naming it: a report
+    counts only by a VERP token or the Message-ID of a delivery we stored."""
+    settings, info = campaign
+    report = one(session, settings, "forged-dsn", dsn([address_of("fine")]))
+    assert report.not_ours == 1 and report.hard == 0
+    forged_arf = fixture("arf", {"fine": (0, "<forged.1@elsewhere.example>")}, "fine")
+    report = one(session, settings, "forged-arf", forged_arf)
+    assert report.not_ours == 1 and report.complaints == 0
+    forged_soft = fixture("qmail", {"soft": (0, "<forged.2@elsewhere.example>")}, "soft")
+    assert one(session, settings, "forged-qmail", forged_soft).not_ours == 1
+    assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
+    assert session.scalar(select(func.count()).select_from(Event)) == 0
+    # The same reports that name the delivery are believed.
+    assert one(session, settings, "arf", fixture("arf", info, "fine")).complaints == 1
+    assert suppressed(session) == {"fine": "complained"}
+
+
+def test_without_a_bounce_domain_a_recent_delivery_to_the_address_counts(  # type: ignore[no-untyped-def]
+    campaign, session: Session
+) -> None:
+    """An installation without a bounce domain gets its bounces at the From mailbox, where
+    many arrive without the original Message-ID: the failing address alone counts, for a
+    delivery of the last 30 days."""
+    settings, info = campaign
     session.execute(
         update(Delivery)
         .where(Delivery.id == info["fine"][0])
         .values(sent_at=utcnow() - timedelta(days=31))
     )
     session.commit()
-    assert one(session, settings, "old", dsn([address_of("fine")])).not_ours == 1
+    assert one(session, settings, "old", dsn([address_of("fine")]), None).not_ours == 1
     assert suppressed(session) == {}
     session.execute(
         update(Delivery)
@@ -298,7 +327,7 @@ def test_a_failure_must_be_about_a_delivery_to_that_address(  # type: ignore[no-
         .values(sent_at=utcnow() - timedelta(days=29))
     )
     session.commit()
-    assert one(session, settings, "recent", dsn([address_of("fine")])).hard == 1
+    assert one(session, settings, "recent", dsn([address_of("fine")]), None).hard == 1
     assert suppressed(session) == {"fine": "bounced"}
 
 
