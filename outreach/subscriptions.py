@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -190,25 +190,38 @@ class FormTokens:
         return value.decode("ascii", "replace") == client
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def reference(subscription: Subscription) -> str:
+    """What a confirmation link names: the request's number and the microsecond it was
+    made. SQLite gives a deleted row's number to the next row (after `contacts forget`, or
+    the worker's purge), so the number alone could confirm someone else's later request."""
+    made = (subscription.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{subscription.id}.{made}"
+
+
 class ConfirmTokens:
-    """The mailed link: a request's number, signed with a time; it expires after 7 days."""
+    """The mailed link: a request's reference, signed with a time; it expires after 7 days."""
 
     def __init__(self, settings: Settings) -> None:
         self.signer = _signer(settings, "outreach.confirm")
 
-    def sign(self, subscription_id: int) -> str:
-        return self.signer.sign(str(subscription_id)).decode("ascii")
+    def sign(self, subscription: Subscription) -> str:
+        return self.signer.sign(reference(subscription)).decode("ascii")
 
-    def verify(self, token: str) -> int | None:
-        """The request's number; None when forged, altered or expired."""
+    def verify(self, token: str) -> str | None:
+        """The request's reference; None when forged, altered or expired."""
         if len(token) > 200:
             return None
         try:
-            value = self.signer.unsign(token, max_age=CONFIRM_DAYS * 86400)
-            number = int(value.decode("ascii"))
-        except (SignatureExpired, BadSignature, ValueError, UnicodeError):
+            value = self.signer.unsign(token, max_age=CONFIRM_DAYS * 86400).decode("ascii")
+        except (SignatureExpired, BadSignature, UnicodeError):
             return None
-        return number if number > 0 else None
+        return value if _REFERENCE.fullmatch(value) else None
+
+
+_REFERENCE = re.compile(r"[1-9][0-9]{0,18}\.[0-9]{1,20}")
 
 
 @dataclass
@@ -326,7 +339,7 @@ def request(
     )
     session.add(subscription)
     session.flush()
-    url = f"{settings.base_url}/confirm/{ConfirmTokens(settings).sign(subscription.id)}"
+    url = f"{settings.base_url}/confirm/{ConfirmTokens(settings).sign(subscription)}"
     campaign_id, _ = system_mail.queue(
         session,
         "confirmation",
@@ -351,20 +364,24 @@ class Confirmation:
     nudge: list[int] = field(default_factory=list)
 
 
-def pending(session: Session, subscription_id: int) -> Subscription | None:
-    return session.get(Subscription, subscription_id)
+def pending(session: Session, ref: str) -> Subscription | None:
+    """The request a link's reference names; None when it is gone or the row under its
+    number is another request."""
+    number = int(ref.partition(".")[0])
+    found = session.get(Subscription, number)
+    return found if found is not None and reference(found) == ref else None
 
 
 def confirm(
     session: Session,
-    subscription_id: int,
+    ref: str,
     config: SubscribeConfig,
     settings: Settings,
     now: datetime | None = None,
 ) -> Confirmation | None:
     """Make the request a subscriber, in the caller's transaction; None if it is gone."""
     now = now or utcnow()
-    found = session.get(Subscription, subscription_id)
+    found = pending(session, ref)
     if found is None:
         return None
     _lock_address(session, found.email)

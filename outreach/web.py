@@ -615,23 +615,23 @@ def subscribe() -> Response:
     )
 
 
-def _confirmation(token: str) -> tuple[int | None, Response | None]:
+def _confirmation(token: str) -> tuple[str | None, Response | None]:
     _subscribe_config()
     tokens = _state().confirm_tokens
     assert tokens is not None
-    number = tokens.verify(token)
-    return (number, None) if number is not None else (None, _invalid())
+    reference = tokens.verify(token)
+    return (reference, None) if reference is not None else (None, _invalid())
 
 
 @pages.get("/confirm/<token>")
 def confirm_page(token: str) -> Response:
     """One button; nothing changes until it is pressed (mail scanners follow links)."""
-    number, invalid = _confirmation(token)
+    reference, invalid = _confirmation(token)
     if invalid is not None:
         return invalid
-    assert number is not None
+    assert reference is not None
     with _state().reader() as session:
-        found = subscriptions.pending(session, number)
+        found = subscriptions.pending(session, reference)
         if found is None:
             return _invalid()
         lang = _language(found.language)
@@ -655,14 +655,14 @@ def _system_sender_name() -> str:
 
 @pages.post("/confirm/<token>")
 def confirm(token: str) -> Response:
-    number, invalid = _confirmation(token)
+    reference, invalid = _confirmation(token)
     if invalid is not None:
         return invalid
-    assert number is not None
+    assert reference is not None
     state = _state()
     config = _subscribe_config()
     with state.writer() as session:
-        done = subscriptions.confirm(session, number, config, state.settings)
+        done = subscriptions.confirm(session, reference, config, state.settings)
         session.commit()
     if done is None:
         return _invalid()

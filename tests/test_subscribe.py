@@ -13,8 +13,9 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from outreach import subscriptions
 from outreach.config import Settings
-from outreach.contacts import get_contact
+from outreach.contacts import forget, get_contact
 from outreach.models import ConsentRecord, Contact, Delivery, Subscription, Suppression
 from outreach.suppressions import suppress
 from outreach.web import create_app
@@ -173,32 +174,40 @@ def test_confirmation_goes_to_an_unsubscribed_address_and_lifts_only_that(
     assert session.scalar(select(Contact).where(Contact.email == other)) is None
 
 
-def _token(settings: Settings, subscription_id: int, age: float = 0) -> str:
+def _token(settings: Settings, payload: str, age: float = 0) -> str:
     class Then(TimestampSigner):
         def get_timestamp(self) -> int:
             return int(time.time() - age)
 
     assert settings.secret_key is not None
-    return Then(settings.secret_key, salt="outreach.confirm").sign(str(subscription_id)).decode()
+    return Then(settings.secret_key, salt="outreach.confirm").sign(payload).decode()
 
 
-@pytest.mark.parametrize("which", ["expired", "forged", "altered", "unknown", "truncated"])
+@pytest.mark.parametrize(
+    "which", ["expired", "forged", "altered", "unknown", "truncated", "id only", "other time"]
+)
 def test_bad_confirmation_links_get_the_bilingual_400(
     client: FlaskClient, settings: Settings, session: Session, which: str
 ) -> None:
     post_form(client)
     session.commit()
-    number = session.scalar(select(Subscription.id))
-    assert number is not None
-    good = _token(settings, number)
+    row = session.scalar(select(Subscription))
+    assert row is not None
+    reference = subscriptions.reference(row)
+    number, stamp = reference.split(".")
+    good = _token(settings, reference)
+    assert good == subscriptions.ConfirmTokens(settings).sign(row)
     token = {
-        "expired": _token(settings, number, age=8 * 86400),
+        "expired": _token(settings, reference, age=8 * 86400),
         "forged": TimestampSigner("another-key-0123456789abcdef0123456789", salt="outreach.confirm")
-        .sign(str(number))
+        .sign(reference)
         .decode(),
         "altered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
-        "unknown": _token(settings, 999999),
+        "unknown": _token(settings, f"999999.{stamp}"),
         "truncated": good[:-8],
+        # The form of links before they named the request's time: the number alone.
+        "id only": _token(settings, number),
+        "other time": _token(settings, f"{number}.{int(stamp) + 1}"),
     }[which]
     for method in ("get", "post"):
         response = getattr(client, method)(f"/confirm/{token}")
@@ -349,3 +358,43 @@ def test_a_bad_subscribe_file_stops_serve_with_one_line(
     result = run_cli("serve")
     assert result.exit_code != 0 and error in result.output, result.output
     assert "subscribe.yaml" in result.output and "Traceback" not in result.output
+
+
+def test_an_old_link_cannot_confirm_a_request_that_reuses_its_number(
+    client: FlaskClient, settings: Settings, session: Session, db_url: str
+) -> None:
+    """SQLite gives a deleted row's number to the next row: a link mailed for a request
+    that `contacts forget` erased must not confirm the next person's request."""
+    post_form(client, email="first@example.org")
+    drain(settings, session, "_confirmation")
+    (first,) = outbox_messages(settings.outbox, "_confirmation")
+    old_link = path_of(confirm_link(first))
+    assert client.post(old_link).status_code == 200
+    session.commit()
+    first_id = session.scalar(select(Subscription.id))
+    forget(session, "first@example.org")
+    session.commit()
+    post_form(client, email="second@example.org")
+    session.commit()
+    second = session.scalar(select(Subscription))
+    assert second is not None and second.email == "second@example.org"
+    if db_url.startswith("sqlite"):
+        assert second.id == first_id  # the number the old link names, now someone else's
+    for method in ("get", "post"):
+        response = getattr(client, method)(old_link)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 400, method
+        assert "잘못된 링크" in text and "not valid" in text
+        assert "second@example.org" not in text
+    session.commit()
+    assert session.scalar(select(Subscription.confirmed_at)) is None
+    assert session.scalar(select(Contact).where(Contact.email == "second@example.org")) is None
+    # The second person's own link works.
+    drain(settings, session, "_confirmation")
+    (message,) = [
+        m
+        for m in outbox_messages(settings.outbox, "_confirmation")
+        if m["To"].addresses[0].addr_spec == "second@example.org"
+    ]
+    assert client.post(path_of(confirm_link(message))).status_code == 200
+    assert contacts(session) == 1
