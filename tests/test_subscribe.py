@@ -398,3 +398,103 @@ def test_an_old_link_cannot_confirm_a_request_that_reuses_its_number(
     ]
     assert client.post(path_of(confirm_link(message))).status_code == 200
     assert contacts(session) == 1
+
+
+def test_the_daily_limit_counts_one_mailbox_however_it_is_written(
+    client: FlaskClient, session: Session
+) -> None:
+    """Plus tags, case and the domain's two spellings reach one mailbox: a stranger cannot
+    be sent more than three confirmations a day by varying them."""
+    for address in (
+        "victim@xn--9p4bi0g.kr",
+        "victim+1@수원.kr",
+        "Victim+news+2@XN--9P4BI0G.KR",
+        "victim+3@xn--9p4bi0g.kr",
+        "VICTIM@수원.kr",
+    ):
+        assert post_form(client, email=address).status_code == 200
+    assert queued_confirmations(session) == 3
+    post_form(client, email="victim.other@xn--9p4bi0g.kr")  # another mailbox
+    post_form(client, email="victim@elsewhere.example.org")
+    assert queued_confirmations(session) == 5
+
+
+def _post_from(app, remote: str, address: str) -> int:  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    environ = {"REMOTE_ADDR": remote}
+    page = client.get("/subscribe?lang=ko", environ_base=environ).get_data(as_text=True)
+    token = re.search(r'name="token" value="([^"]+)"', page)
+    assert token is not None
+    data = {
+        "token": token.group(1),
+        "lang": "ko",
+        "email": address,
+        "language": "ko",
+        "consent": "yes",
+        "website": "",
+    }
+    return int(client.post("/subscribe", data=data, environ_base=environ).status_code)
+
+
+def test_an_ipv6_client_is_its_64(settings: Settings, tmp_path: Path, session: Session) -> None:
+    """One IPv6 subscriber line has a /64 of its own: its addresses are one client."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 2}\n")
+    app = create_app(settings, tmp_path)
+    codes = [
+        _post_from(app, "2001:db8:1:2::1", "a@example.org"),
+        _post_from(app, "2001:db8:1:2::ffff", "b@example.org"),
+        _post_from(app, "2001:db8:1:2:abcd:1:2:3", "c@example.org"),
+        _post_from(app, "2001:db8:1:3::1", "d@example.org"),  # another /64
+        _post_from(app, "198.51.100.1", "e@example.org"),
+        _post_from(app, "198.51.100.2", "f@example.org"),  # IPv4: each address its own
+    ]
+    assert codes == [200, 200, 429, 200, 200, 200]
+    assert queued_confirmations(session) == 5
+
+
+def test_a_ceiling_on_confirmations_per_hour_across_all_clients(
+    settings: Settings, tmp_path: Path, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many clients each under their own limit still cannot make us mail strangers without
+    end: past the ceiling the form answers the same page and queues nothing."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 2}\n")
+    app = create_app(settings, tmp_path)
+    with caplog.at_level("INFO", logger="outreach"):
+        codes = [_post_from(app, f"198.51.100.{n}", f"person{n}@example.org") for n in range(4)]
+    assert codes == [200] * 4
+    assert queued_confirmations(session) == 2
+    refused = [r.getMessage() for r in caplog.records if "confirmations per hour" in r.getMessage()]
+    assert len(refused) == 2, refused  # one line for each request answered without mail
+    assert all("\n" not in line and "person" not in line for line in refused)
+    same = app.test_client()
+    bodies = {
+        post_form(same, email="person9@example.org").get_data(),  # over the ceiling
+        post_form(same, email="person9@example.org", website="x").get_data(),  # a robot
+    }
+    assert len(bodies) == 1
+
+
+def test_the_ceiling_is_read_from_subscribe_yaml(settings: Settings, tmp_path: Path) -> None:
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 0}\n")
+    from outreach.errors import UserError
+
+    with pytest.raises(UserError, match="confirmations_per_hour"):
+        subscriptions.load_config(settings, tmp_path / "campaigns" / "subscribe.yaml")
+    subscribe_project(tmp_path)
+    config = subscriptions.load_config(settings, tmp_path / "campaigns" / "subscribe.yaml")
+    assert config is not None and config.spec.limits.confirmations_per_hour == 100
+
+
+def test_the_confirmation_goes_to_the_bare_address(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    """What a visitor types as a name is not shown to the stranger whose address they typed:
+    the confirmation names nobody."""
+    post_form(client, name="Your bank: account closed, call +82 2 0000 0000")
+    post_form(client, email="other@example.org", name="=?utf-8?b?7Iuc7Yuw64S3IOyCrOustOq1rQ==?=")
+    drain(settings, session, "_confirmation")
+    messages = outbox_messages(settings.outbox, "_confirmation")
+    assert len(messages) == 2
+    for message in messages:
+        (to,) = message["To"].addresses
+        assert to.display_name == "" and str(message["To"]) == to.addr_spec
