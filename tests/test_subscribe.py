@@ -13,7 +13,7 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach import subscriptions
+from outreach import subscriptions, web
 from outreach.config import Settings
 from outreach.contacts import forget, get_contact
 from outreach.models import ConsentRecord, Contact, Delivery, Subscription, Suppression
@@ -498,3 +498,36 @@ def test_the_confirmation_goes_to_the_bare_address(
     for message in messages:
         (to,) = message["To"].addresses
         assert to.display_name == "" and str(message["To"]) == to.addr_spec
+
+
+def test_every_answer_takes_at_least_the_floor(
+    settings: Settings, tmp_path: Path, session: Session
+) -> None:
+    """Whether an address is suppressed, pending or new must not show in how long the
+    answer takes: the quick answers are padded to a fixed floor."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 5}\n")
+    client = create_app(settings, tmp_path).test_client()
+    suppress(session, "bounced@example.org", "bounced")
+    session.commit()
+    token = form_token(client)
+    for fields in (
+        {"email": "bounced@example.org"},  # suppressed: nothing to do
+        {"website": "https://spam.example.com"},  # the honeypot
+        {"consent": ""},  # the form again
+        {"email": ADDRESS},
+        {"organisation": "x" * 20_000},  # too large
+        {},
+        {},  # the per-client limit: 429
+    ):
+        started = time.monotonic()
+        answer = post_form(client, token=token, **fields)
+        assert time.monotonic() - started >= web.SUBSCRIBE_FLOOR, (fields, answer.status_code)
+    assert answer.status_code == 429
+
+
+def test_padding_sleeps_what_is_left_of_the_floor() -> None:
+    slept: list[float] = []
+    assert web.pad_to(0.1, started=50.0, now=50.03, sleep=slept.append) == pytest.approx(0.07)
+    assert web.pad_to(0.1, started=50.0, now=50.25, sleep=slept.append) == 0
+    assert web.pad_to(0.1, started=50.0, now=49.0, sleep=slept.append) == 0.1  # clock moved
+    assert slept == [pytest.approx(0.07), 0.1]
