@@ -52,6 +52,10 @@ from outreach.tokens import InvalidToken, Tokens
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_FAILURES = 100  # failing recipients read from one message; ours name exactly one
+# Beyond these a message is not guessed at: no mail system's bounce has that many parts or
+# that much text, and tens of thousands of tiny parts take flufl.bounce seconds each.
+MAX_PARTS = 100
+MAX_TEXT_BYTES = 1 << 20
 RECENT = timedelta(days=30)
 
 # flufl.bounce logs a traceback for every detector that trips over a message (one without a
@@ -341,6 +345,20 @@ def _arf_failures(msg: Message) -> list[Failure] | None:
     return [Failure(a, "complaint") for a in named]
 
 
+def _too_big_to_guess(msg: Message) -> str | None:
+    """Why the heuristics must not read a message, if they must not."""
+    text = 0
+    for parts, part in enumerate(msg.walk(), 1):
+        if parts > MAX_PARTS:
+            return f"more than {MAX_PARTS} MIME parts"
+        if part.get_content_maintype() == "text":
+            payload = part.get_payload()
+            text += len(payload) if isinstance(payload, str) else 0
+            if text > MAX_TEXT_BYTES:
+                return f"more than {MAX_TEXT_BYTES >> 20} MB of text"
+    return None
+
+
 def _heuristic_failures(msg: Message) -> tuple[list[Failure], bool, str | None]:
     """The non-standard formats (qmail, Exchange, Yahoo, …), through flufl.bounce:
     (failures, whether some went unread, why it could not read the message)."""
@@ -388,7 +406,9 @@ def parse_message(
     reported, failures, parsed.truncated = _dsn_failures(msg)
     if not reported:
         # No standard report to trust: only then do the heuristics look at the text.
-        failures, parsed.truncated, parsed.unreadable = _heuristic_failures(msg)
+        parsed.unreadable = _too_big_to_guess(msg)
+        if parsed.unreadable is None:
+            failures, parsed.truncated, parsed.unreadable = _heuristic_failures(msg)
     parsed.failures = failures
     if not failures:
         parsed.nature = "delivered" if reported else "nothing"

@@ -16,7 +16,15 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from outreach.bounces import MAX_FAILURES, MAX_MESSAGE_BYTES, ingest, messages_from, parse
+from outreach.bounces import (
+    MAX_FAILURES,
+    MAX_MESSAGE_BYTES,
+    MAX_PARTS,
+    MAX_TEXT_BYTES,
+    ingest,
+    messages_from,
+    parse,
+)
 from outreach.contacts import import_csv
 from outreach.models import Contact, Delivery, Event, Suppression, utcnow
 from outreach.tokens import Tokens
@@ -407,6 +415,41 @@ def test_flufl_bounce_tracebacks_are_not_shown(campaign, session: Session) -> No
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and "stdin" in lines[0] and "Traceback" not in lines[0], lines
     assert b"1 malformed" in result.stdout
+
+
+def crafted(parts: int, size: int = 1) -> bytes:
+    """A message in the shape of a bounce with many MIME parts of `size` characters."""
+    body = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\n{'x' * size}\r\n" for _ in range(parts))
+    return (
+        "From: MAILER-DAEMON@mx.example.net\r\nTo: news@citynet-ap.org\r\n"
+        "Subject: failure notice\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/mixed; boundary="b"\r\n\r\n{body}--b--\r\n'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (crafted(MAX_PARTS + 1), f"more than {MAX_PARTS} MIME parts"),
+        (crafted(2, MAX_TEXT_BYTES // 2 + 10), "more than 1 MB of text"),
+    ],
+    ids=["parts", "text"],
+)
+def test_messages_too_big_to_guess_at_are_not_read_by_heuristics(  # type: ignore[no-untyped-def]
+    campaign, session: Session, raw: bytes, why: str
+) -> None:
+    """Tens of thousands of tiny MIME parts take flufl.bounce seconds each: a message of that
+    shape is no bounce of a real mail system, and is reported in one line unread."""
+    settings, _ = campaign
+    report = one(session, settings, "crafted", raw)
+    assert report.not_bounces == 0 and len(report.malformed) == 1, report
+    assert why in report.malformed[0] and "\n" not in report.malformed[0]
+    assert suppressed(session) == {}
+    # A standard report (RFC 3464) that size is still read: it names its failures itself.
+    many = dsn([address_of("fine")]).replace(
+        b"--b--", b"".join(b"--b\nContent-Type: text/plain\n\nx\n" for _ in range(150)) + b"--b--"
+    )
+    assert parse(many, DOMAIN).failures[0].address == address_of("fine")
 
 
 def test_oversized_messages_are_refused(campaign, session: Session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
