@@ -47,7 +47,7 @@ from outreach.failures import classify, enhanced_status, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
 from outreach.printable import one_line
-from outreach.suppressions import suppress
+from outreach.suppressions import recipient_of, suppress
 from outreach.tokens import InvalidToken, Tokens
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -556,27 +556,25 @@ class Ingester:
         except InvalidToken:
             self.report.not_ours += 1
             return True
-        delivery = self.session.get(Delivery, delivery_id) if isinstance(delivery_id, int) else None
-        contact = (
-            self.session.get(Contact, delivery.contact_id)
-            if delivery is not None and delivery.contact_id
-            else None
-        )
-        if delivery is None or contact is None:
+        # A system message (a confirmation, a notice) has no contact of its own: its address
+        # is the one to unsubscribe, as the /u/ link of the same message does.
+        found = recipient_of(self.session, delivery_id) if isinstance(delivery_id, int) else None
+        if found is None or found.email is None:
             self.report.not_ours += 1
             return True
+        delivery, contact = found.delivery, found.contact
         fingerprint = hashlib.sha256(raw).hexdigest()[:32]
         if not self._add_event(
             "unsubscribe",
             delivery,
-            contact.id,
+            contact.id if contact else None,
             dedupe_key=f"unsubscribe:{fingerprint}",
             data={"method": "mailto"},
         ):
             return True
         suppress(
             self.session,
-            contact.email,
+            found.email,
             "unsubscribed",
             campaign_id=delivery.campaign_id,
             detail="mailto unsubscribe",

@@ -34,10 +34,10 @@ from outreach.db import reader_sessionmaker, writer_sessionmaker
 from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, N_, install, languages, menu, supported, translator
-from outreach.models import Campaign, Contact, Delivery, Suppression, SystemRecipient, utcnow
+from outreach.models import Campaign, Contact, Delivery, Suppression, utcnow
 from outreach.store import load as load_recipients
 from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
-from outreach.suppressions import suppress_if_new, unsuppress
+from outreach.suppressions import recipient_of, suppress_if_new, unsuppress
 from outreach.system_mail import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens, tokens_for
 
@@ -193,20 +193,10 @@ def _verify(kind: str, token: str) -> Any:
 def _load(session: Session, delivery_id: Any) -> Addressee | None:
     if not isinstance(delivery_id, int) or isinstance(delivery_id, bool) or delivery_id < 1:
         return None
-    row = session.execute(
-        select(Delivery, Contact, Campaign, SystemRecipient)
-        .outerjoin(Contact, Contact.id == Delivery.contact_id)
-        .outerjoin(SystemRecipient, SystemRecipient.delivery_id == Delivery.id)
-        .join(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(Delivery.id == delivery_id)
-    ).first()
-    if row is None:
+    found = recipient_of(session, delivery_id)
+    if found is None:
         return None
-    delivery, contact, campaign, system = row
-    if contact is None and system is not None and system.contact_id is not None:
-        contact = session.get(Contact, system.contact_id)
-    email = contact.email if contact else system.email if system else None
-    return Addressee(delivery, contact, campaign, email)
+    return Addressee(found.delivery, found.contact, found.campaign, found.email)
 
 
 def _special(delivery_id: Any, addressee: Addressee | None) -> Response | None:

@@ -594,3 +594,52 @@ def test_mailto_unsubscribe(campaign, session: Session) -> None:  # type: ignore
     assert suppressed(session) == {"fine": "unsubscribed"}
     forged = raw.replace(b"unsubscribe+", b"unsubscribe+x")
     assert run(session, settings, iter([("forged", forged, None)])).not_ours == 1
+
+
+def test_mailto_unsubscribe_of_a_system_message(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """A confirmation or a notice goes to an address that may be no contact (yet): its
+    List-Unsubscribe mailto: unsubscribes that address all the same."""
+    from outreach.subscriptions import system_sender
+    from outreach.system_mail import queue
+
+    settings, _ = campaign
+    sender = system_sender(replace(settings, from_="CityNet <news@citynet-ap.org>"), None)
+    fine = session.scalar(select(Contact).where(Contact.email == address_of("fine")))
+    assert fine is not None
+    _, stranger = queue(
+        session, "confirmation", sender, email="new@city.example.org", name=None, language="en"
+    )
+    _, notice = queue(
+        session,
+        "consent-notice",
+        sender,
+        email=fine.email,
+        name=fine.name,
+        language="en",
+        contact_id=fine.id,
+    )
+    session.commit()
+
+    def mailto(delivery_id: int, sender: str) -> bytes:
+        token = Tokens(SECRET).sign("bounce", delivery_id)
+        return (
+            f"From: {sender}\r\nTo: <unsubscribe+{token}@{DOMAIN}>\r\n"
+            "Subject: unsubscribe\r\n\r\nunsubscribe\r\n"
+        ).encode()
+
+    report = run(
+        session,
+        settings,
+        iter(
+            [
+                ("a", mailto(stranger, "new@city.example.org"), None),
+                ("b", mailto(notice, fine.email), None),
+            ]
+        ),
+    )
+    assert report.unsubscribes == 2 and report.not_ours == 0
+    assert suppressed(session) == {"new": "unsubscribed", "fine": "unsubscribed"}
+    events = session.execute(
+        select(Event.delivery_id, Event.contact_id).where(Event.kind == "unsubscribe")
+    ).all()
+    assert sorted(map(tuple, events)) == sorted([(stranger, None), (notice, fine.id)])
