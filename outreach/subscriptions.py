@@ -2,8 +2,9 @@
 
     GET /subscribe  -> a form with a signed form token (no cookies)
     POST /subscribe -> per-client limit, token, honeypot, checks; then, unless the address is
-                       suppressed for good or was sent 3 confirmations today, a request row and
-                       a confirmation message queued for the worker; the same page in any case
+                       suppressed for good, its mailbox was sent 3 confirmations today or the
+                       hourly ceiling is reached, a request row and a confirmation message
+                       queued for the worker; the same page in any case, after the same time
     GET /confirm/T  -> a page with one button (mail scanners follow links: nothing changes)
     POST /confirm/T -> the contact, its consent, its tags; the welcome message; a result
                        notice when the installation advertises (Network Act Art. 50(7))
