@@ -5,7 +5,8 @@ It takes mail only for what we hand out: bounces+TOKEN@ and unsubscribe+TOKEN@ w
 signature, and postmaster@/abuse@ for feedback loops. Each message goes through the same
 `Ingester` as `outreach bounces ingest`. Because the sending MTA keeps a message it could not
 hand over, every failure of ours is answered 451 (try again later): an unreachable database
-never loses a bounce. Limits per client address keep one sender from taking the service.
+never loses a bounce. Limits per client address keep one sender from taking the service,
+and so do limits on the messages waiting for the one thread that stores them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from outreach.printable import one_line
 from outreach.tokens import InvalidToken, Tokens
 
 MAX_RECIPIENTS = 10  # a bounce has one; a few for a forwarded complaint
+# One thread stores every message: while it is slow (a large message, a busy database), no
+# client may fill the queue in front of it. Past these an MTA is told to come back (451).
+MAX_WAITING = 20
+MAX_WAITING_PER_CLIENT = 5
 FEEDBACK_LOCALS = ("postmaster", "abuse")
 
 
@@ -125,6 +130,8 @@ class BounceReceiver:
         max_messages: int = 100,
         window: float = 60.0,
         timeout: float = 60.0,
+        max_waiting: int = MAX_WAITING,
+        max_waiting_per_client: int = MAX_WAITING_PER_CLIENT,
     ) -> None:
         if not settings.bounce_domain:
             raise ValueError("a bounce receiver needs OUTREACH_BOUNCE_DOMAIN")
@@ -133,7 +140,9 @@ class BounceReceiver:
         self.limits = ClientLimits(max_connections, max_messages, window)
         self.timeout = timeout
         self.connections: set[_Connection] = set()
-        self.storing = 0
+        self.max_waiting, self.max_waiting_per_client = max_waiting, max_waiting_per_client
+        self.storing = 0  # messages handed to the store thread and not yet answered
+        self.waiting: dict[str, int] = {}  # the same, by client address
         self.stopping = False
         self.port: int | None = None
         self.ready = threading.Event()
@@ -163,12 +172,28 @@ class BounceReceiver:
         local, _, domain = address.rpartition("@")
         return f"{local.partition('+')[0]}{'+…' if '+' in local else ''}@{domain}"
 
+    def _busy(self, client: str) -> str | None:
+        """The 451 to answer when the store has too much waiting, overall or from this
+        client; logged, one line each."""
+        if self.storing >= self.max_waiting:
+            reply = "451 4.3.2 too many messages waiting to be stored; try again later"
+        elif self.waiting.get(client, 0) >= self.max_waiting_per_client:
+            reply = "451 4.7.1 too many of your messages waiting to be stored; try again later"
+        else:
+            return None
+        self.log(f"from {client}: {reply[:3]}, {self.storing} messages waiting to be stored")
+        return reply
+
     # -- aiosmtpd hooks -----------------------------------------------------------------
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if not self.limits.message(_client(session.peer)):
+        client = _client(session.peer)
+        busy = self._busy(client)  # before the message is sent, so as not to read it
+        if busy is not None:
+            return busy
+        if not self.limits.message(client):
             return "451 4.7.1 too many messages from your address; try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -189,7 +214,11 @@ class BounceReceiver:
         client = _client(session.peer)
         data = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
+        busy = self._busy(client)  # others may have filled the queue since MAIL FROM
+        if busy is not None:
+            return busy
         self.storing += 1
+        self.waiting[client] = self.waiting.get(client, 0) + 1
         try:
             loop = asyncio.get_running_loop()
             report = await loop.run_in_executor(self._executor, self._store, data, recipients)
@@ -201,6 +230,9 @@ class BounceReceiver:
             return "451 4.3.0 local error; try again later"
         finally:
             self.storing -= 1
+            self.waiting[client] -= 1
+            if not self.waiting[client]:
+                del self.waiting[client]
         to = ", ".join(self._label(r) for r in recipients)
         self.log(f"from {client} to {to}: {report.brief()}")
         for note in report.notes():

@@ -4,9 +4,13 @@ after a run, complaints always; policy rejections never).
 
 Anyone can send mail to the bounce domain, so nothing here believes a message on its word.
 A failure counts only when it is about a delivery we sent: found by its VERP address
-(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery, else
-because the failing address received a delivery in the last 30 days. The failing address
-must be that delivery's recipient. Everything else is "not ours" and changes nothing.
+(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery. Only
+an installation without a bounce domain, whose bounces reach the From mailbox and often
+quote nothing of the original, also believes the failing address alone when it received a
+delivery in the last 30 days; with a bounce domain every message we send carries its own
+VERP address, so a report that names only an address (which anyone can write to postmaster@)
+is not about mail of ours. The failing address must be the delivery's recipient.
+Everything else is "not ours" and changes nothing.
 RFC 3464 DSNs and ARF reports are read here; the many non-standard formats are left to
 flufl.bounce.
 """
@@ -43,11 +47,15 @@ from outreach.failures import classify, enhanced_status, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
 from outreach.printable import one_line
-from outreach.suppressions import suppress
+from outreach.suppressions import recipient_of, suppress
 from outreach.tokens import InvalidToken, Tokens
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_FAILURES = 100  # failing recipients read from one message; ours name exactly one
+# Beyond these a message is not guessed at: no mail system's bounce has that many parts or
+# that much text, and tens of thousands of tiny parts take flufl.bounce seconds each.
+MAX_PARTS = 100
+MAX_TEXT_BYTES = 1 << 20
 RECENT = timedelta(days=30)
 
 # flufl.bounce logs a traceback for every detector that trips over a message (one without a
@@ -337,6 +345,20 @@ def _arf_failures(msg: Message) -> list[Failure] | None:
     return [Failure(a, "complaint") for a in named]
 
 
+def _too_big_to_guess(msg: Message) -> str | None:
+    """Why the heuristics must not read a message, if they must not."""
+    text = 0
+    for parts, part in enumerate(msg.walk(), 1):
+        if parts > MAX_PARTS:
+            return f"more than {MAX_PARTS} MIME parts"
+        if part.get_content_maintype() == "text":
+            payload = part.get_payload()
+            text += len(payload) if isinstance(payload, str) else 0
+            if text > MAX_TEXT_BYTES:
+                return f"more than {MAX_TEXT_BYTES >> 20} MB of text"
+    return None
+
+
 def _heuristic_failures(msg: Message) -> tuple[list[Failure], bool, str | None]:
     """The non-standard formats (qmail, Exchange, Yahoo, …), through flufl.bounce:
     (failures, whether some went unread, why it could not read the message)."""
@@ -384,7 +406,9 @@ def parse_message(
     reported, failures, parsed.truncated = _dsn_failures(msg)
     if not reported:
         # No standard report to trust: only then do the heuristics look at the text.
-        failures, parsed.truncated, parsed.unreadable = _heuristic_failures(msg)
+        parsed.unreadable = _too_big_to_guess(msg)
+        if parsed.unreadable is None:
+            failures, parsed.truncated, parsed.unreadable = _heuristic_failures(msg)
     parsed.failures = failures
     if not failures:
         parsed.nature = "delivered" if reported else "nothing"
@@ -532,27 +556,25 @@ class Ingester:
         except InvalidToken:
             self.report.not_ours += 1
             return True
-        delivery = self.session.get(Delivery, delivery_id) if isinstance(delivery_id, int) else None
-        contact = (
-            self.session.get(Contact, delivery.contact_id)
-            if delivery is not None and delivery.contact_id
-            else None
-        )
-        if delivery is None or contact is None:
+        # A system message (a confirmation, a notice) has no contact of its own: its address
+        # is the one to unsubscribe, as the /u/ link of the same message does.
+        found = recipient_of(self.session, delivery_id) if isinstance(delivery_id, int) else None
+        if found is None or found.email is None:
             self.report.not_ours += 1
             return True
+        delivery, contact = found.delivery, found.contact
         fingerprint = hashlib.sha256(raw).hexdigest()[:32]
         if not self._add_event(
             "unsubscribe",
             delivery,
-            contact.id,
+            contact.id if contact else None,
             dedupe_key=f"unsubscribe:{fingerprint}",
             data={"method": "mailto"},
         ):
             return True
         suppress(
             self.session,
-            contact.email,
+            found.email,
             "unsubscribed",
             campaign_id=delivery.campaign_id,
             detail="mailto unsubscribe",
@@ -594,7 +616,7 @@ class Ingester:
             if contact is None or (address is not None and contact.email != address):
                 return None  # the failing address is not this delivery's recipient
             return reference, contact
-        if address is None:
+        if address is None or self.bounce_domain:
             return None
         row = self.session.execute(
             select(Delivery, Contact)

@@ -22,9 +22,20 @@ from outreach.spreadsheets import ENCODINGS
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-# No markup: user text ("include: [a, b]", "[TEST ko]") must print as it is.
-console = Console(highlight=False, markup=False)
-err_console = Console(stderr=True, highlight=False, markup=False)
+
+class PrintableConsole(Console):
+    """A console whose text is printed through `printable`: names, subjects, file names and
+    error lines carry data (a CSV header, a contact field), and no escape sequence in them
+    may reach the terminal. Tables and Text are made printable where they are built."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+# No markup and no emoji codes: user text ("include: [a, b]", "[TEST ko]", ":smile:") must
+# print as it is.
+console = PrintableConsole(highlight=False, markup=False, emoji=False)
+err_console = PrintableConsole(stderr=True, highlight=False, markup=False, emoji=False)
 # Wide enough that no table is ever cut to fit: what a file or a program reads has no width.
 PIPED_WIDTH = 100_000
 
@@ -867,7 +878,7 @@ def _status_view(status: Any) -> Any:
     # In a grid, the bar ends its line even where nothing is wrapped (output to a pipe).
     bar = Table.grid()
     bar.add_row(ProgressBar(total=max(status.total, 1), completed=done, width=60))
-    return Group(table, bar, Text(line))
+    return Group(table, bar, Text(printable(line)))
 
 
 @campaigns.command("status")

@@ -205,10 +205,13 @@ def _domain(domain: str) -> str:
 
 
 def normalise_email(value: str) -> str:
-    """Trimmed and lower-cased (IDNA-checked); raises ValueError with the reason.
+    """`local@ascii-domain`, trimmed and lower-cased (IDNA-checked); raises ValueError with
+    the reason.
 
-    The local part is lower-cased too: in practice no mail server distinguishes
-    Mayor@ from mayor@, and an unsubscribe must not be escaped by a change of case.
+    The domain is always in its ASCII form (xn--…): kim@수원.kr and kim@xn--9p4bi0g.kr are
+    one mailbox, and a suppression must not be escaped by the other spelling. The local part
+    is lower-cased too: in practice no mail server distinguishes Mayor@ from mayor@, and an
+    unsubscribe must not be escaped by a change of case.
     """
     value = value.strip()
     if not value:
@@ -217,7 +220,8 @@ def normalise_email(value: str) -> str:
     try:
         if at and len(local) <= 64 and value.isascii() and _ASCII_LOCAL.fullmatch(local):
             return f"{local}@{_domain(domain)}".lower()
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        checked = validate_email(value, check_deliverability=False)
+        return f"{checked.local_part}@{checked.ascii_domain}".lower()
     except EmailNotValidError as exc:
         raise ValueError(f"invalid email {value!r}: {exc}") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import string
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -49,8 +50,28 @@ TOKEN_PATH = re.compile(r"(/(?:u|p|c|o|v|confirm)/)[^/\s?#\"']+")
 REDACTED = "[token]"
 
 
+# gunicorn decodes the path before routing, so /%75/TOKEN and /u%2FTOKEN are served as
+# /u/TOKEN: redaction reads the path with the escapes of letters, digits and "-._~/" decoded
+# (other escapes, such as %0A, stay as they are, so no line break reaches the log).
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_PLAIN = frozenset(string.ascii_letters + string.digits + "-._~/")
+
+
+def _plain_escapes_decoded(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _PLAIN else match.group()
+
+    return _ESCAPE.sub(one, text)
+
+
 def redact(text: str) -> str:
-    """The text with the token segment of every recipient link replaced."""
+    """The text with the token segment of every recipient link replaced, however the link's
+    path was percent-encoded."""
+    if "%" in text:
+        decoded = _plain_escapes_decoded(text)
+        if TOKEN_PATH.search(decoded):
+            text = decoded
     return TOKEN_PATH.sub(r"\1" + REDACTED, text)
 
 

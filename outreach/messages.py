@@ -47,7 +47,8 @@ def encode_header(value: str) -> str:
 
     Cached: most recipients of a campaign share their language's subject."""
     value = _header_text(value)
-    if value.isascii() and len(value) < 900:
+    # Typed "=?…?=" is encoded too: a mail client must show it, never decode it.
+    if value.isascii() and len(value) < 900 and "=?" not in value:
         return value
     return Header(value, "utf-8", header_name="Subject").encode(linesep="\r\n")
 
@@ -76,7 +77,7 @@ def encode_address(name: str | None, address: str) -> str:
     address = _header_text(address)
     if not name:
         return address
-    if name.isascii():
+    if name.isascii() and "=?" not in name:
         return formataddr((name, address))
     return f"{_encoded_words(name)} <{address}>"
 

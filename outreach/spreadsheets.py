@@ -126,6 +126,10 @@ def _scan(path: Path) -> tuple[bool, bool]:
 def _csv_table(path: Path, encoding: str) -> Table:
     encoding = _check_encoding(encoding)
     controls, escapes = _scan(path)
+    if codecs.lookup(encoding).name not in ENCODINGS:
+        # The scan reads bytes as UTF-8 or CP949 write them: in UTF-7, Latin-1 or UTF-16 a
+        # control character or an apostrophe may be other bytes, so every row is checked.
+        controls = escapes = True
     return Table(_csv_rows(path, encoding, escapes), may_have_controls=controls)
 
 

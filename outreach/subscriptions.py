@@ -2,8 +2,9 @@
 
     GET /subscribe  -> a form with a signed form token (no cookies)
     POST /subscribe -> per-client limit, token, honeypot, checks; then, unless the address is
-                       suppressed for good or was sent 3 confirmations today, a request row and
-                       a confirmation message queued for the worker; the same page in any case
+                       suppressed for good, its mailbox was sent 3 confirmations today or the
+                       hourly ceiling is reached, a request row and a confirmation message
+                       queued for the worker; the same page in any case, after the same time
     GET /confirm/T  -> a page with one button (mail scanners follow links: nothing changes)
     POST /confirm/T -> the contact, its consent, its tags; the welcome message; a result
                        notice when the installation advertises (Network Act Art. 50(7))
@@ -15,17 +16,19 @@ without that file there is no form.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 from email_validator import EmailNotValidError, validate_email
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import Table, case, func, select, update
+from sqlalchemy import ColumnElement, Table, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,9 +50,11 @@ from outreach.models import (
 from outreach.system_mail import Sender
 from outreach.yamlfile import load_yaml, validation_errors
 
+log = logging.getLogger("outreach.subscriptions")
 CONFIG_PATH = Path("campaigns/subscribe.yaml")
 CONFIRM_DAYS = 7
 PER_ADDRESS_PER_DAY = 3
+CEILING_KEY = "subscribe:confirmations"  # client keys are hex digests: no clash
 FORM_HOURS = 12
 MAX_LENGTHS = {"email": 320, "name": 300, "organisation": 300}
 # Suppressions a confirmation never goes to: only the person's own unsubscribe is theirs to undo.
@@ -79,6 +84,9 @@ class ConsentSpec(BaseModel):
 class LimitsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     per_client_per_hour: int = Field(default=20, ge=1, le=1_000_000)
+    # Across all clients: many addresses each under their own limit must not make us mail
+    # strangers without end. Past it the form answers as always and queues nothing.
+    confirmations_per_hour: int = Field(default=100, ge=1, le=1_000_000)
 
 
 class SubscribeSpec(BaseModel):
@@ -130,7 +138,7 @@ def load_config(settings: Settings, path: Path = CONFIG_PATH) -> SubscribeConfig
         allowed: dict[Any, list[str]] = {
             (): sorted(f.alias or n for n, f in SubscribeSpec.model_fields.items()),
             ("consent",): ["text", "version"],
-            ("limits",): ["per_client_per_hour"],
+            ("limits",): ["confirmations_per_hour", "per_client_per_hour"],
         }
         raise validation_errors(doc, exc, allowed) from None
     config = SubscribeConfig(spec, path)
@@ -160,10 +168,25 @@ def _signer(settings: Settings, salt: str) -> TimestampSigner:
     return TimestampSigner([*settings.secret_key_fallbacks, secret], salt=salt)
 
 
+def client_network(address: str | None) -> str:
+    """The client a limit counts: an IPv4 address, or the /64 of an IPv6 one (a subscriber
+    line gets a whole /64, so its addresses are one client)."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return address or "-"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def client_key(settings: Settings, address: str | None) -> str:
     """A client's address as we keep it: hashed with the key, never stored as it is."""
     secret = settings.require_secret_key("the subscribe form")
-    return hashlib.sha256(f"{secret}|{address or '-'}".encode()).hexdigest()[:24]
+    client = client_network(address)
+    return hashlib.sha256(f"{secret}|{client}".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -190,25 +213,38 @@ class FormTokens:
         return value.decode("ascii", "replace") == client
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def reference(subscription: Subscription) -> str:
+    """What a confirmation link names: the request's number and the microsecond it was
+    made. SQLite gives a deleted row's number to the next row (after `contacts forget`, or
+    the worker's purge), so the number alone could confirm someone else's later request."""
+    made = (subscription.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{subscription.id}.{made}"
+
+
 class ConfirmTokens:
-    """The mailed link: a request's number, signed with a time; it expires after 7 days."""
+    """The mailed link: a request's reference, signed with a time; it expires after 7 days."""
 
     def __init__(self, settings: Settings) -> None:
         self.signer = _signer(settings, "outreach.confirm")
 
-    def sign(self, subscription_id: int) -> str:
-        return self.signer.sign(str(subscription_id)).decode("ascii")
+    def sign(self, subscription: Subscription) -> str:
+        return self.signer.sign(reference(subscription)).decode("ascii")
 
-    def verify(self, token: str) -> int | None:
-        """The request's number; None when forged, altered or expired."""
+    def verify(self, token: str) -> str | None:
+        """The request's reference; None when forged, altered or expired."""
         if len(token) > 200:
             return None
         try:
-            value = self.signer.unsign(token, max_age=CONFIRM_DAYS * 86400)
-            number = int(value.decode("ascii"))
-        except (SignatureExpired, BadSignature, ValueError, UnicodeError):
+            value = self.signer.unsign(token, max_age=CONFIRM_DAYS * 86400).decode("ascii")
+        except (SignatureExpired, BadSignature, UnicodeError):
             return None
-        return number if number > 0 else None
+        return value if _REFERENCE.fullmatch(value) else None
+
+
+_REFERENCE = re.compile(r"[1-9][0-9]{0,18}\.[0-9]{1,20}")
 
 
 @dataclass
@@ -266,14 +302,18 @@ def read_form(data: Mapping[str, str], page_language: str) -> FormResult:
 
 
 def allow_client(session: Session, client: str, per_hour: int, now: float | None = None) -> bool:
-    """A per-client limit, GCRA in the shared rate-limit table: bursts of up to `per_hour`,
-    refilled evenly over the hour. One atomic UPDATE, so it holds across gunicorn workers."""
+    """A per-client limit: see `_allow`."""
+    return _allow(session, f"subscribe:{client}", per_hour, now)
+
+
+def _allow(session: Session, key: str, per_hour: int, now: float | None = None) -> bool:
+    """GCRA in the shared rate-limit table: bursts of up to `per_hour`, refilled evenly over
+    the hour. One atomic UPDATE, so it holds across gunicorn workers."""
     import time
 
     now = time.time() if now is None else now
     interval = 3600.0 / per_hour
     table = cast(Table, RateLimit.__table__)
-    key = f"subscribe:{client}"
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     session.execute(insert.values(key=key, tat=0.0).on_conflict_do_nothing())
@@ -284,6 +324,24 @@ def allow_client(session: Session, client: str, per_hour: int, now: float | None
         .values(tat=start + interval)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mailbox_key(email: str) -> str:
+    """The mailbox a normalised address reaches, for the daily limit: without a `+tag`
+    (victim+1@ and victim+2@ are one person's inbox)."""
+    local, _, domain = email.rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}"
+
+
+def _same_mailbox(email: str) -> ColumnElement[bool]:
+    """Requests whose address reaches the mailbox of `email`: itself, or with any +tag."""
+    key = mailbox_key(email)
+    local, _, domain = key.rpartition("@")
+    tagged = and_(
+        Subscription.email.startswith(f"{local}+", autoescape=True),
+        Subscription.email.endswith(f"@{domain}", autoescape=True),
+    )
+    return or_(Subscription.email == key, tagged)
 
 
 def _lock_address(session: Session, email: str) -> None:
@@ -305,16 +363,25 @@ def request(
     Returns the campaign to nudge, or None when nothing was queued (an address suppressed
     for good, or its third confirmation today) — which the answer never reveals."""
     now = now or utcnow()
-    _lock_address(session, form.email)
+    _lock_address(session, mailbox_key(form.email))
     reason = session.scalar(select(Suppression.reason).where(Suppression.email == form.email))
     if reason in FOR_GOOD:
         return None
     recent = session.scalar(
         select(func.count())
         .select_from(Subscription)
-        .where(Subscription.email == form.email, Subscription.created_at > now - timedelta(days=1))
+        .where(_same_mailbox(form.email), Subscription.created_at > now - timedelta(days=1))
     )
     if (recent or 0) >= PER_ADDRESS_PER_DAY:
+        return None
+    ceiling = config.spec.limits.confirmations_per_hour
+    if not _allow(session, CEILING_KEY, ceiling, now.timestamp()):
+        log.warning(
+            "subscribe: the ceiling of %d confirmations per hour is reached: a request was "
+            "answered and nothing queued (limits.confirmations_per_hour in %s)",
+            ceiling,
+            config.path,
+        )
         return None
     subscription = Subscription(
         email=form.email,
@@ -326,13 +393,15 @@ def request(
     )
     session.add(subscription)
     session.flush()
-    url = f"{settings.base_url}/confirm/{ConfirmTokens(settings).sign(subscription.id)}"
+    url = f"{settings.base_url}/confirm/{ConfirmTokens(settings).sign(subscription)}"
     campaign_id, _ = system_mail.queue(
         session,
         "confirmation",
         system_sender(settings, config),
         email=form.email,
-        name=form.name,
+        # The bare address: whoever typed it may not own it, and must not put words of
+        # theirs into a stranger's inbox as the name the message is addressed to.
+        name=None,
         language=form.language,
         variables={"confirm_url": url},
     )
@@ -351,20 +420,24 @@ class Confirmation:
     nudge: list[int] = field(default_factory=list)
 
 
-def pending(session: Session, subscription_id: int) -> Subscription | None:
-    return session.get(Subscription, subscription_id)
+def pending(session: Session, ref: str) -> Subscription | None:
+    """The request a link's reference names; None when it is gone or the row under its
+    number is another request."""
+    number = int(ref.partition(".")[0])
+    found = session.get(Subscription, number)
+    return found if found is not None and reference(found) == ref else None
 
 
 def confirm(
     session: Session,
-    subscription_id: int,
+    ref: str,
     config: SubscribeConfig,
     settings: Settings,
     now: datetime | None = None,
 ) -> Confirmation | None:
     """Make the request a subscriber, in the caller's transaction; None if it is gone."""
     now = now or utcnow()
-    found = session.get(Subscription, subscription_id)
+    found = pending(session, ref)
     if found is None:
         return None
     _lock_address(session, found.email)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -10,7 +11,15 @@ from sqlalchemy.orm import Session
 
 from outreach.errors import NotFound, UserError
 from outreach.fields import normalise_email
-from outreach.models import SUPPRESSION_REASONS, Campaign, Suppression, utcnow
+from outreach.models import (
+    SUPPRESSION_REASONS,
+    Campaign,
+    Contact,
+    Delivery,
+    Suppression,
+    SystemRecipient,
+    utcnow,
+)
 
 # A stronger reason is never replaced by a weaker one: an unsubscribe does not hide a bounce.
 PRECEDENCE = {"forgotten": 4, "complained": 3, "bounced": 2, "unsubscribed": 1, "manual": 1}
@@ -178,3 +187,34 @@ def suppress_if_new(
         .returning(Suppression.id)
     )
     return result.first() is not None
+
+
+@dataclass
+class DeliveryRecipient:
+    """Whom a delivery went to, as an unsubscribe of it must know: its contact, or for a
+    system message (a confirmation, a notice) the address its `SystemRecipient` row holds,
+    and that row's contact if it has one. `email` is None once the address was erased."""
+
+    delivery: Delivery
+    campaign: Campaign
+    contact: Contact | None
+    email: str | None
+
+
+def recipient_of(session: Session, delivery_id: int) -> DeliveryRecipient | None:
+    """The recipient of a delivery (one query, as a link or mail names it); None if the
+    delivery is gone."""
+    row = session.execute(
+        select(Delivery, Contact, Campaign, SystemRecipient)
+        .outerjoin(Contact, Contact.id == Delivery.contact_id)
+        .outerjoin(SystemRecipient, SystemRecipient.delivery_id == Delivery.id)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Delivery.id == delivery_id)
+    ).first()
+    if row is None:
+        return None
+    delivery, contact, campaign, system = row
+    if contact is None and system is not None and system.contact_id is not None:
+        contact = session.get(Contact, system.contact_id)
+    email = contact.email if contact else system.email if system else None
+    return DeliveryRecipient(delivery, campaign, contact, email)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -32,10 +34,10 @@ from outreach.db import reader_sessionmaker, writer_sessionmaker
 from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, N_, install, languages, menu, supported, translator
-from outreach.models import Campaign, Contact, Delivery, Suppression, SystemRecipient, utcnow
+from outreach.models import Campaign, Contact, Delivery, Suppression, utcnow
 from outreach.store import load as load_recipients
 from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
-from outreach.suppressions import suppress_if_new, unsuppress
+from outreach.suppressions import recipient_of, suppress_if_new, unsuppress
 from outreach.system_mail import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens, tokens_for
 
@@ -57,6 +59,8 @@ VIEW_CSP = (
 # The 400 page of a link we cannot read: we cannot know the reader's language.
 BILINGUAL = ("ko", "en")
 NO_STORE = ("/u/", "/p/", "/v/", "/subscribe", "/confirm/")
+# Seconds every POST /subscribe answer takes at least, whatever the address.
+SUBSCRIBE_FLOOR = 0.1
 
 
 @dataclass
@@ -189,20 +193,10 @@ def _verify(kind: str, token: str) -> Any:
 def _load(session: Session, delivery_id: Any) -> Addressee | None:
     if not isinstance(delivery_id, int) or isinstance(delivery_id, bool) or delivery_id < 1:
         return None
-    row = session.execute(
-        select(Delivery, Contact, Campaign, SystemRecipient)
-        .outerjoin(Contact, Contact.id == Delivery.contact_id)
-        .outerjoin(SystemRecipient, SystemRecipient.delivery_id == Delivery.id)
-        .join(Campaign, Campaign.id == Delivery.campaign_id)
-        .where(Delivery.id == delivery_id)
-    ).first()
-    if row is None:
+    found = recipient_of(session, delivery_id)
+    if found is None:
         return None
-    delivery, contact, campaign, system = row
-    if contact is None and system is not None and system.contact_id is not None:
-        contact = session.get(Contact, system.contact_id)
-    email = contact.email if contact else system.email if system else None
-    return Addressee(delivery, contact, campaign, email)
+    return Addressee(found.delivery, found.contact, found.campaign, found.email)
 
 
 def _special(delivery_id: Any, addressee: Addressee | None) -> Response | None:
@@ -573,8 +567,36 @@ def subscribe_page() -> Response:
     return _form(_language())
 
 
+def pad_to(
+    floor: float,
+    started: float,
+    *,
+    now: float | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> float:
+    """Sleep what is left of `floor` seconds since `started` (time.monotonic); returns it.
+    Under gunicorn's gevent worker the sleep yields: the process serves others meanwhile
+    (time.sleep is looked up when called, after gevent has patched it)."""
+    elapsed = max(0.0, (time.monotonic() if now is None else now) - started)
+    left = floor - elapsed
+    if left <= 0:
+        return 0
+    (sleep or time.sleep)(left)
+    return left
+
+
 @pages.post("/subscribe")
 def subscribe() -> Response:
+    started = time.monotonic()
+    try:
+        return _subscribe()
+    finally:
+        # A suppressed or limited address is answered without the work of queueing: a
+        # fixed floor keeps how long the answer takes from telling which it was.
+        pad_to(SUBSCRIBE_FLOOR, started)
+
+
+def _subscribe() -> Response:
     state = _state()
     config = _subscribe_config()
     lang = supported(request.form.get("lang", "")) or _language()
@@ -615,23 +637,23 @@ def subscribe() -> Response:
     )
 
 
-def _confirmation(token: str) -> tuple[int | None, Response | None]:
+def _confirmation(token: str) -> tuple[str | None, Response | None]:
     _subscribe_config()
     tokens = _state().confirm_tokens
     assert tokens is not None
-    number = tokens.verify(token)
-    return (number, None) if number is not None else (None, _invalid())
+    reference = tokens.verify(token)
+    return (reference, None) if reference is not None else (None, _invalid())
 
 
 @pages.get("/confirm/<token>")
 def confirm_page(token: str) -> Response:
     """One button; nothing changes until it is pressed (mail scanners follow links)."""
-    number, invalid = _confirmation(token)
+    reference, invalid = _confirmation(token)
     if invalid is not None:
         return invalid
-    assert number is not None
+    assert reference is not None
     with _state().reader() as session:
-        found = subscriptions.pending(session, number)
+        found = subscriptions.pending(session, reference)
         if found is None:
             return _invalid()
         lang = _language(found.language)
@@ -655,14 +677,14 @@ def _system_sender_name() -> str:
 
 @pages.post("/confirm/<token>")
 def confirm(token: str) -> Response:
-    number, invalid = _confirmation(token)
+    reference, invalid = _confirmation(token)
     if invalid is not None:
         return invalid
-    assert number is not None
+    assert reference is not None
     state = _state()
     config = _subscribe_config()
     with state.writer() as session:
-        done = subscriptions.confirm(session, number, config, state.settings)
+        done = subscriptions.confirm(session, reference, config, state.settings)
         session.commit()
     if done is None:
         return _invalid()

@@ -9,6 +9,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from outreach.bounce_receiver import BounceReceiver
 from outreach.bounces import MAX_MESSAGE_BYTES
 from outreach.config import Settings
+from outreach.db import engine_for
 from outreach.models import Event
 from outreach.tokens import Tokens
 from tests.smtp_server import free_port
@@ -114,6 +116,22 @@ def test_a_bounce_is_ingested_as_bounces_ingest_does(campaign, session: Session)
     assert Tokens(SECRET).sign("bounce", info["postfix"][0]) not in log  # no token in the log
 
 
+def test_mail_to_postmaster_naming_an_address_suppresses_nothing(  # type: ignore[no-untyped-def]
+    campaign, session: Session
+) -> None:
+    """Anyone may write to postmaster@ and abuse@: a report there counts only by the
+    Message-ID of a delivery we stored, never by the address it names."""
+    settings, _ = campaign
+    session.commit()
+    forged = {"fine": (0, "<forged@elsewhere.example>"), "postfix": (0, "<forged@x.example>")}
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        smtp.sendmail("", [f"abuse@{DOMAIN}"], wire(fixture("arf", forged, "fine")))
+        smtp.sendmail("", [f"postmaster@{DOMAIN}"], wire(fixture("postfix", forged)))
+    assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
+    lines = receiver.lines  # type: ignore[attr-defined]
+    assert sum("1 not ours" in line for line in lines) == 2, lines
+
+
 def test_size_is_capped_at_10_mb(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
     settings, info = campaign
     big = wire(fixture("postfix", info)) + (b"x" * 998 + b"\r\n") * (MAX_MESSAGE_BYTES // 1000 + 1)
@@ -156,6 +174,79 @@ def test_limits_per_client_address(campaign) -> None:  # type: ignore[no-untyped
             first.sendmail("", [f"postmaster@{DOMAIN}"], b"Subject: hi\r\n\r\nhello\r\n")
         assert over.value.smtp_code == 451
         first.quit()
+
+
+@contextmanager
+def writes_held(url: str) -> Iterator[None]:
+    """The database as a long transaction elsewhere leaves it: storing a bounce waits."""
+    with engine_for(url).connect() as conn:
+        conn.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE"))
+        yield
+        conn.rollback()
+
+
+def send_in_background(
+    receiver: BounceReceiver, source: str, recipient: str, data: bytes
+) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def send() -> None:
+        assert receiver.port is not None
+        try:
+            with smtplib.SMTP(
+                "127.0.0.1", receiver.port, timeout=60, source_address=(source, 0)
+            ) as smtp:
+                outcome.append(smtp.sendmail("", [recipient], data))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_full_store_queue_answers_451(campaign, session: Session, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """One thread stores every message: while it is slow, a client may have only a few
+    messages waiting, and everyone together only a few more; the rest are asked to come
+    back later (451), which an MTA does."""
+    settings, info = campaign
+    session.commit()
+    limits = {"max_waiting": 3, "max_waiting_per_client": 2}
+    sending = []
+    with receiving(settings, **limits) as receiver:
+        with writes_held(db_url):
+            for person in ("postfix", "gmail"):
+                raw = wire(fixture(person, info))
+                sending.append(send_in_background(receiver, "127.0.0.1", verp(info, person), raw))
+            wait_for(lambda: receiver.storing == 2, "two messages waiting")
+            with client(receiver) as smtp:
+                smtp.ehlo("mx.example.net")
+                code, reply = smtp.mail("")
+                assert code == 451 and b"waiting" in reply, reply
+            raw = wire(fixture("exchange", info))
+            sending.append(send_in_background(receiver, "127.0.0.2", verp(info, "exchange"), raw))
+            wait_for(lambda: receiver.storing == 3, "three messages waiting")
+            with smtplib.SMTP(
+                "127.0.0.1", receiver.port, timeout=10, source_address=("127.0.0.3", 0)
+            ) as smtp:
+                smtp.ehlo("mx.example.net")
+                code, reply = smtp.mail("")
+                assert code == 451 and b"waiting" in reply, reply
+        for thread, outcome in sending:
+            thread.join(60)
+            assert outcome == [{}], outcome  # accepted once the store caught up
+    assert suppressed(session) == {"postfix": "bounced", "gmail": "bounced", "exchange": "bounced"}
+    refusals = [line for line in receiver.lines if "451" in line]  # type: ignore[attr-defined]
+    assert len(refusals) == 2 and all("waiting" in line for line in refusals), refusals
 
 
 def receive_process(

@@ -16,7 +16,15 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from outreach.bounces import MAX_FAILURES, MAX_MESSAGE_BYTES, ingest, messages_from, parse
+from outreach.bounces import (
+    MAX_FAILURES,
+    MAX_MESSAGE_BYTES,
+    MAX_PARTS,
+    MAX_TEXT_BYTES,
+    ingest,
+    messages_from,
+    parse,
+)
 from outreach.contacts import import_csv
 from outreach.models import Contact, Delivery, Event, Suppression, utcnow
 from outreach.tokens import Tokens
@@ -90,12 +98,12 @@ def suppressed(session: Session) -> dict[str, str]:
     }
 
 
-def run(session: Session, settings, messages):  # type: ignore[no-untyped-def]
-    return ingest(session, Tokens(SECRET), DOMAIN, settings.soft_bounce_limit, messages)
+def run(session: Session, settings, messages, domain: str | None = DOMAIN):  # type: ignore[no-untyped-def]
+    return ingest(session, Tokens(SECRET), domain, settings.soft_bounce_limit, messages)
 
 
-def one(session: Session, settings, name: str, raw: bytes):  # type: ignore[no-untyped-def]
-    return run(session, settings, iter([(name, raw, None)]))
+def one(session: Session, settings, name: str, raw: bytes, domain: str | None = DOMAIN):  # type: ignore[no-untyped-def]
+    return run(session, settings, iter([(name, raw, None)]), domain)
 
 
 def dsn(addresses: list[str], status: str = "5.1.1") -> bytes:
@@ -283,14 +291,43 @@ def test_a_failure_must_be_about_a_delivery_to_that_address(  # type: ignore[no-
     )
     assert one(session, settings, "mid-other", mid_other).not_ours == 1
     assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
-    # By address alone, only a delivery of the last 30 days counts.
+
+
+def test_with_a_bounce_domain_an_address_alone_is_not_ours(  # type: ignore[no-untyped-def]
+    campaign, session: Session
+) -> None:
+    """Every message we send carries its own VERP address, so anyone who can mail the bounce
+    domain (postmaster@, abuse@) must not get an address suppressed by naming it: a report
+    counts only by a VERP token or the Message-ID of a delivery we stored."""
+    settings, info = campaign
+    report = one(session, settings, "forged-dsn", dsn([address_of("fine")]))
+    assert report.not_ours == 1 and report.hard == 0
+    forged_arf = fixture("arf", {"fine": (0, "<forged.1@elsewhere.example>")}, "fine")
+    report = one(session, settings, "forged-arf", forged_arf)
+    assert report.not_ours == 1 and report.complaints == 0
+    forged_soft = fixture("qmail", {"soft": (0, "<forged.2@elsewhere.example>")}, "soft")
+    assert one(session, settings, "forged-qmail", forged_soft).not_ours == 1
+    assert suppressed(session) == {} and set(states(session).values()) == {"sent"}
+    assert session.scalar(select(func.count()).select_from(Event)) == 0
+    # The same reports that name the delivery are believed.
+    assert one(session, settings, "arf", fixture("arf", info, "fine")).complaints == 1
+    assert suppressed(session) == {"fine": "complained"}
+
+
+def test_without_a_bounce_domain_a_recent_delivery_to_the_address_counts(  # type: ignore[no-untyped-def]
+    campaign, session: Session
+) -> None:
+    """An installation without a bounce domain gets its bounces at the From mailbox, where
+    many arrive without the original Message-ID: the failing address alone counts, for a
+    delivery of the last 30 days."""
+    settings, info = campaign
     session.execute(
         update(Delivery)
         .where(Delivery.id == info["fine"][0])
         .values(sent_at=utcnow() - timedelta(days=31))
     )
     session.commit()
-    assert one(session, settings, "old", dsn([address_of("fine")])).not_ours == 1
+    assert one(session, settings, "old", dsn([address_of("fine")]), None).not_ours == 1
     assert suppressed(session) == {}
     session.execute(
         update(Delivery)
@@ -298,7 +335,7 @@ def test_a_failure_must_be_about_a_delivery_to_that_address(  # type: ignore[no-
         .values(sent_at=utcnow() - timedelta(days=29))
     )
     session.commit()
-    assert one(session, settings, "recent", dsn([address_of("fine")])).hard == 1
+    assert one(session, settings, "recent", dsn([address_of("fine")]), None).hard == 1
     assert suppressed(session) == {"fine": "bounced"}
 
 
@@ -378,6 +415,41 @@ def test_flufl_bounce_tracebacks_are_not_shown(campaign, session: Session) -> No
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and "stdin" in lines[0] and "Traceback" not in lines[0], lines
     assert b"1 malformed" in result.stdout
+
+
+def crafted(parts: int, size: int = 1) -> bytes:
+    """A message in the shape of a bounce with many MIME parts of `size` characters."""
+    body = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\n{'x' * size}\r\n" for _ in range(parts))
+    return (
+        "From: MAILER-DAEMON@mx.example.net\r\nTo: news@citynet-ap.org\r\n"
+        "Subject: failure notice\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/mixed; boundary="b"\r\n\r\n{body}--b--\r\n'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (crafted(MAX_PARTS + 1), f"more than {MAX_PARTS} MIME parts"),
+        (crafted(2, MAX_TEXT_BYTES // 2 + 10), "more than 1 MB of text"),
+    ],
+    ids=["parts", "text"],
+)
+def test_messages_too_big_to_guess_at_are_not_read_by_heuristics(  # type: ignore[no-untyped-def]
+    campaign, session: Session, raw: bytes, why: str
+) -> None:
+    """Tens of thousands of tiny MIME parts take flufl.bounce seconds each: a message of that
+    shape is no bounce of a real mail system, and is reported in one line unread."""
+    settings, _ = campaign
+    report = one(session, settings, "crafted", raw)
+    assert report.not_bounces == 0 and len(report.malformed) == 1, report
+    assert why in report.malformed[0] and "\n" not in report.malformed[0]
+    assert suppressed(session) == {}
+    # A standard report (RFC 3464) that size is still read: it names its failures itself.
+    many = dsn([address_of("fine")]).replace(
+        b"--b--", b"".join(b"--b\nContent-Type: text/plain\n\nx\n" for _ in range(150)) + b"--b--"
+    )
+    assert parse(many, DOMAIN).failures[0].address == address_of("fine")
 
 
 def test_oversized_messages_are_refused(campaign, session: Session, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -522,3 +594,52 @@ def test_mailto_unsubscribe(campaign, session: Session) -> None:  # type: ignore
     assert suppressed(session) == {"fine": "unsubscribed"}
     forged = raw.replace(b"unsubscribe+", b"unsubscribe+x")
     assert run(session, settings, iter([("forged", forged, None)])).not_ours == 1
+
+
+def test_mailto_unsubscribe_of_a_system_message(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """A confirmation or a notice goes to an address that may be no contact (yet): its
+    List-Unsubscribe mailto: unsubscribes that address all the same."""
+    from outreach.subscriptions import system_sender
+    from outreach.system_mail import queue
+
+    settings, _ = campaign
+    sender = system_sender(replace(settings, from_="CityNet <news@citynet-ap.org>"), None)
+    fine = session.scalar(select(Contact).where(Contact.email == address_of("fine")))
+    assert fine is not None
+    _, stranger = queue(
+        session, "confirmation", sender, email="new@city.example.org", name=None, language="en"
+    )
+    _, notice = queue(
+        session,
+        "consent-notice",
+        sender,
+        email=fine.email,
+        name=fine.name,
+        language="en",
+        contact_id=fine.id,
+    )
+    session.commit()
+
+    def mailto(delivery_id: int, sender: str) -> bytes:
+        token = Tokens(SECRET).sign("bounce", delivery_id)
+        return (
+            f"From: {sender}\r\nTo: <unsubscribe+{token}@{DOMAIN}>\r\n"
+            "Subject: unsubscribe\r\n\r\nunsubscribe\r\n"
+        ).encode()
+
+    report = run(
+        session,
+        settings,
+        iter(
+            [
+                ("a", mailto(stranger, "new@city.example.org"), None),
+                ("b", mailto(notice, fine.email), None),
+            ]
+        ),
+    )
+    assert report.unsubscribes == 2 and report.not_ours == 0
+    assert suppressed(session) == {"new": "unsubscribed", "fine": "unsubscribed"}
+    events = session.execute(
+        select(Event.delivery_id, Event.contact_id).where(Event.kind == "unsubscribe")
+    ).all()
+    assert sorted(map(tuple, events)) == sorted([(stranger, None), (notice, fine.id)])

@@ -39,3 +39,25 @@ def test_a_logged_exception_carries_no_token() -> None:
     text = logging.Formatter().format(record)
     assert TOKEN not in text
     assert "Exception on /u/[token] [POST]" in text and "cannot handle /u/[token]" in text
+
+
+def test_a_percent_encoded_link_loses_its_token_too() -> None:
+    """gunicorn decodes the path before routing, so /%75/TOKEN is served as /u/TOKEN: the
+    log is redacted on the decoded path."""
+    for path in (
+        f"/%75/{TOKEN}",
+        f"/%70/{TOKEN}",
+        f"/u%2F{TOKEN}",
+        f"/u%2f{TOKEN}",
+        f"%2Fu%2F{TOKEN}",
+        f"/%63%6f%6e%66%69%72%6d/{TOKEN}",
+        f"//u/{TOKEN}",
+        f"/%75/%34%32.{TOKEN[3:]}",  # the token itself encoded
+    ):
+        line = f'127.0.0.1 - - "POST {path}?lang=ko HTTP/1.1" 200 "Mozilla/5.0 %20"'
+        cleaned = redact(line)
+        assert TOKEN not in cleaned and TOKEN[3:] not in cleaned, (path, cleaned)
+        assert "[token]?lang=ko HTTP/1.1" in cleaned and '"Mozilla/5.0 %20"' in cleaned
+    # Encoded characters that mean something else stay encoded: no line breaks in the log.
+    assert redact(f"GET /%75/{TOKEN}%0a%0dX: y HTTP/1.1") == "GET /u/[token] y HTTP/1.1"
+    assert redact("GET /subscribe?x=%75 HTTP/1.1") == "GET /subscribe?x=%75 HTTP/1.1"

@@ -176,6 +176,34 @@ def test_korean_headers_are_rfc2047(tmp_path: Path) -> None:
     assert "\n" not in encode_address("a\r\nBcc: x@y", "a@b.org").replace("\r\n ", "")
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "=?utf-8?b?7Iuc7Yuw64S3IOyCrOustOq1rQ==?=",  # would show as "시티넷 사무국"
+        "Support =?us-ascii?q?IT?= <x@y.org>",
+        "a=?b",
+    ],
+)
+def test_a_typed_encoded_word_reaches_the_reader_as_typed(typed: str) -> None:
+    """A name or subject that looks like an RFC 2047 encoded-word is encoded by us, so a mail
+    client shows the characters typed, never what they would decode to."""
+    builder = MessageBuilder("news@citynet-ap.org")
+    envelope = builder.build(
+        to_name=typed,
+        to_address="kim@suwon.example.org",
+        subject=typed,
+        html="<p>x</p>",
+        text="x",
+        unsubscribe_url="https://x/u/t",
+        message_id=builder.new_message_id(1),
+    )
+    msg = email.message_from_bytes(envelope.data, policy=policy.default)
+    assert msg["Subject"] == typed
+    assert msg["To"].addresses[0].display_name == typed
+    assert msg["To"].addresses[0].addr_spec == "kim@suwon.example.org"
+    assert typed not in envelope.data.decode("ascii")
+
+
 def test_validate_renders_for_a_real_contact_of_each_language(
     tmp_path: Path, session: Session
 ) -> None:

@@ -265,3 +265,28 @@ def test_the_compose_web_path_answers_one_click_while_200_clients_hang(
     for log in (web_log, proxy_log):
         text = log.read_text()
         assert "POST /u/[token]" in text and token not in text, log
+
+
+@needs_nginx
+def test_a_percent_encoded_link_is_served_but_never_logged_in_clear(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """/%75/TOKEN reaches the app as /u/TOKEN (gunicorn decodes the path): neither nginx's
+    log nor gunicorn's may show the token, however the path was written."""
+    settings = settings_for(db_url, tmp_path)
+    https_port = free_port()
+    base_url = f"https://localhost:{https_port}"
+    with compose_web(settings, base_url, tmp_path) as web_log:
+        upstream = re.search(r"Listening at: http://[^:]+:(\d+)", web_log.read_text())
+        assert upstream is not None
+        with nginx_proxy(f"127.0.0.1:{upstream.group(1)}", https_port, tmp_path) as proxy_log:
+            url = mail_one_message(settings, session, tmp_path, smtp, base_url)
+            token = url.rsplit("/", 1)[1]
+            tls = ssl.create_default_context(cafile=str(tmp_path / "nginx" / "cert.pem"))
+            for path in (f"/%75/{token}?lang=ko", f"/u%2F{token}", f"/%75%2f{token}"):
+                assert one_click(base_url + path, timeout=10, tls=tls) == 200, path
+            one_click(f"{base_url}//u/{token}", timeout=10, tls=tls)
+    for log in (web_log, proxy_log):
+        text = log.read_text()
+        assert text.count("POST /u/[token]") >= 3 and token not in text, (log, text[-2000:])
+        assert "POST /u/[token]?lang=ko HTTP/1." in text

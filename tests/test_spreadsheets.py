@@ -11,7 +11,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from outreach.contacts import export_file, export_to_string, get_contact, import_csv
@@ -290,3 +290,34 @@ def test_cli_export_encodings_and_xlsx(run_cli, tmp_path: Path) -> None:  # type
     nowhere = run_cli("contacts", "export", "-o", "no/such/dir/x.xlsx")
     assert nowhere.exit_code == 1 and "cannot write no/such/dir/x.xlsx" in nowhere.output
     assert "Traceback" not in nowhere.output
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data", "char"),
+    [
+        # UTF-7 writes ESC as "+ABs-": the file's bytes hold no control character at all.
+        ("utf-7", "email,name\nkim@example.org,Kim+ABs-[2J\n".encode("ascii"), "001B"),
+        # In Latin-1 the byte 0x9B is U+009B, the terminal's one-byte CSI.
+        ("latin-1", b"email,name\nkim@example.org,Kim\x9b2J\n", "009B"),
+        ("utf-16", "email,name\nkim@example.org,Kim\x07\n".encode("utf-16"), "0007"),
+    ],
+    ids=["utf-7", "latin-1", "utf-16"],
+)
+def test_control_characters_are_found_in_any_encoding(
+    session: Session, tmp_path: Path, encoding: str, data: bytes, char: str
+) -> None:
+    """The fast scan of a file's bytes knows UTF-8 and CP949; in any other encoding the
+    decoded text is checked, row by row, as for .xlsx."""
+    path = write(tmp_path / "c.csv", data)
+    result = import_csv(session, path, encoding=encoding)
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, f"name contains a control character (U+{char}); remove it")
+    ]
+    assert session.scalar(select(func.count()).select_from(Contact)) == 0
+
+
+def test_escaped_cells_are_restored_in_any_encoding(session: Session, tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "email,name\nkim@example.org,'=Kim\n".encode("utf-16"))
+    import_csv(session, path, encoding="utf-16")
+    session.commit()
+    assert session.scalar(select(Contact.name)) == "=Kim"

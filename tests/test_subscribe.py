@@ -13,8 +13,9 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from outreach import subscriptions, web
 from outreach.config import Settings
-from outreach.contacts import get_contact
+from outreach.contacts import forget, get_contact
 from outreach.models import ConsentRecord, Contact, Delivery, Subscription, Suppression
 from outreach.suppressions import suppress
 from outreach.web import create_app
@@ -173,32 +174,40 @@ def test_confirmation_goes_to_an_unsubscribed_address_and_lifts_only_that(
     assert session.scalar(select(Contact).where(Contact.email == other)) is None
 
 
-def _token(settings: Settings, subscription_id: int, age: float = 0) -> str:
+def _token(settings: Settings, payload: str, age: float = 0) -> str:
     class Then(TimestampSigner):
         def get_timestamp(self) -> int:
             return int(time.time() - age)
 
     assert settings.secret_key is not None
-    return Then(settings.secret_key, salt="outreach.confirm").sign(str(subscription_id)).decode()
+    return Then(settings.secret_key, salt="outreach.confirm").sign(payload).decode()
 
 
-@pytest.mark.parametrize("which", ["expired", "forged", "altered", "unknown", "truncated"])
+@pytest.mark.parametrize(
+    "which", ["expired", "forged", "altered", "unknown", "truncated", "id only", "other time"]
+)
 def test_bad_confirmation_links_get_the_bilingual_400(
     client: FlaskClient, settings: Settings, session: Session, which: str
 ) -> None:
     post_form(client)
     session.commit()
-    number = session.scalar(select(Subscription.id))
-    assert number is not None
-    good = _token(settings, number)
+    row = session.scalar(select(Subscription))
+    assert row is not None
+    reference = subscriptions.reference(row)
+    number, stamp = reference.split(".")
+    good = _token(settings, reference)
+    assert good == subscriptions.ConfirmTokens(settings).sign(row)
     token = {
-        "expired": _token(settings, number, age=8 * 86400),
+        "expired": _token(settings, reference, age=8 * 86400),
         "forged": TimestampSigner("another-key-0123456789abcdef0123456789", salt="outreach.confirm")
-        .sign(str(number))
+        .sign(reference)
         .decode(),
         "altered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
-        "unknown": _token(settings, 999999),
+        "unknown": _token(settings, f"999999.{stamp}"),
         "truncated": good[:-8],
+        # The form of links before they named the request's time: the number alone.
+        "id only": _token(settings, number),
+        "other time": _token(settings, f"{number}.{int(stamp) + 1}"),
     }[which]
     for method in ("get", "post"):
         response = getattr(client, method)(f"/confirm/{token}")
@@ -349,3 +358,176 @@ def test_a_bad_subscribe_file_stops_serve_with_one_line(
     result = run_cli("serve")
     assert result.exit_code != 0 and error in result.output, result.output
     assert "subscribe.yaml" in result.output and "Traceback" not in result.output
+
+
+def test_an_old_link_cannot_confirm_a_request_that_reuses_its_number(
+    client: FlaskClient, settings: Settings, session: Session, db_url: str
+) -> None:
+    """SQLite gives a deleted row's number to the next row: a link mailed for a request
+    that `contacts forget` erased must not confirm the next person's request."""
+    post_form(client, email="first@example.org")
+    drain(settings, session, "_confirmation")
+    (first,) = outbox_messages(settings.outbox, "_confirmation")
+    old_link = path_of(confirm_link(first))
+    assert client.post(old_link).status_code == 200
+    session.commit()
+    first_id = session.scalar(select(Subscription.id))
+    forget(session, "first@example.org")
+    session.commit()
+    post_form(client, email="second@example.org")
+    session.commit()
+    second = session.scalar(select(Subscription))
+    assert second is not None and second.email == "second@example.org"
+    if db_url.startswith("sqlite"):
+        assert second.id == first_id  # the number the old link names, now someone else's
+    for method in ("get", "post"):
+        response = getattr(client, method)(old_link)
+        text = response.get_data(as_text=True)
+        assert response.status_code == 400, method
+        assert "잘못된 링크" in text and "not valid" in text
+        assert "second@example.org" not in text
+    session.commit()
+    assert session.scalar(select(Subscription.confirmed_at)) is None
+    assert session.scalar(select(Contact).where(Contact.email == "second@example.org")) is None
+    # The second person's own link works.
+    drain(settings, session, "_confirmation")
+    (message,) = [
+        m
+        for m in outbox_messages(settings.outbox, "_confirmation")
+        if m["To"].addresses[0].addr_spec == "second@example.org"
+    ]
+    assert client.post(path_of(confirm_link(message))).status_code == 200
+    assert contacts(session) == 1
+
+
+def test_the_daily_limit_counts_one_mailbox_however_it_is_written(
+    client: FlaskClient, session: Session
+) -> None:
+    """Plus tags, case and the domain's two spellings reach one mailbox: a stranger cannot
+    be sent more than three confirmations a day by varying them."""
+    for address in (
+        "victim@xn--9p4bi0g.kr",
+        "victim+1@수원.kr",
+        "Victim+news+2@XN--9P4BI0G.KR",
+        "victim+3@xn--9p4bi0g.kr",
+        "VICTIM@수원.kr",
+    ):
+        assert post_form(client, email=address).status_code == 200
+    assert queued_confirmations(session) == 3
+    post_form(client, email="victim.other@xn--9p4bi0g.kr")  # another mailbox
+    post_form(client, email="victim@elsewhere.example.org")
+    assert queued_confirmations(session) == 5
+
+
+def _post_from(app, remote: str, address: str) -> int:  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    environ = {"REMOTE_ADDR": remote}
+    page = client.get("/subscribe?lang=ko", environ_base=environ).get_data(as_text=True)
+    token = re.search(r'name="token" value="([^"]+)"', page)
+    assert token is not None
+    data = {
+        "token": token.group(1),
+        "lang": "ko",
+        "email": address,
+        "language": "ko",
+        "consent": "yes",
+        "website": "",
+    }
+    return int(client.post("/subscribe", data=data, environ_base=environ).status_code)
+
+
+def test_an_ipv6_client_is_its_64(settings: Settings, tmp_path: Path, session: Session) -> None:
+    """One IPv6 subscriber line has a /64 of its own: its addresses are one client."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 2}\n")
+    app = create_app(settings, tmp_path)
+    codes = [
+        _post_from(app, "2001:db8:1:2::1", "a@example.org"),
+        _post_from(app, "2001:db8:1:2::ffff", "b@example.org"),
+        _post_from(app, "2001:db8:1:2:abcd:1:2:3", "c@example.org"),
+        _post_from(app, "2001:db8:1:3::1", "d@example.org"),  # another /64
+        _post_from(app, "198.51.100.1", "e@example.org"),
+        _post_from(app, "198.51.100.2", "f@example.org"),  # IPv4: each address its own
+    ]
+    assert codes == [200, 200, 429, 200, 200, 200]
+    assert queued_confirmations(session) == 5
+
+
+def test_a_ceiling_on_confirmations_per_hour_across_all_clients(
+    settings: Settings, tmp_path: Path, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many clients each under their own limit still cannot make us mail strangers without
+    end: past the ceiling the form answers the same page and queues nothing."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 2}\n")
+    app = create_app(settings, tmp_path)
+    with caplog.at_level("INFO", logger="outreach"):
+        codes = [_post_from(app, f"198.51.100.{n}", f"person{n}@example.org") for n in range(4)]
+    assert codes == [200] * 4
+    assert queued_confirmations(session) == 2
+    refused = [r.getMessage() for r in caplog.records if "confirmations per hour" in r.getMessage()]
+    assert len(refused) == 2, refused  # one line for each request answered without mail
+    assert all("\n" not in line and "person" not in line for line in refused)
+    same = app.test_client()
+    bodies = {
+        post_form(same, email="person9@example.org").get_data(),  # over the ceiling
+        post_form(same, email="person9@example.org", website="x").get_data(),  # a robot
+    }
+    assert len(bodies) == 1
+
+
+def test_the_ceiling_is_read_from_subscribe_yaml(settings: Settings, tmp_path: Path) -> None:
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 0}\n")
+    from outreach.errors import UserError
+
+    with pytest.raises(UserError, match="confirmations_per_hour"):
+        subscriptions.load_config(settings, tmp_path / "campaigns" / "subscribe.yaml")
+    subscribe_project(tmp_path)
+    config = subscriptions.load_config(settings, tmp_path / "campaigns" / "subscribe.yaml")
+    assert config is not None and config.spec.limits.confirmations_per_hour == 100
+
+
+def test_the_confirmation_goes_to_the_bare_address(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    """What a visitor types as a name is not shown to the stranger whose address they typed:
+    the confirmation names nobody."""
+    post_form(client, name="Your bank: account closed, call +82 2 0000 0000")
+    post_form(client, email="other@example.org", name="=?utf-8?b?7Iuc7Yuw64S3IOyCrOustOq1rQ==?=")
+    drain(settings, session, "_confirmation")
+    messages = outbox_messages(settings.outbox, "_confirmation")
+    assert len(messages) == 2
+    for message in messages:
+        (to,) = message["To"].addresses
+        assert to.display_name == "" and str(message["To"]) == to.addr_spec
+
+
+def test_every_answer_takes_at_least_the_floor(
+    settings: Settings, tmp_path: Path, session: Session
+) -> None:
+    """Whether an address is suppressed, pending or new must not show in how long the
+    answer takes: the quick answers are padded to a fixed floor."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 5}\n")
+    client = create_app(settings, tmp_path).test_client()
+    suppress(session, "bounced@example.org", "bounced")
+    session.commit()
+    token = form_token(client)
+    for fields in (
+        {"email": "bounced@example.org"},  # suppressed: nothing to do
+        {"website": "https://spam.example.com"},  # the honeypot
+        {"consent": ""},  # the form again
+        {"email": ADDRESS},
+        {"organisation": "x" * 20_000},  # too large
+        {},
+        {},  # the per-client limit: 429
+    ):
+        started = time.monotonic()
+        answer = post_form(client, token=token, **fields)
+        assert time.monotonic() - started >= web.SUBSCRIBE_FLOOR, (fields, answer.status_code)
+    assert answer.status_code == 429
+
+
+def test_padding_sleeps_what_is_left_of_the_floor() -> None:
+    slept: list[float] = []
+    assert web.pad_to(0.1, started=50.0, now=50.03, sleep=slept.append) == pytest.approx(0.07)
+    assert web.pad_to(0.1, started=50.0, now=50.25, sleep=slept.append) == 0
+    assert web.pad_to(0.1, started=50.0, now=49.0, sleep=slept.append) == 0.1  # clock moved
+    assert slept == [pytest.approx(0.07), 0.1]
