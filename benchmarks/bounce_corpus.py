@@ -45,12 +45,12 @@ def normalised(address: str) -> str | None:
 
 def populate(url: str, addresses: set[str]) -> None:
     """A contact and one delivery sent yesterday for each address."""
-    from outreach.db import _sessionmaker, upgrade
+    from outreach.db import upgrade, writer_sessionmaker
     from outreach.models import Campaign, Contact, Delivery, utcnow
 
     upgrade(url)
     now = utcnow()
-    with _sessionmaker(url)() as session:
+    with writer_sessionmaker(url)() as session:
         campaign = Campaign(
             name="corpus", state="done", definition={"audience": {"include": []}}, expressions=[]
         )
@@ -96,7 +96,7 @@ def main() -> None:
     from sqlalchemy import select
 
     from outreach.bounces import Ingester, parse
-    from outreach.db import _sessionmaker
+    from outreach.db import writer_sessionmaker
     from outreach.models import Contact, Event, Suppression
     from outreach.tokens import Tokens
 
@@ -123,7 +123,7 @@ def main() -> None:
         files: dict[str, list[dict[str, Any]]] = {}
         for item in expected:  # a file may be listed more than once (two detectors' views)
             files.setdefault(item["file"], []).append(item)
-        with _sessionmaker(url)() as session:
+        with writer_sessionmaker(url)() as session:
             for name, items in files.items():
                 last_event = session.scalar(select(Event.id).order_by(Event.id.desc())) or 0
                 before = set(session.scalars(select(Suppression.email)))

@@ -41,6 +41,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from outreach import consent
 from outreach.errors import UserError
 from outreach.events import record_event
 from outreach.failures import classify, enhanced_status, receiving_domain
@@ -579,6 +580,8 @@ class Ingester:
             campaign_id=delivery.campaign_id,
             detail="mailto unsubscribe",
         )
+        if contact is not None:
+            consent.record(self.session, contact, "withdrawn", source="mailto")
         self.report.unsubscribes += 1
         return True
 

@@ -1241,7 +1241,8 @@ def bounces_receive(app: App, host: str, port: int) -> None:
     Accepts only bounces+TOKEN@ and unsubscribe+TOKEN@ (with a valid token), postmaster@
     and abuse@ at OUTREACH_BOUNCE_DOMAIN; refuses other recipients with 550, messages over
     10 MB with 552, and answers 451 (the sender retries) while the database cannot be
-    reached. Connections and messages per client address are limited. Point the bounce
+    reached or too many messages wait to be stored (20 in all, 5 from one client).
+    Connections and messages per client address are limited. Point the bounce
     domain's MX record at this host, port 25. Stops cleanly on SIGTERM.
 
     \b

@@ -592,6 +592,14 @@ def test_mailto_unsubscribe(campaign, session: Session) -> None:  # type: ignore
     report = run(session, settings, iter([("mail", raw, None), ("again", raw, None)]))
     assert report.unsubscribes == 1 and report.duplicates == 1
     assert suppressed(session) == {"fine": "unsubscribed"}
+    # The consent history keeps the withdrawal, as for the /u/ link (Network Act Art. 50(7)).
+    from outreach.models import ConsentRecord
+
+    session.commit()
+    withdrawals = session.scalars(
+        select(ConsentRecord).where(ConsentRecord.kind == "withdrawn")
+    ).all()
+    assert [(w.source) for w in withdrawals] == ["mailto"]
     forged = raw.replace(b"unsubscribe+", b"unsubscribe+x")
     assert run(session, settings, iter([("forged", forged, None)])).not_ours == 1
 
