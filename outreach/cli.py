@@ -91,13 +91,16 @@ class App:
             yield session
 
     @contextmanager
-    def optional_session(self) -> Iterator[Session | None]:
-        """A reading session when the database is initialised, else None (file-only checks)."""
+    def optional_session(self, warn: str | None = None) -> Iterator[Session | None]:
+        """A reading session when the database is initialised, else None (file-only checks);
+        with `warn`, why there is none is printed as a warning ending with `warn`."""
         from outreach.db import check_schema
 
         try:
             check_schema(self.settings.database_url)
-        except UserError:
+        except UserError as exc:
+            if warn:
+                err_console.print(labelled("warning:", "yellow", f"{exc}; {warn}"), soft_wrap=True)
             yield None
             return
         with self.reader() as session:
@@ -681,43 +684,82 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     the audience, Jinja and MJML errors, undefined variables (rendered for stand-in
     contacts), links, and the unsubscribe link. Warns about what the audience's data will
     do: languages without a variant, values empty for some readers, links made of
-    recipients' values. Without FILES, every campaigns/*.yaml is checked.
+    recipients' values. Without FILES, every campaigns/*.yaml is checked, and
+    campaigns/subscribe.yaml (the subscribe form's settings) by its own rules.
 
     \b
     Example:
       outreach campaigns validate campaigns/2026-12-newsletter.yaml
     """
     from outreach.campaigns import find_campaigns
-    from outreach.validate import validate_campaign
+    from outreach.subscriptions import CONFIG_PATH
 
-    paths = list(files) or find_campaigns()
+    paths = list(files) or [*find_campaigns(), *([CONFIG_PATH] if CONFIG_PATH.is_file() else [])]
     if not paths:
         raise UserError("no campaign files: pass FILE or add campaigns/*.yaml")
+    # An error in a shared file (segments.yaml, a layout) is one problem, however many
+    # campaigns use it: each is printed once, and the last line names the files to fix.
+    shown: set[str] = set()
+    broken: set[str] = set()
     failed = 0
-    with app.optional_session() as session:
-        if session is None:
-            err_console.print("warning: the database is not initialised; audiences not checked")
-        shown: set[str] = set()
+    with app.optional_session(warn="audiences are not checked") as session:
         for path in paths:
-            report = validate_campaign(path, app.settings, session)
-            for warning in report.warnings:
+            errors, warnings, ok_line = _validate_one(app, path, session)
+            failed += bool(errors)
+            for warning in warnings:
                 if warning not in shown:  # e.g. the postal address, once for all files
                     shown.add(warning)
                     err_console.print(labelled("warning:", "yellow", warning), soft_wrap=True)
-            if report.ok:
-                detail = ""
-                if report.audience_size is not None:
-                    langs = ", ".join(f"{k} {v}" for k, v in sorted(report.languages.items()))
-                    detail = f": {report.audience_size} recipients" + (
-                        f" (languages: {langs})" if langs else ""
-                    )
-                console.print(labelled("ok", "green", f"{path}{detail}"), soft_wrap=True)
-            else:
-                failed += 1
-                for error in report.errors:
-                    err_console.print(labelled("error:", "red", error), soft_wrap=True)
+            if ok_line is not None:
+                console.print(labelled("ok", "green", ok_line), soft_wrap=True)
+            for error in errors:
+                broken.add(_shown_path(error.path))
+                if str(error) not in shown:
+                    shown.add(str(error))
+                    err_console.print(labelled("error:", "red", _shown(error)), soft_wrap=True)
     if failed:
-        raise UserError(f"{failed} of {len(paths)} campaign files have errors")
+        raise UserError(
+            f"{failed} of {len(paths)} campaign files have errors; fix {', '.join(sorted(broken))}"
+        )
+
+
+def _validate_one(
+    app: App, path: Path, session: Session | None
+) -> tuple[list[Any], list[str], str | None]:
+    """(errors, warnings, the ok line) of one file: a campaign, or the subscribe settings."""
+    from outreach.errors import FileError, located
+    from outreach.subscriptions import load_config
+    from outreach.validate import validate_campaign
+
+    if path.name == "subscribe.yaml":
+        try:
+            load_config(app.settings, path)
+        except (FileError, FileErrors) as exc:
+            return located(exc), [], None
+        return [], [], f"{path}: the subscribe form's settings"
+    report = validate_campaign(path, app.settings, session)
+    if not report.ok:
+        return report.errors, report.warnings, None
+    detail = ""
+    if report.audience_size is not None:
+        langs = ", ".join(f"{k} {v}" for k, v in sorted(report.languages.items()))
+        detail = f": {report.audience_size} recipients" + (
+            f" (languages: {langs})" if langs else ""
+        )
+    return [], report.warnings, f"{path}{detail}"
+
+
+def _shown_path(path: str) -> str:
+    """A path as the person typed it: relative to this folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def _shown(error: Any) -> str:
+    where = _shown_path(error.path)
+    return f"{where}:{error.line}: {error.message}" if error.line else f"{where}: {error.message}"
 
 
 @campaigns.command("preview")
