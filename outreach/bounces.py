@@ -780,8 +780,11 @@ def _unavailable(url: str, exc: OperationalError) -> DatabaseUnavailable:
 def database_session(url: str, *, check: bool = True) -> Iterator[Session]:
     """A session for ingesting, with an unreachable database (now or midway) reported as
     DatabaseUnavailable. Committing is the caller's business."""
-    from outreach.db import check_schema, ping, writer_sessionmaker
+    from outreach.db import check_schema, ping, sqlite_file, writer_sessionmaker
 
+    missing = sqlite_file(url)
+    if check and missing is not None and not missing.is_file():
+        check_schema(url)  # no database here: one line, and none created by asking
     try:
         ping(url)
     except OperationalError as exc:

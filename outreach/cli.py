@@ -642,6 +642,7 @@ def consent_notices(app: App, dry_run: bool) -> None:
     from outreach.subscriptions import load_config, system_sender
     from outreach.system_mail import Nudger
 
+    app.database()  # in the wrong folder, say that first
     sender = system_sender(app.settings, load_config(app.settings))
     with app.session() as session:
         run = queue_notices(session, sender, dry_run=dry_run)
@@ -917,10 +918,17 @@ def _status_view(status: Any) -> Any:
         line += f"; {status.note}"
     elif status.eta_seconds is not None and status.state == "sending":
         line += f", about {int(status.eta_seconds)} s left"
-    # In a grid, the bar ends its line even where nothing is wrapped (output to a pipe).
+    if not console.is_terminal:
+        return Group(table, Text(printable(line)))  # a bar is for eyes, not for a pipe
+    # In a grid, the bar ends its line even where nothing is wrapped.
     bar = Table.grid()
     bar.add_row(ProgressBar(total=max(status.total, 1), completed=done, width=60))
     return Group(table, bar, Text(printable(line)))
+
+
+def _status_line(status: Any) -> str:
+    counts = " ".join(f"{state}={n}" for state, n in status.counts.items())
+    return printable(f"{status.name} {status.state} {counts} total={status.total}")
 
 
 @campaigns.command("status")
@@ -955,6 +963,18 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
         if not watch:
             console.print(_status_view(current))
             return
+        if not console.is_terminal:
+            # Piped: a line per change, each whole, instead of a screen redrawn in place.
+            shown = ""
+            while True:
+                view = _status_line(current)
+                if view != shown:
+                    click.echo(view)
+                    shown = view
+                if current.state not in ("sending", "scheduled"):
+                    return
+                time.sleep(interval)
+                current = status(session, name)
         with Live(_status_view(current), console=console, refresh_per_second=4) as live:
             while current.state in ("sending", "scheduled"):
                 time.sleep(interval)
@@ -991,14 +1011,15 @@ def campaigns_list(app: App, as_json: bool) -> None:
             c["total"],
             c["deliveries"]["sent"],
             c["deliveries"]["queued"] + c["deliveries"]["deferred"],
-            c["deliveries"]["failed"] + c["deliveries"]["bounced"],
+            c["deliveries"]["failed"],
+            c["deliveries"]["bounced"],
             _when(c["created_at"]),
         ]
         for c in listed
     ]
     print_table(
         "campaigns",
-        ["campaign", "state", "deliveries", "sent", "pending", "failed", "created"],
+        ["campaign", "state", "deliveries", "sent", "pending", "failed", "bounced", "created"],
         rows,
     )
 
@@ -1208,11 +1229,28 @@ def serve(app: App, host: str, port: int, workers: int) -> None:
     # Refuse here, with one line, what would otherwise stop every worker as it boots.
     app.database()
     create_app(app.settings)
+    _check_port_free(host, port)
     console.print(f"serving {app.settings.base_url} on http://{host}:{port} ({workers} workers)")
     sys.stdout.flush()
     # A fresh interpreter: gevent must patch the standard library before the app and the
     # database driver are imported, which the workers of `gunicorn outreach.wsgi:app` do.
     os.execv(sys.executable, [sys.executable, "-m", "gunicorn", *command(host, port, workers)])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """gunicorn retries a taken address for seconds, a line each time; say it once."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another program uses it; "
+                "stop it, or choose another --port"
+            ) from None
 
 
 @cli.group()

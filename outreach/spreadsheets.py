@@ -74,7 +74,14 @@ def read_table(path: Path, encoding: str = "utf-8") -> Table:
         return Table(_xlsx_rows(path), may_have_controls=True)
     if path.suffix.lower() == ".xls":
         raise FileError(path, _OLD_EXCEL)
+    if path.suffix.lower() in _NOT_CONTACTS:
+        # Read as CSV, a YAML or JSON file would fail on its "header" with advice about --map.
+        raise FileError(path, "this is not a contacts file: give a .csv or .xlsx file")
     return _csv_table(path, encoding)
+
+
+# Files of a project that are not contact lists, which a slip of the tab key can name.
+_NOT_CONTACTS = frozenset({".yaml", ".yml", ".json", ".mjml", ".html", ".eml", ".toml", ".db"})
 
 
 _OLD_EXCEL = "this is an Excel 97-2003 .xls file; save it as .xlsx (or CSV UTF-8) and import that"

@@ -651,3 +651,10 @@ def test_mailto_unsubscribe_of_a_system_message(campaign, session: Session) -> N
         select(Event.delivery_id, Event.contact_id).where(Event.kind == "unsubscribe")
     ).all()
     assert sorted(map(tuple, events)) == sorted([(stranger, None), (notice, fine.id)])
+
+
+def test_ingest_in_the_wrong_folder_creates_no_database(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "dsn.eml").write_bytes(fixture("postfix", {}))
+    result = run_cli("bounces", "ingest", "dsn.eml", env={"OUTREACH_SECRET_KEY": SECRET})
+    assert result.exit_code == 1 and "not an outreach folder" in result.output
+    assert not (tmp_path / "outreach.db").exists()

@@ -255,3 +255,74 @@ def test_the_aliases_line_is_the_same_in_help_readme_and_operations() -> None:
     for doc in ("README.md", "docs/operations.md"):
         found |= {m.group(1) for m in pattern.finditer((ROOT / doc).read_text())}
     assert found == {"/opt/outreach/.venv/bin/outreach"}
+
+
+def test_campaigns_list_tells_failed_from_bounced(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select, update
+
+    from outreach.db import session_scope
+    from outreach.models import Delivery
+
+    _project(run_cli, tmp_path)
+    assert run_cli("campaigns", "send", "campaigns/news.yaml").exit_code == 0
+    with session_scope(f"sqlite:///{tmp_path / 'outreach.db'}") as session:
+        ids = sorted(session.scalars(select(Delivery.id)))
+        session.execute(update(Delivery).where(Delivery.id == ids[0]).values(state="bounced"))
+        session.execute(update(Delivery).where(Delivery.id == ids[1]).values(state="sent"))
+    lines = run_cli("campaigns", "list").output.splitlines()
+    header = next(line for line in lines if "campaign" in line and "state" in line)
+    row = next(line for line in lines if line.strip("│ ").startswith("news"))
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    names = [c.strip() for c in header.split("┃") if c.strip()]
+    assert dict(zip(names, cells, strict=True)) | {"created": ""} == {
+        "campaign": "news",
+        "state": "sending",
+        "deliveries": "3",
+        "sent": "1",
+        "pending": "1",
+        "failed": "0",
+        "bounced": "1",
+        "created": "",
+    }
+
+
+def test_serve_on_a_taken_port_is_one_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    assert run_cli("init").exit_code == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0]
+
+
+def test_status_piped_is_plain_lines(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Piped (CliRunner's output is no terminal): no progress bar of blanks, and --watch
+    prints one whole line per change and ends with a newline."""
+    from sqlalchemy import update
+
+    from outreach.db import session_scope
+    from outreach.models import Campaign
+
+    _project(run_cli, tmp_path)
+    assert run_cli("campaigns", "send", "campaigns/news.yaml").exit_code == 0
+    plain = run_cli("campaigns", "status", "news").output
+    bar = [line for line in plain.splitlines() if len(line) > 10 and not line.strip(" ━╸╺")]
+    assert bar == []
+    with session_scope(f"sqlite:///{tmp_path / 'outreach.db'}") as session:
+        session.execute(update(Campaign).values(state="paused"))
+    watched = run_cli("campaigns", "status", "news", "--watch", "--interval", "0.1").output
+    assert watched.endswith("\n")
+    assert watched.splitlines() == [
+        "news paused queued=3 sending=0 sent=0 deferred=0 failed=0 skipped=0 bounced=0 total=3"
+    ]
+
+
+def test_consent_notices_in_the_wrong_folder_says_so_first(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("consent", "notices", "--dry-run")
+    assert result.exit_code == 1
+    assert "outreach.db" in result.output and "From" not in result.output

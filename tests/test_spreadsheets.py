@@ -321,3 +321,14 @@ def test_escaped_cells_are_restored_in_any_encoding(session: Session, tmp_path: 
     import_csv(session, path, encoding="utf-16")
     session.commit()
     assert session.scalar(select(Contact.name)) == "=Kim"
+
+
+def test_a_file_that_is_no_contact_list_is_one_clear_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "segments.yaml").write_text("korean-local-governments:\n  where: {}\n", "utf-8")
+    assert run_cli("init").exit_code == 0
+    result = run_cli("contacts", "import", "segments.yaml")
+    assert result.exit_code == 1
+    assert result.output.strip().endswith(
+        "segments.yaml: this is not a contacts file: give a .csv or .xlsx file"
+    )
+    assert "--map" not in result.output
