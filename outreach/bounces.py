@@ -47,7 +47,7 @@ from outreach.events import record_event
 from outreach.failures import classify, enhanced_status, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
-from outreach.printable import one_line
+from outreach.printable import counted, one_line
 from outreach.suppressions import recipient_of, suppress
 from outreach.tokens import InvalidToken, Tokens
 
@@ -472,12 +472,14 @@ class IngestReport:
 
     def summary(self) -> str:
         return (
-            f"{self.messages} messages: {self.hard} hard bounces, {self.soft} soft, "
-            f"{self.policy} policy rejections, {self.other} other failures, "
-            f"{self.complaints} complaints, {self.unsubscribes} unsubscribes by mail, "
-            f"{self.suppressed} addresses suppressed, {self.duplicates} already seen, "
-            f"{self.not_ours} not ours, {self.auto_replies} auto-replies, "
-            f"{self.delivered} delivery reports without a failure, "
+            f"{counted(self.messages, 'message')}: {counted(self.hard, 'hard bounce')}, "
+            f"{self.soft} soft, {counted(self.policy, 'policy rejection')}, "
+            f"{counted(self.other, 'other failure')}, {counted(self.complaints, 'complaint')}, "
+            f"{counted(self.unsubscribes, 'unsubscribe')} by mail, "
+            f"{counted(self.suppressed, 'address', 'addresses')} suppressed, "
+            f"{self.duplicates} already seen, {self.not_ours} not ours, "
+            f"{counted(self.auto_replies, 'auto-reply', 'auto-replies')}, "
+            f"{counted(self.delivered, 'delivery report')} without a failure, "
             f"{len(self.unreadable)} unreadable, {self.not_bounces} not bounces, "
             f"{len(self.malformed)} malformed, {len(self.refused)} refused"
         )
@@ -783,8 +785,11 @@ def database_session(url: str, *, check: bool = True) -> Iterator[Session]:
     from outreach.db import check_schema, ping, sqlite_file, writer_sessionmaker
 
     missing = sqlite_file(url)
-    if check and missing is not None and not missing.is_file():
-        check_schema(url)  # no database here: one line, and none created by asking
+    if missing is not None and missing.parent.is_dir() and not missing.is_file():
+        # The wrong folder, or no `outreach init` yet: the operator's to fix, and asking
+        # SQLite would leave an empty database behind. (A folder that is not there at all
+        # is an unreachable database below: an MTA retries.)
+        check_schema(url)
     try:
         ping(url)
     except OperationalError as exc:

@@ -16,7 +16,7 @@ from rich.text import Text
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
-from outreach.printable import printable
+from outreach.printable import counted, printable
 from outreach.spreadsheets import ENCODINGS
 
 if TYPE_CHECKING:
@@ -244,9 +244,10 @@ def contacts_import(
     for error in result.errors[:MAX_REPORTED]:
         err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
     if len(result.errors) > MAX_REPORTED:
-        err_console.print(f"… and {len(result.errors) - MAX_REPORTED} more invalid rows")
+        more = len(result.errors) - MAX_REPORTED
+        err_console.print(f"… and {counted(more, 'more invalid row')}")
     summary = (
-        f"{result.rows} rows: {result.created} new, {result.updated} updated, "
+        f"{counted(result.rows, 'row')}: {result.created} new, {result.updated} updated, "
         f"{len(result.errors)} invalid"
     )
     if result.suppressed:
@@ -260,7 +261,7 @@ def contacts_import(
             labelled(
                 "error:",
                 "red",
-                f"nothing written: {len(result.errors)} invalid rows "
+                f"nothing written: {counted(len(result.errors), 'invalid row')} "
                 "(fix them, or pass --skip-invalid to import the valid rows)",
             ),
             soft_wrap=True,
@@ -649,14 +650,15 @@ def consent_notices(app: App, dry_run: bool) -> None:
     langs = ", ".join(f"{k} {v}" for k, v in sorted(run.languages.items())) or "none"
     if dry_run:
         console.print(
-            f"dry run: {run.queued} consent notices are due (languages: {langs}); "
+            f"dry run: {counted(run.queued, 'consent notice')} due (languages: {langs}); "
             "nothing was queued",
             soft_wrap=True,
         )
         return
     Nudger(app.settings)(run.campaign_id)
     console.print(
-        f"{run.queued} consent notices queued (languages: {langs}); `outreach worker` sends them",
+        f"{counted(run.queued, 'consent notice')} queued (languages: {langs}); "
+        "`outreach worker` sends them",
         soft_wrap=True,
     )
 

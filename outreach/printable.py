@@ -34,3 +34,8 @@ def one_line(text: object, limit: int | None = None) -> str:
     """Printable, with runs of whitespace (newlines included) folded to single spaces."""
     value = " ".join(printable(text).split())
     return value if limit is None else value[:limit]
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """`1 message`, `2 messages`: counts people read."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"

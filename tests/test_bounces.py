@@ -514,7 +514,7 @@ def test_mbox_maildir_and_stdin(campaign, session: Session, tmp_path: Path) -> N
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert b"1 hard bounces" in result.stdout
+    assert b"1 hard bounce," in result.stdout
     assert states(session)["qmail"] == "bounced"
 
 
@@ -573,7 +573,7 @@ def test_cli_ingest_and_report(run_cli, campaign, session: Session, tmp_path: Pa
     session.commit()
     result = run_cli("bounces", "ingest", str(tmp_path / "postfix.eml"), env=env)
     assert result.exit_code == 0, result.output
-    assert "1 hard bounces" in result.output
+    assert "1 hard bounce," in result.output
     both = run_cli("bounces", "ingest", "x.eml", "--mbox", "y", env=env)
     assert both.exit_code == 1 and "exactly one of" in both.output
     missing = run_cli("bounces", "ingest", "--maildir", "nowhere", env=env)
