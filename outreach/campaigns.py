@@ -97,6 +97,18 @@ class CampaignSpec(BaseModel):
             out[normalise_language(str(lang))] = str(text)
         return out
 
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _send_at_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(
+                    f"{v!r} is not a time: write e.g. 2026-12-01T09:00:00+09:00"
+                ) from None
+        return v
+
     @field_validator("send_at")
     @classmethod
     def _send_at(cls, v: datetime | None) -> datetime | None:

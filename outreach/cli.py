@@ -874,9 +874,10 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
         result = send_campaign(file, app.settings, session, enqueue, dry_run=dry_run)
     langs = ", ".join(f"{k} {v}" for k, v in sorted(result.languages.items()))
     if dry_run:
+        new = counted(result.added, "new delivery", "new deliveries")
         console.print(
-            f"dry run: {result.campaign} would queue {result.added} new deliveries "
-            f"({result.total} in all; languages: {langs}); nothing was queued",
+            f"dry run: {result.campaign} would queue {new} ({result.total} in all; "
+            f"the audience's languages: {langs}); nothing was queued",
             soft_wrap=True,
         )
         return

@@ -453,3 +453,11 @@ def test_a_tracked_link_with_an_undefined_value_is_reported_where_it_is_written(
     )
     assert len(errors) == 1, errors
     assert "news.en.mjml:8:" in errors[0] and "region" in errors[0]
+
+
+def test_a_send_at_that_is_no_time_shows_the_format(tmp_path: Path) -> None:
+    path = make_project(tmp_path, CAMPAIGN + "send_at: tomorrow\n")
+    report = validate_campaign(path, SETTINGS, None)
+    assert [e.message for e in report.errors] == [
+        "send_at: 'tomorrow' is not a time: write e.g. 2026-12-01T09:00:00+09:00"
+    ]
