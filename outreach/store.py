@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from outreach.compose import Recipient
-from outreach.db import AutocommitConnection, RawStatement
+from outreach.db import RawStatement
 from outreach.models import (
     DELIVERY_STATES,
     Campaign,
@@ -200,26 +200,19 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
     return out
 
 
-_SUPPRESSION = RawStatement(
-    select(Suppression.reason).where(Suppression.email == bindparam("email"))
-)
-
-
-def _run(
-    db: Session | Connection | AutocommitConnection, stmt: RawStatement, params: dict[str, Any]
-) -> Any:
-    if isinstance(db, AutocommitConnection):
-        return stmt.execute_raw(db, params)
-    return stmt.execute(db.connection() if isinstance(db, Session) else db, params)
-
-
-def suppression_reason(db: Session | Connection | AutocommitConnection, email: str) -> str | None:
-    row = _run(db, _SUPPRESSION, {"email": email}).fetchone()
-    return None if row is None else str(row[0])
+def suppressed(conn: Connection, emails: list[str]) -> dict[str, str]:
+    """The suppression reason of each of `emails` that is suppressed, in one query."""
+    if not emails:
+        return {}
+    rows = conn.execute(
+        select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+    )
+    return {str(email): str(reason) for email, reason in rows}
 
 
 _table = cast(Table, Delivery.__table__)
-# One statement for every outcome; optional values keep the stored ones when NULL.
+# One statement for every outcome; optional values keep the stored ones when NULL. Only the
+# worker that still holds the claim writes it.
 _RECORD = RawStatement(
     update(_table)
     .where(
@@ -250,8 +243,7 @@ _RECORD = RawStatement(
 )
 
 
-def record(
-    db: Session | Connection | AutocommitConnection,
+def outcome(
     delivery_id: int,
     worker: str,
     state: str,
@@ -263,31 +255,33 @@ def record(
     attempted: bool = True,
     retry_at: datetime | None = None,
     address: str | None = None,
-) -> bool:
-    """Record an outcome if this worker still holds the claim; False when it does not.
+) -> dict[str, Any]:
+    """One delivery's outcome, as `record` writes it.
 
     `address` is the recipient's: if the contact is forgotten before this lands, it is
     erased from `text` as `contacts forget` erases it from what was stored before."""
     now = utcnow()
-    result = _run(
-        db,
-        _RECORD,
-        {
-            "p_id": delivery_id,
-            "p_worker": worker,
-            "p_state": state,
-            "p_now": now,
-            "p_code": code,
-            "p_text": text,
-            "p_erased_text": erased(text, address),
-            "p_inc": 1 if attempted else 0,
-            "p_message_id": message_id,
-            "p_language": language,
-            "p_sent_at": now if state == "sent" else None,
-            "p_retry_at": retry_at,
-        },
-    )
-    return bool(result.rowcount)
+    return {
+        "p_id": delivery_id,
+        "p_worker": worker,
+        "p_state": state,
+        "p_now": now,
+        "p_code": code,
+        "p_text": text,
+        "p_erased_text": erased(text, address),
+        "p_inc": 1 if attempted else 0,
+        "p_message_id": message_id,
+        "p_language": language,
+        "p_sent_at": now if state == "sent" else None,
+        "p_retry_at": retry_at,
+    }
+
+
+def record(conn: Connection, outcomes: list[dict[str, Any]]) -> None:
+    """Write outcomes (see `outcome`) in the caller's transaction, one statement for all.
+    Each is written only if its worker still holds the claim."""
+    if outcomes:
+        _RECORD.execute(conn, outcomes)
 
 
 def erased(text: str | None, address: str | None) -> str | None:
