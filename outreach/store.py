@@ -118,6 +118,21 @@ def release_expired(session: Session, campaign_id: int) -> int:
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 
+def expired_claims(session: Session) -> list[int]:
+    """The sending campaigns that have claims whose lease ran out (their worker died)."""
+    return list(
+        session.scalars(
+            select(Delivery.campaign_id)
+            .where(
+                Delivery.campaign_id.in_(select(Campaign.id).where(Campaign.state == "sending")),
+                Delivery.state == "sending",
+                Delivery.lease_until < utcnow(),
+            )
+            .distinct()
+        )
+    )
+
+
 def settle_cancelled(session: Session) -> int:
     """What cancelled campaigns still have to send, or had claimed by workers that died,
     becomes skipped (the sweep's safety net for claims given back while a cancel ran)."""
