@@ -216,6 +216,11 @@ class RawStatement:
         cursor.execute(sql, prepared)
         return cursor
 
+    def execute_many(self, tx: DriverTransaction, rows: list[dict[str, Any]]) -> None:
+        """executemany on a driver transaction (see DriverTransaction)."""
+        sql, prepared = self._prepare(tx.dialect, rows)
+        tx.cursor.executemany(sql, prepared)
+
     def _prepare(self, dialect: Any, params: Any) -> tuple[str, Any]:
         sql, processors, fixed = self._compile(dialect)
         rows = params if isinstance(params, list) else [params]
@@ -262,6 +267,37 @@ class AutocommitConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DriverTransaction:
+    """A pooled driver connection in one transaction, committed when the block ends well
+    and rolled back otherwise: for a hot path that writes a group of rows with one
+    RawStatement, where a Connection's bookkeeping would cost more than the statement. On
+    SQLite the write lock is taken up front, as writer sessions take it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.dialect = engine.dialect
+        self._pooled = engine.raw_connection()
+        dbapi = self._pooled.dbapi_connection
+        assert dbapi is not None
+        self.dbapi: Any = dbapi
+        self.cursor: Any = None
+
+    def __enter__(self) -> DriverTransaction:
+        self.cursor = self.dbapi.cursor()
+        if self.dialect.name == "sqlite":  # the driver is in autocommit (see _sqlite_setup)
+            self.cursor.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        try:
+            if kind is None:
+                self.dbapi.commit()
+            else:
+                self.dbapi.rollback()
+        finally:
+            self.cursor.close()
+            self._pooled.close()
 
 
 def bulk_execute(conn: Any, stmt: Any, rows: list[dict[str, Any]]) -> None:

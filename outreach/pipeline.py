@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from outreach import store
 from outreach.compose import Prepared, Recipient, UnsafeLink, prepare
 from outreach.config import Settings
-from outreach.db import engine_for, writer_sessionmaker
+from outreach.db import DriverTransaction, engine_for, writer_sessionmaker
 from outreach.events import record_event
 from outreach.failures import receiving_domain
 from outreach.lifecycle import finish_if_done, pause_for_relay
@@ -119,8 +119,11 @@ class Sender:
             batch = max(1, min(batch, int(slowest * lease / 2)))
         session.commit()
         while not self.stop.is_set():
-            store.release_expired(session, campaign_id)
             ids = store.claim(session, campaign_id, self.worker, batch, lease)
+            if not ids and store.release_expired(session, campaign_id):
+                # Claims of a worker that died: resumed once the queue has run dry (the
+                # worker's LeaseWatch gives them back within a second anyway).
+                ids = store.claim(session, campaign_id, self.worker, batch, lease)
             session.commit()
             if not ids:
                 finish_if_done(session, campaign_id)
@@ -215,8 +218,8 @@ class Sender:
     def _record(self) -> None:
         """Commit the outcomes noted so far, in one transaction."""
         if self.unrecorded:
-            with self.engine.begin() as conn:
-                store.record(conn, self.unrecorded)
+            with DriverTransaction(self.engine) as tx:
+                store.record(tx, self.unrecorded)
             self.unrecorded = []
 
     def _skip(self, recipient: Recipient, reason: str) -> None:
