@@ -77,6 +77,9 @@ def encode_header(value: str) -> str:
 
 def _encoded_words(text: str) -> str:
     """UTF-8 base64 encoded-words of at most 75 characters, split between characters."""
+    data = text.encode("utf-8")
+    if len(data) <= 45:  # most names: one word
+        return "=?utf-8?b?" + binascii.b2a_base64(data, newline=False).decode("ascii") + "?="
     words: list[str] = []
     chunk: list[str] = []
     size = 0
@@ -102,6 +105,12 @@ def encode_address(name: str | None, address: str) -> str:
     if name.isascii():
         return formataddr((name, address))
     return f"{_encoded_words(name)} <{address}>"
+
+
+@lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """The Date header's value; the same for every message sent within one second."""
+    return formatdate(second, usegmt=True)
 
 
 @lru_cache(maxsize=256)
@@ -197,7 +206,7 @@ class MessageBuilder:
             self._common,
             f"To: {encode_address(to_name, to_address)}",
             f"Subject: {encode_header(subject)}",
-            f"Date: {formatdate(date if date is not None else time.time(), usegmt=True)}",
+            f"Date: {_date(int(date if date is not None else time.time()))}",
             f"Message-ID: {message_id}",
             f"List-Unsubscribe: {unsubscribe}",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",

@@ -51,6 +51,7 @@ from outreach.render import contact_variables
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
 CANCELLED = "campaign cancelled"
+_table = cast(Table, Delivery.__table__)
 
 
 def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> int:
@@ -152,37 +153,54 @@ def settle_cancelled(session: Session) -> int:
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 
-def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float) -> list[int]:
-    """Claim up to n due deliveries, oldest first; concurrent claimers never overlap."""
-    now = utcnow()
+def _claim_statement() -> RawStatement:
     due = (
-        select(Delivery.id)
+        select(_table.c.id)
         .where(
-            Delivery.campaign_id == campaign_id,
-            Delivery.state.in_(CLAIMABLE),
-            Delivery.next_attempt_at <= now,
+            _table.c.campaign_id == bindparam("p_campaign"),
+            _table.c.state == bindparam("p_state", type_=String),
+            _table.c.next_attempt_at <= bindparam("p_now", type_=UTCDateTime()),
         )
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(n)
+        .order_by(_table.c.next_attempt_at, _table.c.id)
+        .limit(bindparam("p_n", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    rows = (
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(due.scalar_subquery()))
-            .values(
-                state="sending",
-                worker=worker,
-                lease_until=now + timedelta(seconds=lease),
-                updated_at=now,
-            )
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
+    return RawStatement(
+        update(_table)
+        .where(_table.c.id.in_(due.scalar_subquery()))
+        .values(
+            state="sending",
+            worker=bindparam("p_worker", type_=String),
+            lease_until=bindparam("p_lease_until", type_=UTCDateTime()),
+            updated_at=bindparam("p_now", type_=UTCDateTime()),
         )
-        .scalars()
-        .all()
+        .returning(_table.c.id)
     )
-    return sorted(rows)
+
+
+_CLAIM = _claim_statement()
+
+
+def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float) -> list[int]:
+    """Claim up to n due deliveries: retries that are due, then the queue, each oldest first;
+    concurrent claimers never overlap. One state at a time, so each is read in the order of
+    the claim index (campaign, state, due time, id): no claim sorts the whole campaign."""
+    now = utcnow()
+    conn = session.connection()
+    claimed: list[int] = []
+    for state in ("deferred", "queued"):
+        params = {
+            "p_campaign": campaign_id,
+            "p_state": state,
+            "p_now": now,
+            "p_n": n - len(claimed),
+            "p_worker": worker,
+            "p_lease_until": now + timedelta(seconds=lease),
+        }
+        claimed += [row[0] for row in _CLAIM.execute(conn, params)]
+        if len(claimed) >= n:
+            break
+    return sorted(claimed)
 
 
 def load(session: Session, ids: list[int]) -> list[Recipient]:
@@ -190,7 +208,8 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
     objects: a batch is read once and never changed, and the identity map cost more than
     the query."""
     contacts = cast(Table, Contact.__table__)
-    rows = session.execute(
+    conn = session.connection()  # Core, not the ORM's loading machinery
+    rows = conn.execute(
         select(
             Delivery.id.label("delivery_id"),
             Delivery.attempts.label("delivery_attempts"),
@@ -203,7 +222,7 @@ def load(session: Session, ids: list[int]) -> list[Recipient]:
     contact_ids = [row.id for row in rows if row.id is not None]
     tags: dict[int, list[str]] = {}
     if contact_ids:
-        for cid, tag in session.execute(
+        for cid, tag in conn.execute(
             select(ContactTag.contact_id, ContactTag.tag)
             .where(ContactTag.contact_id.in_(contact_ids))
             .order_by(ContactTag.tag)
@@ -231,7 +250,6 @@ def suppressed(conn: Connection, emails: list[str]) -> dict[str, str]:
     return {str(email): str(reason) for email, reason in rows}
 
 
-_table = cast(Table, Delivery.__table__)
 # One statement for every outcome; optional values keep the stored ones when NULL. Only the
 # worker that still holds the claim writes it.
 _RECORD = RawStatement(
