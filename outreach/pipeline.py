@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from outreach import store
 from outreach.compose import Prepared, Recipient, UnsafeLink, prepare
 from outreach.config import Settings
-from outreach.db import DriverTransaction, engine_for, writer_sessionmaker
+from outreach.db import DriverConnection, engine_for, writer_sessionmaker
 from outreach.events import record_event
 from outreach.failures import receiving_domain
 from outreach.lifecycle import finish_if_done, pause_for_relay
@@ -93,12 +93,18 @@ class Sender:
 
     def run(self, campaign_id: int) -> Outcome:
         outcome = Outcome()
-        try:
-            with self.session_factory() as session:
+        # Connections held for the run: no pool checkout (and pre-ping) per transaction.
+        with (
+            self.engine.connect() as conn,
+            Session(bind=conn, expire_on_commit=False) as session,
+            self.reader.connect() as self.reader_conn,
+            DriverConnection(self.engine) as self.outcomes_conn,
+        ):
+            try:
                 self._run(session, campaign_id, outcome)
-        finally:
-            # However the task ends, what it sent is on record.
-            self._record()
+            finally:
+                # However the task ends, what it sent is on record.
+                self._record()
         return outcome
 
     def _run(self, session: Session, campaign_id: int, outcome: Outcome) -> None:
@@ -145,8 +151,10 @@ class Sender:
         return state
 
     def _suppressed(self, recipients: list[Recipient]) -> dict[str, str]:
-        with self.reader.connect() as conn:
-            return store.suppressed(conn, [r.email for r in recipients if r.email])
+        try:
+            return store.suppressed(self.reader_conn, [r.email for r in recipients if r.email])
+        finally:
+            self.reader_conn.rollback()  # a read transaction left open would stall SQLite's WAL
 
     def _send_batch(
         self,
@@ -175,6 +183,13 @@ class Sender:
             if composed is None:
                 continue
             pacer.wait(len(recipients) - index, before_sleep=self._record)
+            # The crash bound: never more than OUTCOMES_PER_COMMIT messages sent, unrecorded.
+            if (
+                len(self.unrecorded) >= OUTCOMES_PER_COMMIT - 1
+                or time.monotonic() - self.unrecorded_since > COMMIT_SECONDS
+            ):
+                self._record()
+            # Last before the message goes, so nothing stands between the look-up and it.
             if time.monotonic() - checked > CHECK_SECONDS:
                 checked = time.monotonic()
                 if self._campaign_state(session, prepared.campaign_id) != "sending":
@@ -218,7 +233,7 @@ class Sender:
     def _record(self) -> None:
         """Commit the outcomes noted so far, in one transaction."""
         if self.unrecorded:
-            with DriverTransaction(self.engine) as tx:
+            with self.outcomes_conn.transaction() as tx:
                 store.record(tx, self.unrecorded)
             self.unrecorded = []
 
@@ -249,12 +264,6 @@ class Sender:
         outcome: Outcome,
     ) -> None:
         language, envelope = composed
-        # The crash bound: never more than OUTCOMES_PER_COMMIT messages sent and unrecorded.
-        if (
-            len(self.unrecorded) >= OUTCOMES_PER_COMMIT - 1
-            or time.monotonic() - self.unrecorded_since > COMMIT_SECONDS
-        ):
-            self._record()
         try:
             accepted = self.transport.send(envelope, prepared.name)
         except TemporaryFailure as exc:
