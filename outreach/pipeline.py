@@ -183,9 +183,10 @@ class Sender:
             if composed is None:
                 continue
             pacer.wait(len(recipients) - index, before_sleep=self._record)
-            # The crash bound: never more than OUTCOMES_PER_COMMIT messages sent, unrecorded.
+            # The crash bound: with the one about to go, never more than OUTCOMES_PER_COMMIT
+            # messages sent and not on record.
             if (
-                len(self.unrecorded) >= OUTCOMES_PER_COMMIT - 1
+                len(self.unrecorded) >= OUTCOMES_PER_COMMIT
                 or time.monotonic() - self.unrecorded_since > COMMIT_SECONDS
             ):
                 self._record()
