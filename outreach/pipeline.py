@@ -84,7 +84,6 @@ class Sender:
 
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
-        # Look-ups that never take SQLite's write lock.
         self.reader = engine_for(self.settings.database_url).execution_options(sqlite_deferred=True)
         self.engine = engine_for(self.settings.database_url)
         self.unrecorded: list[dict[str, Any]] = []  # outcomes not yet committed, oldest first
@@ -136,8 +135,7 @@ class Sender:
                 outcome.wake_at = store.next_wake(session, campaign_id)
                 session.commit()
                 return
-            recipients = store.load(session, ids)
-            session.commit()
+            recipients = self._load(ids)
             sent_all = self._send_batch(session, prepared, pacer, recipients, outcome)
             # Before the next claim: `finish_if_done` must see every outcome.
             self._record()
@@ -145,16 +143,27 @@ class Sender:
                 return
         outcome.stopped = True
 
-    def _campaign_state(self, session: Session, campaign_id: int) -> str | None:
-        state = session.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
-        session.commit()
-        return state
+    # Reads go through a connection of their own that never takes SQLite's write lock (a
+    # writer session's BEGIN IMMEDIATE would, and keep other processes' commits waiting),
+    # each in a transaction ended at once (one left open would stall SQLite's WAL).
+
+    def _campaign_state(self, campaign_id: int) -> str | None:
+        try:
+            return self.reader_conn.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
+        finally:
+            self.reader_conn.rollback()
+
+    def _load(self, ids: list[int]) -> list[Recipient]:
+        try:
+            return store.load(self.reader_conn, ids)
+        finally:
+            self.reader_conn.rollback()
 
     def _suppressed(self, recipients: list[Recipient]) -> dict[str, str]:
         try:
             return store.suppressed(self.reader_conn, [r.email for r in recipients if r.email])
         finally:
-            self.reader_conn.rollback()  # a read transaction left open would stall SQLite's WAL
+            self.reader_conn.rollback()
 
     def _send_batch(
         self,
@@ -193,7 +202,7 @@ class Sender:
             # Last before the message goes, so nothing stands between the look-up and it.
             if time.monotonic() - checked > CHECK_SECONDS:
                 checked = time.monotonic()
-                if self._campaign_state(session, prepared.campaign_id) != "sending":
+                if self._campaign_state(prepared.campaign_id) != "sending":
                     self._release(session, recipients[index:], outcome)
                     return False
                 suppressed = self._suppressed(recipients[index:])

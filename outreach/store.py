@@ -203,12 +203,12 @@ def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float)
     return sorted(claimed)
 
 
-def load(session: Session, ids: list[int]) -> list[Recipient]:
+def load(db: Session | Connection, ids: list[int]) -> list[Recipient]:
     """The contacts of a claimed batch, with their tags, in two queries. Plain rows, not ORM
     objects: a batch is read once and never changed, and the identity map cost more than
     the query."""
     contacts = cast(Table, Contact.__table__)
-    conn = session.connection()  # Core, not the ORM's loading machinery
+    conn = db.connection() if isinstance(db, Session) else db  # Core, not the ORM's loading
     rows = conn.execute(
         select(
             Delivery.id.label("delivery_id"),
