@@ -1129,7 +1129,9 @@ def worker(app: App, workers: int, processes: int, check: bool, within: float) -
 
     Run as many as you like, on as many machines as you like, against the same database
     and queue. SIGTERM or Ctrl-C stops it cleanly: the message in hand is finished and the
-    rest of its claims go back to the queue. Every worker process writes a heartbeat to the
+    rest of its claims go back to the queue, where a running worker takes them within a
+    second. One process (the default) uses one CPU core; see docs/operations.md, "How many
+    workers", before starting more. Every worker process writes a heartbeat to the
     database every few seconds; `campaigns status` shows when none is alive, and `--check`
     tells whether this host's workers are (exit 0) or not (exit 1).
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -209,12 +210,10 @@ class RawStatement:
         sql, params = self._prepare(conn.dialect, params)
         return conn.exec_driver_sql(sql, params)
 
-    def execute_raw(self, raw: AutocommitConnection, params: dict[str, Any]) -> Any:
-        """Run on a driver connection in autocommit mode: one statement, one transaction."""
-        sql, prepared = self._prepare(raw.dialect, params)
-        cursor = raw.dbapi.cursor()
-        cursor.execute(sql, prepared)
-        return cursor
+    def execute_many(self, tx: DriverTransaction, rows: list[dict[str, Any]]) -> None:
+        """executemany on a driver transaction (see DriverTransaction)."""
+        sql, prepared = self._prepare(tx.dialect, rows)
+        tx.cursor.executemany(sql, prepared)
 
     def _prepare(self, dialect: Any, params: Any) -> tuple[str, Any]:
         sql, processors, fixed = self._compile(dialect)
@@ -239,9 +238,18 @@ class RawStatement:
         return sql, params if isinstance(params, list) else rows[0]
 
 
-class AutocommitConnection:
-    """A pooled driver connection in autocommit mode, for single-statement hot paths: each
-    statement is its own transaction, so none is ever left holding a lock."""
+@dataclass
+class DriverTransaction:
+    """A transaction on a driver connection: what RawStatement.execute_many runs on."""
+
+    cursor: Any
+    dialect: Any
+
+
+class DriverConnection:
+    """A pooled driver connection held for a while (a sender's run), for a hot path that
+    writes groups of rows with RawStatement, where a Connection's bookkeeping, and a pool
+    checkout with its pre-ping for every transaction, would cost more than the statement."""
 
     def __init__(self, engine: Engine) -> None:
         self.dialect = engine.dialect
@@ -249,15 +257,27 @@ class AutocommitConnection:
         dbapi = self._pooled.dbapi_connection
         assert dbapi is not None
         self.dbapi: Any = dbapi
-        if self.dialect.name == "postgresql":
-            self.dbapi.autocommit = True  # SQLite connections already are (see _sqlite_setup)
+
+    @contextmanager
+    def transaction(self) -> Iterator[DriverTransaction]:
+        """One transaction, committed when the block ends well and rolled back otherwise.
+        On SQLite the write lock is taken up front, as writer sessions take it."""
+        cursor = self.dbapi.cursor()
+        try:
+            if self.dialect.name == "sqlite":  # the driver is in autocommit (see _sqlite_setup)
+                cursor.execute("BEGIN IMMEDIATE")
+            yield DriverTransaction(cursor, self.dialect)
+            self.dbapi.commit()
+        except BaseException:
+            self.dbapi.rollback()
+            raise
+        finally:
+            cursor.close()
 
     def close(self) -> None:
-        if self.dialect.name == "postgresql":
-            self.dbapi.autocommit = False
         self._pooled.close()
 
-    def __enter__(self) -> AutocommitConnection:
+    def __enter__(self) -> DriverConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -209,7 +209,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id"),
         # Claims: the next due deliveries of a campaign in a state.
-        Index("ix_deliveries_claim", "campaign_id", "state", "next_attempt_at"),
+        # Claims read it in order, one state at a time (see store.claim): no sort.
+        Index("ix_deliveries_claim", "campaign_id", "state", "next_attempt_at", "id"),
     )
 
 

@@ -1,11 +1,18 @@
-"""The sending pipeline: claim a batch, then for each delivery a few small named steps.
+"""The sending pipeline: claim a batch and look up its suppressions, then for each delivery
+a few small named steps.
 
-    check the campaign is still sending -> check suppression -> compose (`compose`)
-    -> wait for a rate slot (`ratelimit`) -> send (`transport`) -> record the outcome (`store`)
+    suppressed? -> compose (`compose`) -> wait for a rate slot (`ratelimit`)
+    -> still sending and still not suppressed? (looked up again at most CHECK_SECONDS ago)
+    -> send (`transport`) -> record the outcome (`store`), committed in groups
 
-Temporary and permanent failures are handled apart (as in Mailman's outgoing runner). Each
-outcome is committed as soon as it is known, so a worker killed at any moment can have
-sent, but not recorded, at most the one message it was sending.
+Temporary and permanent failures are handled apart (as in Mailman's outgoing runner).
+
+A thread commits its outcomes in groups: one transaction per OUTCOMES_PER_COMMIT messages
+instead of one each, which was most of the database's work and, on SQLite, had the threads
+and processes queueing for its one write lock. A group is committed before it grows past
+that, before the thread waits (for a rate slot, a claim, the end of its batch) and once it is
+COMMIT_SECONDS old, so a worker killed at any moment can have sent, but not recorded, at
+most OUTCOMES_PER_COMMIT messages per sending thread.
 
 Two runs of failures stop a campaign, since they are about us and would hit every recipient
 alike: failures of the relay itself (refused connections, 421, timeouts, and any error the
@@ -22,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,10 +37,11 @@ from sqlalchemy.orm import Session
 from outreach import store
 from outreach.compose import Prepared, Recipient, UnsafeLink, prepare
 from outreach.config import Settings
-from outreach.db import AutocommitConnection, engine_for, writer_sessionmaker
+from outreach.db import DriverConnection, engine_for, writer_sessionmaker
 from outreach.events import record_event
 from outreach.failures import receiving_domain
 from outreach.lifecycle import finish_if_done, pause_for_relay
+from outreach.messages import Envelope
 from outreach.models import Campaign, Delivery, utcnow
 from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
@@ -42,7 +51,12 @@ from outreach.tokens import links_for
 from outreach.transport import PermanentFailure, TemporaryFailure, Transport
 
 log = logging.getLogger("outreach.pipeline")
-STATE_CHECK_SECONDS = 1.0
+# How stale the campaign's state and a batch's suppressions may be when a message goes: an
+# unsubscribe or a pause takes effect within this long.
+CHECK_SECONDS = 1.0
+# The crash bound (see above): messages a thread may have sent without their outcome committed.
+OUTCOMES_PER_COMMIT = 16
+COMMIT_SECONDS = 0.25
 
 
 def worker_name() -> str:
@@ -54,6 +68,7 @@ class Outcome:
     sent: int = 0
     wake_at: datetime | None = None
     stopped: bool = False
+    released: int = 0  # claims given back unsent (a stop, a pause, a cancel)
 
 
 @dataclass
@@ -70,50 +85,89 @@ class Sender:
 
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
+        self.reader = engine_for(self.settings.database_url).execution_options(sqlite_deferred=True)
         self.engine = engine_for(self.settings.database_url)
+        self.unrecorded: list[dict[str, Any]] = []  # outcomes not yet committed, oldest first
+        self.unrecorded_since = 0.0
         self.links = links_for(self.settings, "a worker")
 
     def run(self, campaign_id: int) -> Outcome:
         outcome = Outcome()
-        # The per-message path is two single statements on an autocommit driver connection:
-        # a Session's bookkeeping would cost more than the statements themselves.
-        with AutocommitConnection(self.engine) as self.conn, self.session_factory() as session:
-            campaign = session.get(Campaign, campaign_id)
-            if campaign is None or campaign.state != "sending":
-                return outcome
-            self.campaign_id = campaign_id
-            prepared = prepare(session, campaign, self.settings, self.links)
-            limits = [Limit("global", self.settings.rate.per_second)]
-            if prepared.rate:
-                limits.append(Limit(f"campaign:{campaign_id}", prepared.rate))
-            pacer = Pacer(self.session_factory, limits)
-            lease = self.settings.lease_seconds
-            slowest = min((lim.per_second for lim in limits if lim.per_second > 0), default=0)
-            batch = self.settings.batch_size
-            if slowest:
-                # A claim must be sent well within its lease, or another worker would resume it.
-                batch = max(1, min(batch, int(slowest * lease / 2)))
-            session.commit()
-            while not self.stop.is_set():
-                store.release_expired(session, campaign_id)
-                ids = store.claim(session, campaign_id, self.worker, batch, lease)
-                session.commit()
-                if not ids:
-                    finish_if_done(session, campaign_id)
-                    outcome.wake_at = store.next_wake(session, campaign_id)
-                    session.commit()
-                    return outcome
-                recipients = store.load(session, ids)
-                session.commit()
-                if not self._send_batch(session, prepared, pacer, recipients, outcome):
-                    return outcome
-            outcome.stopped = True
-            return outcome
+        # Connections held for the run: no pool checkout (and pre-ping) per transaction.
+        with (
+            self.engine.connect() as conn,
+            Session(bind=conn, expire_on_commit=False) as session,
+            self.reader.connect() as self.reader_conn,
+            DriverConnection(self.engine) as self.outcomes_conn,
+        ):
+            try:
+                self._run(session, campaign_id, outcome)
+            finally:
+                # However the task ends, what it sent is on record.
+                self._record()
+        return outcome
 
-    def _campaign_state(self, session: Session, campaign_id: int) -> str | None:
-        state = session.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
+    def _run(self, session: Session, campaign_id: int, outcome: Outcome) -> None:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.state != "sending":
+            return
+        self.campaign_id = campaign_id
+        prepared = prepare(session, campaign, self.settings, self.links)
+        limits = [Limit("global", self.settings.rate.per_second)]
+        if prepared.rate:
+            limits.append(Limit(f"campaign:{campaign_id}", prepared.rate))
+        pacer = Pacer(self.session_factory, limits)
+        lease = self.settings.lease_seconds
+        slowest = min((lim.per_second for lim in limits if lim.per_second > 0), default=0)
+        batch = self.settings.batch_size
+        if slowest:
+            # A claim must be sent well within its lease, or another worker would resume it.
+            batch = max(1, min(batch, int(slowest * lease / 2)))
         session.commit()
-        return state
+        while not self.stop.is_set():
+            ids = store.claim(session, campaign_id, self.worker, batch, lease)
+            if not ids and store.release_expired(session, campaign_id):
+                # Claims of a worker that died: resumed once the queue has run dry (the
+                # worker's LeaseWatch gives them back within a second anyway).
+                ids = store.claim(session, campaign_id, self.worker, batch, lease)
+            session.commit()
+            if not ids:
+                finish_if_done(session, campaign_id)
+                outcome.wake_at = store.next_wake(session, campaign_id)
+                session.commit()
+                return
+            recipients = self._load(ids)
+            sent_all = self._send_batch(session, prepared, pacer, recipients, outcome)
+            # Before the next claim: `finish_if_done` must see every outcome.
+            self._record()
+            if not sent_all:
+                return
+        outcome.stopped = True
+
+    # Reads go through a connection of their own that never takes SQLite's write lock (a
+    # writer session's BEGIN IMMEDIATE would, and keep other processes' commits waiting),
+    # each in a transaction ended at once (one left open would stall SQLite's WAL).
+
+    def _campaign_state(self, campaign_id: int) -> str | None:
+        try:
+            return self.reader_conn.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
+        finally:
+            self.reader_conn.rollback()
+
+    def _load(self, ids: list[int]) -> list[Recipient]:
+        try:
+            return store.load(self.reader_conn, ids)
+        finally:
+            self.reader_conn.rollback()
+
+    def _suppressed(self, prepared: Prepared, recipients: list[Recipient]) -> dict[str, str]:
+        """Addresses of the batch that must not get this campaign's message, with why. (A
+        subscription's confirmation still goes to a person's own unsubscribe.)"""
+        try:
+            found = store.suppressed(self.reader_conn, [r.email for r in recipients if r.email])
+        finally:
+            self.reader_conn.rollback()
+        return {e: why for e, why in found.items() if not may_mail_anyway(prepared.name, why)}
 
     def _send_batch(
         self,
@@ -123,20 +177,45 @@ class Sender:
         recipients: list[Recipient],
         outcome: Outcome,
     ) -> bool:
+        """Send a claimed batch; False when the campaign stopped or we were stopped (the
+        rest of the batch is given back)."""
         checked = time.monotonic()
+        suppressed = self._suppressed(prepared, recipients)
         for index, recipient in enumerate(recipients):
             if self.stop.is_set():
-                self._release(session, recipients[index:])
+                self._release(session, recipients[index:], outcome)
                 outcome.stopped = True
                 return False
-            if time.monotonic() - checked > STATE_CHECK_SECONDS:
+            if recipient.email is None:
+                self._finish(recipient, "skipped", attempted=False, text="the contact was erased")
+                continue
+            if recipient.email in suppressed:
+                self._skip(recipient, suppressed[recipient.email])
+                continue
+            composed = self._compose(prepared, recipient)
+            if composed is None:
+                continue
+            pacer.wait(len(recipients) - index, before_sleep=self._record)
+            # The crash bound: with the one about to go, never more than OUTCOMES_PER_COMMIT
+            # messages sent and not on record.
+            if (
+                len(self.unrecorded) >= OUTCOMES_PER_COMMIT
+                or time.monotonic() - self.unrecorded_since > COMMIT_SECONDS
+            ):
+                self._record()
+            # Last before the message goes, so nothing stands between the look-up and it.
+            if time.monotonic() - checked > CHECK_SECONDS:
                 checked = time.monotonic()
-                if self._campaign_state(session, prepared.campaign_id) != "sending":
-                    self._release(session, recipients[index:])
+                if self._campaign_state(prepared.campaign_id) != "sending":
+                    self._release(session, recipients[index:], outcome)
                     return False
-            self._deliver(session, prepared, pacer, recipient, len(recipients) - index, outcome)
+                suppressed = self._suppressed(prepared, recipients[index:])
+                if recipient.email in suppressed:
+                    self._skip(recipient, suppressed[recipient.email])
+                    continue
+            self._send(session, prepared, recipient, composed, outcome)
             if self._paused():
-                self._release(session, recipients[index + 1 :])
+                self._release(session, recipients[index + 1 :], outcome)
                 return False
         return True
 
@@ -144,54 +223,61 @@ class Sender:
         limit = self.settings.pause_after_failures
         return self.relay_failures >= limit or self.policy_failures >= limit
 
-    def _release(self, session: Session, recipients: list[Recipient]) -> None:
+    def _release(self, session: Session, recipients: list[Recipient], outcome: Outcome) -> None:
         if recipients:
             ids = [r.delivery_id for r in recipients]
             store.release(session, self.campaign_id, ids, self.worker)
             session.commit()
+            outcome.released += len(ids)
 
     def _finish(self, recipient: Recipient, state: str, **outcome: object) -> None:
-        """Record an outcome and commit it at once: the crash window is one message."""
-        store.record(
-            self.conn,
-            recipient.delivery_id,
-            self.worker,
-            state,
-            address=recipient.email,
-            **outcome,  # type: ignore[arg-type]
+        """Note an outcome; it is committed with its group (see OUTCOMES_PER_COMMIT)."""
+        if not self.unrecorded:
+            self.unrecorded_since = time.monotonic()
+        self.unrecorded.append(
+            store.outcome(
+                recipient.delivery_id,
+                self.worker,
+                state,
+                address=recipient.email,
+                **outcome,  # type: ignore[arg-type]
+            )
         )
 
-    def _deliver(
-        self,
-        session: Session,
-        prepared: Prepared,
-        pacer: Pacer,
-        recipient: Recipient,
-        remaining: int,
-        outcome: Outcome,
-    ) -> None:
-        if recipient.email is None:
-            self._finish(recipient, "skipped", attempted=False, text="the contact was erased")
-            return
-        # Autocommit: no transaction stays open across rendering, pacing and SMTP.
-        reason = store.suppression_reason(self.conn, recipient.email)
-        if reason is not None and not may_mail_anyway(prepared.name, reason):
-            self._finish(recipient, "skipped", attempted=False, text=f"suppressed ({reason})")
-            return
+    def _record(self) -> None:
+        """Commit the outcomes noted so far, in one transaction."""
+        if self.unrecorded:
+            with self.outcomes_conn.transaction() as tx:
+                store.record(tx, self.unrecorded)
+            self.unrecorded = []
+
+    def _skip(self, recipient: Recipient, reason: str) -> None:
+        self._finish(recipient, "skipped", attempted=False, text=f"suppressed ({reason})")
+
+    def _compose(self, prepared: Prepared, recipient: Recipient) -> tuple[str, Envelope] | None:
+        """The message's language and envelope; None when it cannot be made (recorded)."""
         composer = prepared.composer
         language = composer.language_for(recipient)
         try:
-            envelope = composer.compose(recipient, language).envelope
+            return language, composer.compose(recipient, language).envelope
         except UnsafeLink as exc:
             # A recipient's own value would have made a link that is not http(s) or mailto:
             # this delivery fails with the reason; the others go on.
             self._finish(recipient, "failed", language=language, text=exc.message)
-            return
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
             self._finish(recipient, "failed", language=language, text=f"render error: {message}")
-            return
-        pacer.wait(remaining)
+        return None
+
+    def _send(
+        self,
+        session: Session,
+        prepared: Prepared,
+        recipient: Recipient,
+        composed: tuple[str, Envelope],
+        outcome: Outcome,
+    ) -> None:
+        language, envelope = composed
         try:
             accepted = self.transport.send(envelope, prepared.name)
         except TemporaryFailure as exc:
@@ -254,6 +340,8 @@ class Sender:
         )
         if not (policy or exc.hard_bounce) or not recipient.email:
             return
+        # What follows reads and writes beside the delivery: its outcome is on record first.
+        self._record()
         forgotten = self._forgotten(session, recipient)
         text = store.erased(exc.text, recipient.email) if forgotten else exc.text
         contact_id = None if forgotten else recipient.contact_id

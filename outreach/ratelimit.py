@@ -56,8 +56,9 @@ class Pacer:
     sleep: Callable[[float], None] = time.sleep
     _slots: list[float] = field(default_factory=list)
 
-    def wait(self, remaining: int) -> None:
-        """Block until the next message may go; `remaining` sizes the next reservation."""
+    def wait(self, remaining: int, before_sleep: Callable[[], None] | None = None) -> None:
+        """Block until the next message may go; `remaining` sizes the next reservation.
+        `before_sleep` runs first when there is a wait (the sender commits its outcomes)."""
         limits = [lim for lim in self.limits if lim.per_second > 0]
         if not limits:
             return
@@ -70,7 +71,10 @@ class Pacer:
         at = self._slots.pop(0)
         delay = at - time.time()
         if delay > 0:
-            self.sleep(delay)
+            if before_sleep is not None:
+                before_sleep()
+                delay = at - time.time()
+            self.sleep(max(0.0, delay))
 
     def unused(self) -> int:
         return len(self._slots)

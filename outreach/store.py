@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from outreach.compose import Recipient
-from outreach.db import AutocommitConnection, RawStatement
+from outreach.db import DriverTransaction, RawStatement
 from outreach.models import (
     DELIVERY_STATES,
     Campaign,
@@ -51,6 +51,7 @@ from outreach.render import contact_variables
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
 CANCELLED = "campaign cancelled"
+_table = cast(Table, Delivery.__table__)
 
 
 def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> int:
@@ -118,6 +119,21 @@ def release_expired(session: Session, campaign_id: int) -> int:
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 
+def expired_claims(session: Session) -> list[int]:
+    """The sending campaigns that have claims whose lease ran out (their worker died)."""
+    return list(
+        session.scalars(
+            select(Delivery.campaign_id)
+            .where(
+                Delivery.campaign_id.in_(select(Campaign.id).where(Campaign.state == "sending")),
+                Delivery.state == "sending",
+                Delivery.lease_until < utcnow(),
+            )
+            .distinct()
+        )
+    )
+
+
 def settle_cancelled(session: Session) -> int:
     """What cancelled campaigns still have to send, or had claimed by workers that died,
     becomes skipped (the sweep's safety net for claims given back while a cancel ran)."""
@@ -137,93 +153,109 @@ def settle_cancelled(session: Session) -> int:
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 
-def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float) -> list[int]:
-    """Claim up to n due deliveries, oldest first; concurrent claimers never overlap."""
-    now = utcnow()
+def _claim_statement() -> RawStatement:
     due = (
-        select(Delivery.id)
+        select(_table.c.id)
         .where(
-            Delivery.campaign_id == campaign_id,
-            Delivery.state.in_(CLAIMABLE),
-            Delivery.next_attempt_at <= now,
+            _table.c.campaign_id == bindparam("p_campaign"),
+            _table.c.state == bindparam("p_state", type_=String),
+            _table.c.next_attempt_at <= bindparam("p_now", type_=UTCDateTime()),
         )
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(n)
+        .order_by(_table.c.next_attempt_at, _table.c.id)
+        .limit(bindparam("p_n", type_=Integer))
         .with_for_update(skip_locked=True)
     )
-    rows = (
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(due.scalar_subquery()))
-            .values(
-                state="sending",
-                worker=worker,
-                lease_until=now + timedelta(seconds=lease),
-                updated_at=now,
-            )
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
+    return RawStatement(
+        update(_table)
+        .where(_table.c.id.in_(due.scalar_subquery()))
+        .values(
+            state="sending",
+            worker=bindparam("p_worker", type_=String),
+            lease_until=bindparam("p_lease_until", type_=UTCDateTime()),
+            updated_at=bindparam("p_now", type_=UTCDateTime()),
         )
-        .scalars()
-        .all()
+        .returning(_table.c.id)
     )
-    return sorted(rows)
 
 
-def load(session: Session, ids: list[int]) -> list[Recipient]:
-    """The contacts of a claimed batch, with their tags, in two queries."""
-    rows = session.execute(
-        select(Delivery.id, Delivery.attempts, Contact)
-        .outerjoin(Contact, Contact.id == Delivery.contact_id)
+_CLAIM = _claim_statement()
+
+
+def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float) -> list[int]:
+    """Claim up to n due deliveries: retries that are due, then the queue, each oldest first;
+    concurrent claimers never overlap. One state at a time, so each is read in the order of
+    the claim index (campaign, state, due time, id): no claim sorts the whole campaign."""
+    now = utcnow()
+    conn = session.connection()
+    claimed: list[int] = []
+    for state in ("deferred", "queued"):
+        params = {
+            "p_campaign": campaign_id,
+            "p_state": state,
+            "p_now": now,
+            "p_n": n - len(claimed),
+            "p_worker": worker,
+            "p_lease_until": now + timedelta(seconds=lease),
+        }
+        claimed += [row[0] for row in _CLAIM.execute(conn, params)]
+        if len(claimed) >= n:
+            break
+    return sorted(claimed)
+
+
+def load(db: Session | Connection, ids: list[int]) -> list[Recipient]:
+    """The contacts of a claimed batch, with their tags, in two queries. Plain rows, not ORM
+    objects: a batch is read once and never changed, and the identity map cost more than
+    the query."""
+    contacts = cast(Table, Contact.__table__)
+    conn = db.connection() if isinstance(db, Session) else db  # Core, not the ORM's loading
+    rows = conn.execute(
+        select(
+            Delivery.id.label("delivery_id"),
+            Delivery.attempts.label("delivery_attempts"),
+            *contacts.c,
+        )
+        .outerjoin(contacts, contacts.c.id == Delivery.contact_id)
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.id)
     ).all()
-    contact_ids = [c.id for _, _, c in rows if c is not None]
+    contact_ids = [row.id for row in rows if row.id is not None]
     tags: dict[int, list[str]] = {}
     if contact_ids:
-        for cid, tag in session.execute(
+        for cid, tag in conn.execute(
             select(ContactTag.contact_id, ContactTag.tag)
             .where(ContactTag.contact_id.in_(contact_ids))
             .order_by(ContactTag.tag)
         ):
             tags.setdefault(cid, []).append(tag)
     out = []
-    for delivery_id, attempts, contact in rows:
-        if contact is None:
-            out.append(Recipient(delivery_id, None, None, {}, attempts))
+    for row in rows:
+        if row.id is None:  # the contact was erased
+            out.append(Recipient(row.delivery_id, None, None, {}, row.delivery_attempts))
             continue
-        variables = contact_variables(contact, tags.get(contact.id, []))
-        out.append(
-            Recipient(delivery_id, contact.email, contact.name, variables, attempts, contact.id)
-        )
+        # A row reads like a Contact: contact_variables takes either.
+        variables = contact_variables(row, tags.get(row.id, []))
+        attempts = row.delivery_attempts
+        out.append(Recipient(row.delivery_id, row.email, row.name, variables, attempts, row.id))
     if len(contact_ids) < len(rows):  # system messages (confirmations, notices) or erased
         from outreach.system_mail import complete
 
-        out = complete(session, out)
-    session.expunge_all()
+        out = complete(conn, out)
     return out
 
 
-_SUPPRESSION = RawStatement(
-    select(Suppression.reason).where(Suppression.email == bindparam("email"))
-)
+def suppressed(conn: Connection, emails: list[str]) -> dict[str, str]:
+    """The suppression reason of each of `emails` that is suppressed, in one query."""
+    if not emails:
+        return {}
+    rows = conn.execute(
+        select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+    )
+    return {str(email): str(reason) for email, reason in rows}
 
 
-def _run(
-    db: Session | Connection | AutocommitConnection, stmt: RawStatement, params: dict[str, Any]
-) -> Any:
-    if isinstance(db, AutocommitConnection):
-        return stmt.execute_raw(db, params)
-    return stmt.execute(db.connection() if isinstance(db, Session) else db, params)
-
-
-def suppression_reason(db: Session | Connection | AutocommitConnection, email: str) -> str | None:
-    row = _run(db, _SUPPRESSION, {"email": email}).fetchone()
-    return None if row is None else str(row[0])
-
-
-_table = cast(Table, Delivery.__table__)
-# One statement for every outcome; optional values keep the stored ones when NULL.
+# One statement for every outcome; optional values keep the stored ones when NULL. Only the
+# worker that still holds the claim writes it.
 _RECORD = RawStatement(
     update(_table)
     .where(
@@ -254,8 +286,7 @@ _RECORD = RawStatement(
 )
 
 
-def record(
-    db: Session | Connection | AutocommitConnection,
+def outcome(
     delivery_id: int,
     worker: str,
     state: str,
@@ -267,31 +298,33 @@ def record(
     attempted: bool = True,
     retry_at: datetime | None = None,
     address: str | None = None,
-) -> bool:
-    """Record an outcome if this worker still holds the claim; False when it does not.
+) -> dict[str, Any]:
+    """One delivery's outcome, as `record` writes it.
 
     `address` is the recipient's: if the contact is forgotten before this lands, it is
     erased from `text` as `contacts forget` erases it from what was stored before."""
     now = utcnow()
-    result = _run(
-        db,
-        _RECORD,
-        {
-            "p_id": delivery_id,
-            "p_worker": worker,
-            "p_state": state,
-            "p_now": now,
-            "p_code": code,
-            "p_text": text,
-            "p_erased_text": erased(text, address),
-            "p_inc": 1 if attempted else 0,
-            "p_message_id": message_id,
-            "p_language": language,
-            "p_sent_at": now if state == "sent" else None,
-            "p_retry_at": retry_at,
-        },
-    )
-    return bool(result.rowcount)
+    return {
+        "p_id": delivery_id,
+        "p_worker": worker,
+        "p_state": state,
+        "p_now": now,
+        "p_code": code,
+        "p_text": text,
+        "p_erased_text": erased(text, address),
+        "p_inc": 1 if attempted else 0,
+        "p_message_id": message_id,
+        "p_language": language,
+        "p_sent_at": now if state == "sent" else None,
+        "p_retry_at": retry_at,
+    }
+
+
+def record(tx: DriverTransaction, outcomes: list[dict[str, Any]]) -> None:
+    """Write outcomes (see `outcome`) in the caller's transaction, one statement for all.
+    Each is written only if its worker still holds the claim."""
+    if outcomes:
+        _RECORD.execute_many(tx, outcomes)
 
 
 def erased(text: str | None, address: str | None) -> str | None:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -256,17 +257,17 @@ def reopen(session: Session, campaign_id: int) -> None:
     transition(session, campaign_id, "sending", only_from=("draft", "done"))
 
 
-def complete(session: Session, recipients: list[Recipient]) -> list[Recipient]:
+def complete(db: Session | Connection, recipients: list[Recipient]) -> list[Recipient]:
     """Recipients of a claimed batch with their address and values when they are system
-    messages (the delivery store reads contacts only)."""
+    messages (the delivery store reads contacts only). Plain rows, as the store reads them."""
     missing = [r.delivery_id for r in recipients if r.email is None]
     if not missing:
         return recipients
+    table = cast(Table, SystemRecipient.__table__)
+    conn = db.connection() if isinstance(db, Session) else db
     found = {
         row.delivery_id: row
-        for row in session.scalars(
-            select(SystemRecipient).where(SystemRecipient.delivery_id.in_(missing))
-        )
+        for row in conn.execute(select(table).where(table.c.delivery_id.in_(missing)))
     }
     out = []
     for recipient in recipients:

@@ -4,6 +4,11 @@ The database is the source of truth for what is left to send; a task only says "
 campaign N". So a lost task loses nothing: the periodic sweep (every minute, and at every
 worker start) re-queues any campaign with claimable or abandoned deliveries, and starts
 scheduled campaigns whose time has come.
+
+Work that turns up while every worker is idle wakes one within a second: idle consumers look
+at the queue every WAKE_SECONDS at most; a sender that gives claims back (stopped, paused)
+queues a task for them; and every worker process looks each second for claims whose lease ran
+out (their worker died) and queues them again (`LeaseWatch`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from outreach.db import writer_sessionmaker
 from outreach.errors import UserError
 
 log = logging.getLogger("outreach.tasks")
+# The longest an idle consumer thread waits before it looks at the queue again (a Redis
+# queue answers at once; a SQLite queue is polled).
+WAKE_SECONDS = 0.5
 
 # What a queue that cannot be reached raises: Redis down or refusing us, a SQLite queue file
 # that cannot be created or opened.
@@ -89,7 +97,11 @@ def _register(huey: Huey, settings: Settings) -> Queue:
 
         outcome = Sender(settings, transport, stop=STOP.event).run(campaign_id)
         log.info("campaign %s: %d sent by this task", campaign_id, outcome.sent)
-        if outcome.wake_at is not None and not outcome.stopped:
+        if outcome.released:
+            # Claims given back (this worker stops, or the campaign was paused and may be
+            # resumed already): whoever is idle takes them now, not at the next sweep.
+            send_campaign(campaign_id)
+        elif outcome.wake_at is not None and not outcome.stopped:
             send_campaign.schedule((campaign_id,), eta=outcome.wake_at)
 
     @huey.periodic_task(crontab(minute="*"), name="outreach.sweep")
@@ -171,11 +183,14 @@ def run_worker(settings: Settings, workers: int) -> None:
         periodic=True,
         check_worker_health=True,
         scheduler_interval=1,
+        max_delay=WAKE_SECONDS,
         graceful_signal="TERM",
     )
     STOP.event = consumer.stop_flag
     heartbeat = Heartbeat(settings.database_url, workers)
     heartbeat.start()
+    watch = LeaseWatch(settings, queue.send_campaign)
+    watch.start()
     try:
         queue.sweep()  # resume whatever a previous worker left, now
         consumer.run()
@@ -183,7 +198,53 @@ def run_worker(settings: Settings, workers: int) -> None:
         # returns: wait, as for SIGTERM, until the senders have given their claims back.
         consumer.stop(graceful=True)
     finally:
+        watch.stop()
         heartbeat.stop()
+
+
+def requeue_expired(settings: Settings, send_campaign: Callable[[int], Any]) -> list[int]:
+    """Claims of sending campaigns whose lease ran out go back to the queue, and a task is
+    queued for each such campaign; returns their ids."""
+    from outreach import store
+    from outreach.db import reader_sessionmaker
+
+    with reader_sessionmaker(settings.database_url)() as session:
+        expired = store.expired_claims(session)
+    if not expired:
+        return []
+    with writer_sessionmaker(settings.database_url)() as session:
+        for campaign_id in expired:
+            store.release_expired(session, campaign_id)
+        session.commit()
+    for campaign_id in expired:
+        send_campaign(campaign_id)
+    return expired
+
+
+class LeaseWatch:
+    """Looks every `interval` seconds for claims whose worker died, from a thread of its own."""
+
+    def __init__(
+        self, settings: Settings, send_campaign: Callable[[int], Any], interval: float = 1.0
+    ) -> None:
+        self.settings, self.send_campaign, self.interval = settings, send_campaign, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outreach-leases", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                for campaign_id in requeue_expired(self.settings, self.send_campaign):
+                    log.info("campaign %s: expired claims given back to the queue", campaign_id)
+            except Exception as exc:  # a database or queue hiccup must not stop the worker
+                log.warning("looking for expired claims failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
 
 
 def run_processes(processes: int, threads: int) -> int:

@@ -604,3 +604,43 @@ def test_status_says_when_no_worker_has_been_seen(
     assert status.as_json()["workers"]["alive"] == 1
     drain(settings, session)
     assert current(settings).note is None  # done: nothing to wait for
+
+
+class _Watching:
+    """A transport that accepts everything and, as each message goes, compares how many it
+    was handed with how many the database has as sent: the messages a crash would resend."""
+
+    name = "watching"
+
+    def __init__(self, settings) -> None:  # type: ignore[no-untyped-def]
+        self.settings = settings
+        self.handed = 0
+        self.most_unrecorded = 0
+
+    def send(self, envelope, campaign):  # type: ignore[no-untyped-def]
+        from outreach.transport import Accepted
+
+        self.handed += 1  # this one is in flight
+        recorded = current(self.settings).counts["sent"]
+        self.most_unrecorded = max(self.most_unrecorded, self.handed - recorded)
+        return Accepted(250, "ok")
+
+    def close(self) -> None:
+        pass
+
+
+def test_outcomes_are_committed_in_groups_within_the_crash_bound(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    from outreach.config import parse_rate
+    from outreach.pipeline import OUTCOMES_PER_COMMIT
+
+    n = 3 * OUTCOMES_PER_COMMIT + 5
+    settings = settings_for(db_url, tmp_path, rate=parse_rate("0"), batch_size=n)
+    path = project_with(tmp_path, session, csv=contacts_csv(n))
+    send(path, settings, session)
+    watching = _Watching(settings)
+    drain(settings, session, transport=watching)
+    assert current(settings).counts["sent"] == watching.handed == n
+    # Grouped (more than one message a commit), and never past the stated bound.
+    assert 1 < watching.most_unrecorded <= OUTCOMES_PER_COMMIT

@@ -9,7 +9,7 @@ NULL), subscribe requests keep the newer. A data migration: the downgrade leaves
 addresses as they are (the ASCII form is valid for every earlier revision).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-10
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 from email_validator import EmailNotValidError, validate_email
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
