@@ -44,7 +44,7 @@ class QueueUnavailable(UserError):
 
 
 def _unreachable(settings: Settings, exc: BaseException, consequence: str) -> QueueUnavailable:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
+    reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     return QueueUnavailable(
         f"cannot reach the queue {mask_password(settings.queue_url)} (OUTREACH_QUEUE_URL): "
         f"{reason}. Start it, or point OUTREACH_QUEUE_URL at one that runs; {consequence}"
@@ -68,7 +68,12 @@ def make_queue(settings: Settings) -> Queue:
     name = "outreach"
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            # A typo here would otherwise make a queue no worker ever reads.
+            raise QueueUnavailable(
+                f"OUTREACH_QUEUE_URL {mask_password(url)}: the folder {path.parent} does not "
+                "exist; correct the path (the default is outreach-queue.db beside the database)"
+            )
         huey: Huey = SqliteHuey(name, filename=str(path), results=False, utc=True)
     elif url.startswith(("redis://", "rediss://")):
         huey = RedisHuey(name, url=url, results=False, utc=True)

@@ -326,3 +326,15 @@ def test_consent_notices_in_the_wrong_folder_says_so_first(run_cli, tmp_path: Pa
     result = run_cli("consent", "notices", "--dry-run")
     assert result.exit_code == 1
     assert "outreach.db" in result.output and "From" not in result.output
+
+
+def test_a_queue_path_in_no_folder_is_refused(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _project(run_cli, tmp_path)
+    typo = f"sqlite:///{tmp_path / 'no' / 'such' / 'q.db'}"
+    result = run_cli("campaigns", "send", "campaigns/news.yaml", env={"OUTREACH_QUEUE_URL": typo})
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "OUTREACH_QUEUE_URL" in lines[0] and "does not exist" in lines[0]
+    assert not (tmp_path / "no").exists()
+    listed = json.loads(run_cli("campaigns", "list", "--json").output)
+    assert listed == []  # nothing was queued, nothing changed
