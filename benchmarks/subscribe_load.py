@@ -38,7 +38,7 @@ consent:
   text:
     ko: "시티넷 뉴스레터와 행사 안내를 이메일로 받는 데 동의합니다."
     en: "I agree to receive CityNet's newsletter and event invitations by email."
-limits: {per_client_per_hour: 1000000}
+limits: {per_client_per_hour: 1000000, confirmations_per_hour: 1000000}
 """
 
 
