@@ -1151,8 +1151,10 @@ def worker(app: App, workers: int, processes: int, check: bool, within: float) -
             raise UserError(result.message())
         console.print(result.message(), soft_wrap=True)
         return
+    from outreach.db import size_pools
     from outreach.tasks import reachable_queue, run_processes, run_worker
 
+    size_pools(workers)  # before any connection: every sending thread gets its own
     app.database()
     app.settings.require_secret_key("`outreach worker`")
     if processes > 1:

@@ -44,14 +44,36 @@ def _sqlite_setup(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Sending threads a process runs. Each holds up to four pooled connections while it sends (its
+# session, a reader, the outcome writer, a rate-limit reservation); the pools are sized for
+# them, plus the process's own (lease watch, heartbeat), so no thread waits for a connection.
+_sending_threads = 4
+
+
+def size_pools(threads: int) -> None:
+    """Size every connection pool of this process for `threads` sending threads (the
+    worker's --workers); engines made before are let go."""
+    global _sending_threads
+    if threads == _sending_threads:
+        return
+    _sending_threads = threads
+    for cached in (engine_for, writer_sessionmaker, reader_sessionmaker):
+        cached.cache_clear()
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One engine (and connection pool) per URL and process."""
+    size = 4 * _sending_threads + 4
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # An in-memory database lives in one connection: its pool takes no size.
+        pool = {} if sqlite_file(url) is None else {"pool_size": size, "max_overflow": 10}
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
+        )
         _sqlite_setup(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=size, max_overflow=10)
     return engine
 
 

@@ -150,7 +150,9 @@ def _validated(path: Path, settings: Settings, session: Session | None) -> Valid
 
 
 def _campaign_row(session: Session, spec: CampaignFile) -> Campaign:
-    existing = session.scalar(select(Campaign).where(Campaign.name == spec.name))
+    # Held until send commits: a worker finishing the campaign meanwhile (finish_if_done)
+    # waits, then sees the new deliveries instead of closing the campaign over them.
+    existing = session.scalar(select(Campaign).where(Campaign.name == spec.name).with_for_update())
     if existing is not None and existing.state == "cancelled":
         raise UserError(
             f"campaign {spec.name} was cancelled; give the file a new name: to send it again"
@@ -319,6 +321,8 @@ def cancel(session: Session, name: str) -> Cancelled:
 
 def finish_if_done(session: Session, campaign_id: int) -> bool:
     """A sending campaign with nothing left to do becomes `done`."""
+    # Waits for a `send` adding deliveries to this campaign (it holds the row), then counts.
+    session.execute(select(Campaign.id).where(Campaign.id == campaign_id).with_for_update())
     if store.active(session, campaign_id):
         return False
     return transition(session, campaign_id, "done")

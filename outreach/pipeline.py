@@ -42,7 +42,7 @@ from outreach.events import record_event
 from outreach.failures import receiving_domain
 from outreach.lifecycle import finish_if_done, pause_for_relay
 from outreach.messages import Envelope
-from outreach.models import Campaign, Delivery, utcnow
+from outreach.models import Campaign, Delivery, SystemRecipient, utcnow
 from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
 from outreach.suppressions import suppress
@@ -89,6 +89,7 @@ class Sender:
         self.engine = engine_for(self.settings.database_url)
         self.unrecorded: list[dict[str, Any]] = []  # outcomes not yet committed, oldest first
         self.unrecorded_since = 0.0
+        self.claimed_at = 0.0  # when the batch in hand was claimed (see its lease)
         self.links = links_for(self.settings, "a worker")
 
     def run(self, campaign_id: int) -> Outcome:
@@ -125,6 +126,7 @@ class Sender:
             batch = max(1, min(batch, int(slowest * lease / 2)))
         session.commit()
         while not self.stop.is_set():
+            self.claimed_at = time.monotonic()
             ids = store.claim(session, campaign_id, self.worker, batch, lease)
             if not ids and store.release_expired(session, campaign_id):
                 # Claims of a worker that died: resumed once the queue has run dry (the
@@ -179,6 +181,11 @@ class Sender:
     ) -> bool:
         """Send a claimed batch; False when the campaign stopped or we were stopped (the
         rest of the batch is given back)."""
+        # The claim does not look at the campaign: a pause or cancel since the last look stops
+        # this batch too, however quickly batches follow each other.
+        if self._campaign_state(prepared.campaign_id) != "sending":
+            self._release(session, recipients, outcome)
+            return False
         checked = time.monotonic()
         suppressed = self._suppressed(prepared, recipients)
         for index, recipient in enumerate(recipients):
@@ -203,6 +210,12 @@ class Sender:
                 or time.monotonic() - self.unrecorded_since > COMMIT_SECONDS
             ):
                 self._record()
+            # Leases are not renewed: what this batch has not sent by half its lease goes back
+            # (and is claimed afresh) before another worker could take it over and send it
+            # too. One message's SMTP exchange (its timeout, 30 s) fits in the other half.
+            if time.monotonic() - self.claimed_at > self.settings.lease_seconds / 2:
+                self._release(session, recipients[index:], outcome)
+                return True
             # Last before the message goes, so nothing stands between the look-up and it.
             if time.monotonic() - checked > CHECK_SECONDS:
                 checked = time.monotonic()
@@ -391,15 +404,23 @@ class Sender:
             log.error("campaign %s: %s", prepared.name, reason)
 
     def _forgotten(self, session: Session, recipient: Recipient) -> bool:
-        """Whether the contact was forgotten since its batch was loaded. The delivery row is
-        held (PostgreSQL: FOR SHARE) until the caller commits, so a `forget` either finished
+        """Whether the recipient was forgotten since its batch was loaded: the delivery has
+        lost its contact and (a system message's) its recipient row. Both rows are held
+        (PostgreSQL: FOR SHARE) until the caller commits, so a `forget` either finished
         before and is seen here, or waits and then erases what is written now."""
         contact_id = session.scalar(
             select(Delivery.contact_id)
             .where(Delivery.id == recipient.delivery_id)
             .with_for_update(read=True)
         )
-        return contact_id is None
+        if contact_id is not None:
+            return False
+        system = session.scalar(
+            select(SystemRecipient.delivery_id)
+            .where(SystemRecipient.delivery_id == recipient.delivery_id)
+            .with_for_update(read=True)
+        )
+        return system is None
 
     def _temporary(
         self,

@@ -43,6 +43,7 @@ from outreach.models import (
     ContactTag,
     Delivery,
     Suppression,
+    SystemRecipient,
     UTCDateTime,
     utcnow,
 )
@@ -254,6 +255,19 @@ def suppressed(conn: Connection, emails: list[str]) -> dict[str, str]:
     return {str(email): str(reason) for email, reason in rows}
 
 
+_p_state = bindparam("p_state", type_=String)
+# A retry the campaign will never make: it was cancelled while this message was on its way.
+_given_up = and_(
+    _p_state == "deferred",
+    select(Campaign.state).where(Campaign.id == _table.c.campaign_id).scalar_subquery()
+    == "cancelled",
+)
+# A contact forgotten while its message was on its way has no contact_id any more (nor, for
+# a system message, its recipient row): its address must not come back with the reply.
+_erased = and_(
+    _table.c.contact_id.is_(None),
+    ~exists().where(SystemRecipient.delivery_id == _table.c.id),
+)
 # One statement for every outcome; optional values keep the stored ones when NULL. Only the
 # worker that still holds the claim writes it.
 _RECORD = RawStatement(
@@ -264,15 +278,14 @@ _RECORD = RawStatement(
         _table.c.state == "sending",
     )
     .values(
-        state=bindparam("p_state", type_=String),
+        state=case((_given_up, "skipped"), else_=_p_state),
         worker=None,
         lease_until=None,
         updated_at=bindparam("p_now", type_=UTCDateTime()),
         last_code=bindparam("p_code", type_=Integer),
-        # A contact forgotten while its message was on its way has no contact_id any more:
-        # its address must not come back with the server's reply.
         last_text=case(
-            (_table.c.contact_id.is_(None), bindparam("p_erased_text", type_=Text)),
+            (_given_up, CANCELLED),
+            (_erased, bindparam("p_erased_text", type_=Text)),
             else_=bindparam("p_text", type_=Text),
         ),
         attempts=_table.c.attempts + bindparam("p_inc", type_=Integer),

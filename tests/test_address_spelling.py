@@ -245,6 +245,17 @@ def test_migration_0006_rewrites_every_address_to_one_spelling(url_at_0004: str)
         for sid, address, at in subscriptions:
             _insert(conn, "subscriptions", id=sid, email=address, language="ko", created_at=at)
         _insert(conn, "system_recipients", delivery_id=4, email=f"choi@{u}", variables="{}")
+        # The duplicate (2) holds the proof of consent and a tag the kept row (1) lacks.
+        conn.execute(
+            text(
+                "UPDATE contacts SET name = 'Kim', consent = 'opt-in', consent_at = :at WHERE id = 2"
+            ),
+            {"at": NEW},
+        )
+        _insert(conn, "consents", id=1, contact_id=2, kind="opt-in", at=NEW, recorded_at=NEW)
+        _insert(conn, "contact_tags", contact_id=2, tag="newsletter")
+        _insert(conn, "contact_tags", contact_id=1, tag="newsletter")
+        _insert(conn, "contact_tags", contact_id=2, tag="webinar")
 
     upgrade(url_at_0004)
 
@@ -256,11 +267,19 @@ def test_migration_0006_rewrites_every_address_to_one_spelling(url_at_0004: str)
             6: f"김@{a}",
             7: "plain@example.org",
         }
-        # The duplicates' deliveries and events stay, counted, without a contact.
+        # The duplicates merge into the kept contacts: their events and their deliveries of
+        # campaigns the kept one had none of move over; a second delivery of the same
+        # campaign stays, counted, without a contact.
         rows = conn.execute(text("SELECT id, contact_id FROM deliveries ORDER BY id")).all()
-        assert [tuple(r) for r in rows] == [(1, 1), (2, None), (3, None), (4, None)]
+        assert [tuple(r) for r in rows] == [(1, 1), (2, None), (3, 3), (4, None)]
         rows = conn.execute(text("SELECT id, contact_id FROM events ORDER BY id")).all()
-        assert [tuple(r) for r in rows] == [(1, 1), (2, None), (3, None), (4, None)]
+        assert [tuple(r) for r in rows] == [(1, 1), (2, 1), (3, 3), (4, None)]
+        # Nothing of the proof of consent, the fields or the tags is lost.
+        assert conn.execute(text("SELECT contact_id FROM consents")).scalar() == 1
+        kept = conn.execute(text("SELECT name, consent FROM contacts WHERE id = 1")).one()
+        assert tuple(kept) == ("Kim", "opt-in")
+        tags = conn.execute(text("SELECT tag FROM contact_tags WHERE contact_id = 1 ORDER BY tag"))
+        assert [t for (t,) in tags] == ["newsletter", "webinar"]
         rows = conn.execute(text("SELECT email, reason FROM suppressions ORDER BY email")).all()
         assert [tuple(r) for r in rows] == [
             (f"kim@{a}", "bounced"),

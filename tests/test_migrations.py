@@ -56,3 +56,42 @@ def test_commands_refuse_an_uninitialised_database(run_cli) -> None:  # type: ig
     assert result.exit_code != 0
     assert "run `outreach init` first" in result.output
     assert "Traceback" not in result.output
+
+
+def test_downgrading_keeps_what_points_at_contacts(db_url: str) -> None:
+    """Going back below 0004 drops two contact columns; on SQLite a table rebuild would
+    drop the table with foreign keys on, deleting every tag and detaching every delivery."""
+    from sqlalchemy import text
+
+    with engine_for(db_url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO contacts (id, email, attributes, created_at, updated_at) "
+                "VALUES (1, 'kim@example.org', '{}', :t, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        conn.execute(text("INSERT INTO contact_tags (contact_id, tag) VALUES (1, 'newsletter')"))
+        conn.execute(
+            text(
+                "INSERT INTO campaigns (id, name, state, definition, expressions, created_at, "
+                "updated_at) VALUES (1, 'news', 'done', '{}', '[]', :t, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (id, campaign_id, contact_id, state, attempts, "
+                "next_attempt_at, created_at, updated_at) VALUES (1, 1, 1, 'sent', 1, :t, :t, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+    from alembic import command
+
+    from outreach.db import alembic_config
+
+    command.downgrade(alembic_config(db_url), "0003")
+    with engine_for(db_url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM contact_tags")).scalar() == 1
+        assert conn.execute(text("SELECT contact_id FROM deliveries")).scalar() == 1
+    upgrade(db_url)

@@ -131,6 +131,8 @@ def downgrade() -> None:
     op.drop_table("subscriptions")
     op.drop_table("consent_notices")
     op.drop_table("consents")
-    with op.batch_alter_table("contacts", schema=None) as batch_op:
+    # Not rebuilt: on SQLite a rebuild drops the old table, and with foreign keys on that
+    # deletes every tag and detaches every delivery and event (SQLite 3.35+ drops columns).
+    with op.batch_alter_table("contacts", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("consent_version")
         batch_op.drop_column("consent_source")

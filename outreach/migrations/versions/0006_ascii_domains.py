@@ -3,9 +3,10 @@
 Addresses were stored with an internationalised domain as typed (kim@수원.kr) or in its
 ASCII form (kim@xn--9p4bi0g.kr), so one mailbox could be two contacts and escape its own
 suppression. Every table that stores an address gets `local@ascii-domain`. Where both
-spellings were stored: suppressions keep the stronger reason, contacts keep the older row
-(the duplicate's deliveries and events stay, counted, without a contact: ON DELETE SET
-NULL), subscribe requests keep the newer. A data migration: the downgrade leaves the
+spellings were stored: suppressions keep the stronger reason, subscribe requests keep the
+newer, and contacts keep the older row, into which the duplicate is merged first — its
+consent records, events, tags, consent notices and deliveries (where the kept contact has
+none for that campaign) move over, and fields the kept row lacks are filled from it. A data migration: the downgrade leaves the
 addresses as they are (the ASCII form is valid for every earlier revision).
 
 Revision ID: 0006
@@ -71,13 +72,16 @@ def _settle(
     key: str,
     groups: dict[str, list[Any]],
     keep: Any,
+    merge: Any = None,
 ) -> None:
     """In each group, keep the row `keep` picks under the ASCII form and delete the others
-    (first, so that the unique address is free)."""
+    (first, so that the unique address is free), after `merge(conn, winner, losers)`."""
     for target, rows in groups.items():
         winner = keep(rows)
         losers = [row_key for row_key in (getattr(r, key) for r in rows) if row_key != winner]
         if losers:
+            if merge is not None:
+                merge(conn, winner, losers)
             conn.execute(sa.delete(table).where(table.c[key].in_(losers)))
         conn.execute(sa.update(table).where(table.c[key] == winner).values(email=target))
 
@@ -95,11 +99,63 @@ def _strongest(rows: list[Any]) -> Any:
     return min(rows, key=lambda r: (-PRECEDENCE.get(r.reason, 0), r.created_at, r.id)).id
 
 
+# A contact's own fields, filled in the kept row from a duplicate where the kept one is empty.
+FIELDS = (
+    "name",
+    "organisation",
+    "organisation_type",
+    "city",
+    "country",
+    "language",
+    "membership",
+    "consent",
+    "consent_at",
+    "consent_source",
+    "consent_version",
+)
+
+
+def _merge_contacts(conn: sa.Connection, winner: int, losers: list[int]) -> None:
+    """Move what belongs to the duplicates over to the kept contact, so that deleting them
+    (ON DELETE CASCADE / SET NULL) loses neither proof of consent nor history."""
+    contacts = sa.table("contacts", sa.column("id"), *(sa.column(f) for f in FIELDS))
+    kept = conn.execute(sa.select(contacts).where(contacts.c.id == winner)).one()
+    fill: dict[str, Any] = {}
+    for row in conn.execute(sa.select(contacts).where(contacts.c.id.in_(losers))):
+        for name in FIELDS:
+            if getattr(kept, name) is None and name not in fill and getattr(row, name) is not None:
+                fill[name] = getattr(row, name)
+    if fill:
+        conn.execute(sa.update(contacts).where(contacts.c.id == winner).values(**fill))
+    for name in ("events", "consents", "subscriptions", "system_recipients"):
+        table = sa.table(name, sa.column("contact_id"))
+        conn.execute(
+            sa.update(table).where(table.c.contact_id.in_(losers)).values(contact_id=winner)
+        )
+    # Where the kept contact already has the row (a tag, a campaign's delivery, a notice of
+    # the same date), the duplicate's stays with it and goes (tags, notices) or keeps its
+    # counts without a contact (a delivery).
+    for name, unique in (
+        ("contact_tags", "tag"),
+        ("deliveries", "campaign_id"),
+        ("consent_notices", "due"),
+    ):
+        table = sa.table(name, sa.column("contact_id"), sa.column(unique))
+        for loser in losers:  # one at a time: two duplicates may hold the same one
+            taken = sa.select(table.c[unique]).where(table.c.contact_id == winner)
+            conn.execute(
+                sa.update(table)
+                .where(table.c.contact_id == loser, table.c[unique].not_in(taken.scalar_subquery()))
+                .values(contact_id=winner)
+            )
+
+
 def upgrade() -> None:
     conn = op.get_bind()
 
     contacts = _table("contacts", "id", "created_at")
-    _settle(conn, contacts, "id", _groups(conn, contacts, "id", "created_at"), _oldest)
+    groups = _groups(conn, contacts, "id", "created_at")
+    _settle(conn, contacts, "id", groups, _oldest, merge=_merge_contacts)
 
     suppressions = _table("suppressions", "id", "reason", "created_at")
     groups = _groups(conn, suppressions, "id", "reason", "created_at")
