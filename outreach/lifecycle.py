@@ -33,6 +33,7 @@ from outreach.fields import normalise_email
 from outreach.heartbeat import Workers, workers
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
+from outreach.render import CompiledVariant
 from outreach.segments import Segment, audience, audience_of
 from outreach.tokens import links_for
 from outreach.transport import SendFailure, transport_for
@@ -192,11 +193,18 @@ def _store_compiled(
     campaign.updated_at = utcnow()
     session.add(campaign)
     session.flush()
-    session.query(CampaignVariant).filter_by(campaign_id=campaign.id).delete()
-    for language, variant in compiled.variants.items():
+    replace_variants(session, campaign.id, compiled.variants)
+
+
+def replace_variants(
+    session: Session, campaign_id: int, variants: dict[str, CompiledVariant]
+) -> None:
+    """A campaign's compiled messages, one per language, in place of those it had."""
+    session.query(CampaignVariant).filter_by(campaign_id=campaign_id).delete()
+    for language, variant in variants.items():
         session.add(
             CampaignVariant(
-                campaign_id=campaign.id,
+                campaign_id=campaign_id,
                 language=language,
                 subject=variant.subject,
                 html=variant.html,

@@ -29,8 +29,8 @@ from outreach.compose import Recipient
 from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.i18n import CATALOGS, N_, languages, translations
-from outreach.lifecycle import transition
-from outreach.models import Campaign, CampaignVariant, Delivery, SystemRecipient, utcnow
+from outreach.lifecycle import replace_variants, transition
+from outreach.models import Campaign, Delivery, SystemRecipient, utcnow
 from outreach.render import CompiledVariant, DeferRecipientValues, Deferred, html_to_text
 
 log = logging.getLogger("outreach.system_mail")
@@ -196,17 +196,7 @@ def ensure(session: Session, kind: Kind, sender: Sender) -> int:
     campaign.expressions = list(deferred.sources)
     campaign.updated_at = utcnow()
     session.flush()
-    session.query(CampaignVariant).filter_by(campaign_id=campaign.id).delete()
-    for language, variant in variants.items():
-        session.add(
-            CampaignVariant(
-                campaign_id=campaign.id,
-                language=language,
-                subject=variant.subject,
-                html=variant.html,
-                text=variant.text,
-            )
-        )
+    replace_variants(session, campaign.id, variants)
     session.flush()
     return campaign.id
 
