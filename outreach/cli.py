@@ -641,7 +641,7 @@ def consent_notices(app: App, dry_run: bool) -> None:
     """
     from outreach.consent import queue_notices
     from outreach.subscriptions import load_config, system_sender
-    from outreach.system_mail import Nudger
+    from outreach.tasks import Nudger
 
     app.database()  # in the wrong folder, say that first
     sender = system_sender(app.settings, load_config(app.settings))

@@ -158,6 +158,13 @@ class Prepared:
     rate: float | None
     composer: Composer
     settings: Settings = field(repr=False)
+    # A system message that goes to a person's own unsubscribe (the notice that their
+    # unsubscription is processed, a confirmation that lifts it).
+    mails_unsubscribed: bool = False
+
+    def blocked_by(self, reason: str) -> bool:
+        """Whether an address suppressed for `reason` must not get this campaign's message."""
+        return not (self.mails_unsubscribed and reason == "unsubscribed")
 
 
 _prepared: dict[tuple[str, int], Prepared] = {}
@@ -203,7 +210,13 @@ def prepare(session: Session, campaign: Campaign, settings: Settings, links: Lin
         verp=True,
     )
     prepared = Prepared(
-        campaign.id, campaign.name, campaign.updated_at, campaign.rate, composer, settings
+        campaign.id,
+        campaign.name,
+        campaign.updated_at,
+        campaign.rate,
+        composer,
+        settings,
+        bool(definition.get("mails_unsubscribed")),
     )
     with _prepared_lock:
         _prepared[key] = prepared

@@ -10,32 +10,27 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from outreach.config import Settings
 from outreach.models import (
     CONSENTS,
-    Campaign,
     ConsentNotice,
     ConsentRecord,
     Contact,
     Delivery,
-    RateLimit,
     Subscription,
     SystemRecipient,
     utcnow,
 )
 from outreach.segments import not_suppressed
 
-log = logging.getLogger("outreach.consent")
 NOTICE_YEARS = 2
 # Pending subscribe requests (and their personal data) are kept this long, then purged.
 REQUEST_DAYS = 8
@@ -230,66 +225,3 @@ def erase(session: Session, email: str) -> None:
     go too (their deliveries stay, counted, as erased)."""
     session.execute(delete(Subscription).where(Subscription.email == email))
     session.execute(delete(SystemRecipient).where(SystemRecipient.email == email))
-
-
-def maintain(session: Session, now: datetime | None = None) -> None:
-    """Housekeeping for the worker: purge old subscribe requests and client counters, and
-    reopen a system campaign (or the welcome message) that finished while a message was being
-    added to it."""
-    from outreach.system_mail import KINDS, reopen
-
-    now = now or utcnow()
-    session.execute(
-        delete(Subscription).where(Subscription.created_at < now - timedelta(days=REQUEST_DAYS))
-    )
-    session.execute(
-        delete(RateLimit).where(
-            RateLimit.key.like("subscribe:%"), RateLimit.tat < now.timestamp() - 86400
-        )
-    )
-    from outreach.welcome import welcome_campaign
-
-    names = [kind.campaign for kind in KINDS.values()]
-    welcome = welcome_campaign(session)
-    stalled = session.scalars(
-        select(Campaign.id).where(
-            Campaign.name.in_(names) | (Campaign.id == (welcome or 0)),
-            Campaign.state == "done",
-            exists().where(
-                and_(
-                    Delivery.campaign_id == Campaign.id, Delivery.state.in_(("queued", "deferred"))
-                )
-            ),
-        )
-    ).all()
-    for campaign_id in stalled:
-        reopen(session, campaign_id)
-    session.commit()
-
-
-def register_periodic(huey: Any, settings: Settings) -> dict[str, Any]:
-    """The worker's periodic consent tasks: housekeeping every ten minutes, and the consent
-    notices once a day when OUTREACH_CONSENT_NOTICES is on. Returns them by name."""
-    from huey import crontab
-
-    from outreach.db import writer_sessionmaker
-
-    @huey.periodic_task(crontab(minute="*/10"), name="outreach.consent_maintenance")
-    def consent_maintenance() -> None:
-        with writer_sessionmaker(settings.database_url)() as session:
-            maintain(session)
-
-    if not settings.consent_notices:
-        return {"maintenance": consent_maintenance}
-
-    @huey.periodic_task(crontab(hour="1", minute="17"), name="outreach.consent_notices")
-    def consent_notices() -> None:
-        from outreach.subscriptions import load_config, system_sender
-
-        with writer_sessionmaker(settings.database_url)() as session:
-            sender = system_sender(settings, load_config(settings))
-            run = queue_notices(session, sender)
-        # The sweep, every minute, starts sending them.
-        log.info("consent notices: %d queued", run.queued)
-
-    return {"maintenance": consent_maintenance, "notices": consent_notices}

@@ -46,7 +46,6 @@ from outreach.models import Campaign, Delivery, SystemRecipient, utcnow
 from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
 from outreach.suppressions import suppress
-from outreach.system_mail import may_mail_anyway
 from outreach.tokens import links_for
 from outreach.transport import PermanentFailure, TemporaryFailure, Transport
 
@@ -169,7 +168,7 @@ class Sender:
             found = store.suppressed(self.reader_conn, [r.email for r in recipients if r.email])
         finally:
             self.reader_conn.rollback()
-        return {e: why for e, why in found.items() if not may_mail_anyway(prepared.name, why)}
+        return {e: why for e, why in found.items() if prepared.blocked_by(why)}
 
     def _send_batch(
         self,

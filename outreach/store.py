@@ -239,9 +239,37 @@ def load(db: Session | Connection, ids: list[int]) -> list[Recipient]:
         attempts = row.delivery_attempts
         out.append(Recipient(row.delivery_id, row.email, row.name, variables, attempts, row.id))
     if len(contact_ids) < len(rows):  # system messages (confirmations, notices) or erased
-        from outreach.system_mail import complete
+        out = _system_recipients(conn, out)
+    return out
 
-        out = complete(conn, out)
+
+def _system_recipients(conn: Connection, recipients: list[Recipient]) -> list[Recipient]:
+    """A system message (a confirmation, a notice) has no contact: its address and values
+    are in its SystemRecipient row."""
+    missing = [r.delivery_id for r in recipients if r.email is None]
+    table = cast(Table, SystemRecipient.__table__)
+    found = {
+        row.delivery_id: row
+        for row in conn.execute(select(table).where(table.c.delivery_id.in_(missing)))
+    }
+    out = []
+    for recipient in recipients:
+        row = found.get(recipient.delivery_id)
+        if recipient.email is not None or row is None:
+            out.append(recipient)  # a contact's, or an erased one's
+            continue
+        variables = {
+            **(row.variables or {}),
+            "email": row.email,
+            "name": row.name,
+            "language": row.language,
+        }
+        attempts = recipient.attempts
+        out.append(
+            Recipient(
+                recipient.delivery_id, row.email, row.name, variables, attempts, row.contact_id
+            )
+        )
     return out
 
 

@@ -16,17 +16,14 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jinja2
-from sqlalchemy import Table, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from outreach import __version__
-from outreach.compose import Recipient
-from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.i18n import CATALOGS, N_, languages, translations
 from outreach.lifecycle import replace_variants, transition
@@ -76,12 +73,6 @@ _BY_CAMPAIGN = {kind.campaign: kind for kind in KINDS.values()}
 
 def is_system(campaign_name: str) -> bool:
     return campaign_name in _BY_CAMPAIGN
-
-
-def may_mail_anyway(campaign_name: str, reason: str) -> bool:
-    """Whether a message of this campaign still goes to an address suppressed for `reason`."""
-    kind = _BY_CAMPAIGN.get(campaign_name)
-    return kind is not None and kind.to_unsubscribed and reason == "unsubscribed"
 
 
 @dataclass(frozen=True)
@@ -146,8 +137,13 @@ def _sources() -> bytes:
     return digest.digest()
 
 
+# Raised when what `ensure` stores in a campaign's definition changes, so stored system
+# campaigns are compiled again (2: `mails_unsubscribed`).
+DEFINITION_FORMAT = 2
+
+
 def _fingerprint(kind: Kind, sender: Sender) -> str:
-    return _fingerprint_of(repr((kind, sender)))
+    return _fingerprint_of(repr((DEFINITION_FORMAT, kind, sender)))
 
 
 @lru_cache(maxsize=64)
@@ -191,6 +187,8 @@ def ensure(session: Session, kind: Kind, sender: Sender) -> int:
         "template": kind.template,
         "audience": None,
         "system": True,
+        # The withdrawal notice goes to the address that has just unsubscribed.
+        "mails_unsubscribed": kind.to_unsubscribed,
         "fingerprint": fingerprint,
     }
     campaign.expressions = list(deferred.sources)
@@ -245,67 +243,6 @@ def queue(
 def reopen(session: Session, campaign_id: int) -> None:
     """A standing campaign that finished sends again when it gets a new delivery."""
     transition(session, campaign_id, "sending", only_from=("draft", "done"))
-
-
-def complete(db: Session | Connection, recipients: list[Recipient]) -> list[Recipient]:
-    """Recipients of a claimed batch with their address and values when they are system
-    messages (the delivery store reads contacts only). Plain rows, as the store reads them."""
-    missing = [r.delivery_id for r in recipients if r.email is None]
-    if not missing:
-        return recipients
-    table = cast(Table, SystemRecipient.__table__)
-    conn = db.connection() if isinstance(db, Session) else db
-    found = {
-        row.delivery_id: row
-        for row in conn.execute(select(table).where(table.c.delivery_id.in_(missing)))
-    }
-    out = []
-    for recipient in recipients:
-        row = found.get(recipient.delivery_id)
-        if recipient.email is not None or row is None:
-            out.append(recipient)
-            continue
-        variables = {
-            **(row.variables or {}),
-            "email": row.email,
-            "name": row.name,
-            "language": row.language,
-        }
-        out.append(
-            Recipient(
-                recipient.delivery_id,
-                row.email,
-                row.name,
-                variables,
-                recipient.attempts,
-                row.contact_id,
-            )
-        )
-    return out
-
-
-class Nudger:
-    """Tells the worker there is new work, after the commit: one Huey task per campaign.
-    Losing a nudge loses nothing (the worker's sweep finds the deliveries within a minute),
-    so a queue that cannot be reached is logged, not shown to the person."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._enqueue: Any = None
-
-    def __call__(self, *campaign_ids: int | None) -> None:
-        ids = sorted({cid for cid in campaign_ids if cid is not None})
-        if not ids:
-            return
-        try:
-            if self._enqueue is None:
-                from outreach.tasks import enqueuer
-
-                self._enqueue = enqueuer(self.settings)
-            for campaign_id in ids:
-                self._enqueue(campaign_id, 1)
-        except Exception as exc:  # the queue is a nudge; the database holds the work
-            log.warning("could not nudge the worker (the sweep will pick it up): %s", exc)
 
 
 def require_from(from_: str | None, where: str) -> str:

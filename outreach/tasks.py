@@ -113,7 +113,7 @@ def _register(huey: Huey, settings: Settings) -> Queue:
     def sweep() -> None:
         run_sweep(settings, send_campaign)
 
-    from outreach.consent import register_periodic
+    from outreach.housekeeping import register_periodic
 
     register_periodic(huey, settings)  # housekeeping; the consent notices when enabled
     return Queue(huey, send_campaign, sweep)
@@ -281,3 +281,25 @@ def run_processes(processes: int, threads: int) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     return max(child.wait() for child in children)
+
+
+class Nudger:
+    """Tells the worker there is new work, after the commit: one Huey task per campaign.
+    Losing a nudge loses nothing (the worker's sweep finds the deliveries within a minute),
+    so a queue that cannot be reached is logged, not shown to the person."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._enqueue: Any = None
+
+    def __call__(self, *campaign_ids: int | None) -> None:
+        ids = sorted({cid for cid in campaign_ids if cid is not None})
+        if not ids:
+            return
+        try:
+            if self._enqueue is None:
+                self._enqueue = enqueuer(self.settings)
+            for campaign_id in ids:
+                self._enqueue(campaign_id, 1)
+        except Exception as exc:  # the queue is a nudge; the database holds the work
+            log.warning("could not nudge the worker (the sweep will pick it up): %s", exc)

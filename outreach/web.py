@@ -38,7 +38,7 @@ from outreach.models import Campaign, Contact, Delivery, Suppression, utcnow
 from outreach.store import load as load_recipients
 from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
 from outreach.suppressions import recipient_of, suppress_if_new, unsuppress
-from outreach.system_mail import Nudger
+from outreach.tasks import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens, tokens_for
 
 log = logging.getLogger("outreach.web")

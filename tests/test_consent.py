@@ -198,7 +198,7 @@ def test_two_runs_at_once_send_one_notice(
 def test_consent_notices_command_and_the_workers_daily_task(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from huey import MemoryHuey
 
-    from outreach.consent import register_periodic
+    from outreach.housekeeping import register_periodic
 
     env = {"OUTREACH_FROM": "CityNet <news@citynet-ap.org>"}
     write(
@@ -345,7 +345,7 @@ def test_a_subscribe_file_is_not_a_campaign(run_cli, tmp_path: Path) -> None:  #
 def test_housekeeping_purges_old_requests_and_reopens_a_stalled_system_campaign(
     session: Session, db_url: str, tmp_path: Path
 ) -> None:
-    from outreach.consent import maintain
+    from outreach.housekeeping import maintain
     from outreach.lifecycle import transition
     from outreach.models import Campaign
     from outreach.system_mail import queue
