@@ -260,7 +260,7 @@ class Sender:
         """Commit the outcomes noted so far, in one transaction."""
         if self.unrecorded:
             with self.outcomes_conn.transaction() as tx:
-                store.record(tx, self.unrecorded)
+                store.record(tx, self.unrecorded, self.campaign_id)
             self.unrecorded = []
 
     def _skip(self, recipient: Recipient, reason: str) -> None:

@@ -361,11 +361,22 @@ def outcome(
     }
 
 
-def record(tx: DriverTransaction, outcomes: list[dict[str, Any]]) -> None:
-    """Write outcomes (see `outcome`) in the caller's transaction, one statement for all.
-    Each is written only if its worker still holds the claim."""
-    if outcomes:
-        _RECORD.execute_many(tx, outcomes)
+# PostgreSQL reads the campaign's state in _RECORD as of the statement's start: a cancel
+# not yet committed would be missed, and its own skipping would miss this deferral, leaving
+# a retry nobody makes. Holding the campaign row (as `release` does) orders the two.
+_HOLD_CAMPAIGN = RawStatement(
+    select(Campaign.id).where(Campaign.id == bindparam("p_campaign")).with_for_update(read=True)
+)
+
+
+def record(tx: DriverTransaction, outcomes: list[dict[str, Any]], campaign_id: int) -> None:
+    """Write outcomes (see `outcome`) of one campaign in the caller's transaction, one
+    statement for all. Each is written only if its worker still holds the claim."""
+    if not outcomes:
+        return
+    if tx.dialect.name != "sqlite" and any(o["p_state"] == "deferred" for o in outcomes):
+        _HOLD_CAMPAIGN.execute_many(tx, [{"p_campaign": campaign_id}])
+    _RECORD.execute_many(tx, outcomes)
 
 
 def erased(text: str | None, address: str | None) -> str | None:
