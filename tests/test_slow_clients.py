@@ -111,9 +111,10 @@ def still_open(socks: list[socket.socket]) -> int:
     return open_
 
 
-def one_click(url: str, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> int:
+def one_click(url: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> int:
     """POST the RFC 8058 one-click body as a mail provider does; the status, or 0 if the
-    server did not answer within the timeout."""
+    server did not answer within the timeout. Five seconds is half the 10 s for which a
+    server that waits on the held connections would stall, and room for a busy machine."""
     req = urllib.request.Request(
         url,
         data=ONE_CLICK,
