@@ -82,6 +82,9 @@ def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and "could not find expected ':'" in (exc.problem or ""):
+            # The parser noticed on a later line; the key without its colon is where it began.
+            mark = exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc)
         raise FileError(path, f"YAML syntax error: {problem}{_hint(problem)}", line) from None
@@ -96,13 +99,14 @@ def _hint(problem: str) -> str:
     """What a YAML parser's complaint usually means in a hand-written file."""
     if "found character '\\t'" in problem:
         return "; indent with spaces, not tabs"
+    if "could not find expected ':'" in problem:
+        return "; a key without its colon? Write `key: value`, with a space after the colon"
     if any(
         words in problem
         for words in (
             "expected <block end>",
             "did not find expected key",
             "mapping values are not allowed",
-            "could not find expected ':'",
             "did not find expected '-'",
         )
     ):

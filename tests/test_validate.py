@@ -391,15 +391,21 @@ def test_a_non_http_link_from_the_context_points_at_the_campaign_file(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("edit", "line"),
+    ("edit", "line", "hint"),
     [
-        (lambda c: c.replace("  include: [everyone]", "  include: [everyone]\n exclude: []"), 10),
-        (lambda c: c.replace("reply_to: info", "  reply_to: info"), 7),
+        (
+            lambda c: c.replace("  include: [everyone]", "  include: [everyone]\n exclude: []"),
+            10,
+            "indentation?",
+        ),
+        (lambda c: c.replace("reply_to: info", "  reply_to: info"), 7, "indentation?"),
+        # A key without its colon: the line of that key, not the next one the parser read.
+        (lambda c: c.replace("reply_to: info", "reply_to info"), 7, "a key without its colon?"),
     ],
 )
-def test_a_yaml_syntax_error_hints_at_indentation(tmp_path: Path, edit, line: int) -> None:  # type: ignore[no-untyped-def]
+def test_a_yaml_syntax_error_hints_at_the_cause(tmp_path: Path, edit, line: int, hint: str) -> None:  # type: ignore[no-untyped-def]
     error = one(errors_for(tmp_path, edit(CAMPAIGN)), "YAML syntax error")
-    assert "indentation?" in error and f"news.yaml:{line}:" in error
+    assert hint in error and f"news.yaml:{line}:" in error
 
 
 def test_an_unknown_key_suggests_the_near_one(tmp_path: Path) -> None:
