@@ -366,7 +366,9 @@ def _heuristic_failures(msg: Message) -> tuple[list[Failure], bool, str | None]:
     try:
         temporary, permanent = flufl.bounce.all_failures(msg)
     except Exception as exc:
-        return [], False, f"{type(exc).__name__}: {one_line(exc, 120)}"
+        # One of its detectors choked on the message, which ends the whole scan.
+        why = f"{type(exc).__name__}: {one_line(exc, 120)}"
+        return [], False, f"no bounce format could be read; flufl.bounce failed with {why}"
     found = [(a, True) for a in sorted(permanent)]
     found += [(a, False) for a in sorted(temporary) if a not in permanent]
     truncated = len(found) > MAX_FAILURES

@@ -427,6 +427,15 @@ def crafted(parts: int, size: int = 1) -> bytes:
     ).encode()
 
 
+def test_a_message_no_detector_can_read_is_reported_as_such(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """Bytes no mail system wrote make a flufl.bounce detector raise: the line says that no
+    bounce format could be read, not only the exception's name."""
+    settings, _ = campaign
+    report = one(session, settings, "garbage.eml", b"garbage\x00\x01 not a mail\n")
+    assert len(report.malformed) == 1 and suppressed(session) == {}
+    assert "no bounce format could be read" in report.malformed[0], report.malformed
+
+
 @pytest.mark.parametrize(
     ("raw", "why"),
     [
