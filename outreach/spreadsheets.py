@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from outreach.errors import FileError, UserError
+from outreach.printable import one_line
 
 ESCAPE = "'"
 TRIGGERS = frozenset("=+-@\t\r")
@@ -190,8 +191,10 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     from openpyxl import load_workbook
 
     try:
-        # data_only: the values a person sees, not the formulas behind them.
+        # data_only: the values a person sees, not the formulas behind them. The formulas
+        # are read beside them only to tell an empty cell from a value never computed.
         book = load_workbook(path, read_only=True, data_only=True)
+        formulas = load_workbook(path, read_only=True) if _has_formulas(path) else None
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except Exception as exc:  # openpyxl raises zip, XML and key errors alike for a bad file
@@ -202,7 +205,16 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         # The first sheet holds the list; others (notes, lookups) are not contacts.
         sheet = book.worksheets[0]
         sheet.reset_dimensions()  # some writers store wrong dimensions; read every row
-        for number, values in enumerate(sheet.iter_rows(min_row=1, values_only=True), 1):
+        rows = sheet.iter_rows(min_row=1, values_only=True)
+        if formulas is not None:
+            behind = formulas.worksheets[0]
+            behind.reset_dimensions()
+            written = behind.iter_rows(min_row=1, values_only=True)
+            rows = (
+                _computed(path, n, v, w)
+                for n, (v, w) in enumerate(zip(rows, written, strict=True), 1)
+            )
+        for number, values in enumerate(rows, 1):
             cells = [_text(v) for v in values]
             while cells and not cells[-1]:
                 cells.pop()  # formatted but empty cells to the right are not columns
@@ -211,6 +223,49 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise FileError(path, f"cannot read the .xlsx file ({type(exc).__name__})") from None
     finally:
         book.close()
+        if formulas is not None:
+            formulas.close()
+
+
+# A cell's formula element, with or without a namespace prefix.
+_FORMULA = re.compile(rb"<(?:\w+:)?f[ >/]")
+
+
+def _has_formulas(path: Path) -> bool:
+    """Whether any sheet of the file holds a formula: most contact lists hold none, and
+    reading the file a second time for its formulas would cost as much as the first."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.startswith("xl/worksheets/") and name.endswith(".xml"):
+                tail = b""
+                with archive.open(name) as part:
+                    while chunk := part.read(1 << 20):
+                        if _FORMULA.search(tail + chunk):
+                            return True
+                        tail = chunk[-16:]
+    return False
+
+
+def _computed(path: Path, number: int, values: Any, written: Any) -> Any:
+    """`values`, unless one is a formula with no saved value (a script wrote the file; no
+    spreadsheet program computed it): read as an empty cell it would import a contact
+    without its name, or report an address missing that the sheet shows. The import stops
+    at the first, before anything is written."""
+    for index, (value, source) in enumerate(zip(values, written, strict=False)):
+        if value is None and isinstance(source, str) and source.startswith("="):
+            from openpyxl.utils import get_column_letter
+
+            cell = f"{get_column_letter(index + 1)}{number}"
+            raise FileError(
+                path,
+                f"cell {cell} is a formula with no saved value ({one_line(source, 60)}); the "
+                "program that wrote the file did not compute it. Open the file in Excel or "
+                "LibreOffice and save it again, or paste values instead of formulas",
+                number,
+            )
+    return values
 
 
 class CellError(ValueError):

@@ -235,6 +235,54 @@ def test_xlsx_errors_give_the_row(session: Session, tmp_path: Path) -> None:
     ]
 
 
+def test_a_formula_nobody_computed_stops_the_import_at_its_cell(
+    session: Session, tmp_path: Path
+) -> None:
+    """A script that writes formulas (openpyxl, pandas) saves no values for them: read as
+    values they are empty, which would import a contact without its name, or report an
+    address as missing that the sheet shows."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["email", "name", "language"])
+    sheet.append(["good@example.org", "Good", "en"])
+    sheet.append(["lee@busan.example.org", '=HYPERLINK("https://busan.example.org","Lee")', "ko"])
+    book.save(tmp_path / "scripted.xlsx")
+    with pytest.raises(FileError) as err:
+        import_csv(session, tmp_path / "scripted.xlsx")
+    message = str(err.value)
+    assert "scripted.xlsx:3:" in message and "B3" in message and "no saved value" in message
+    assert "save it again" in message and "\n" not in message
+    assert session.scalar(select(func.count()).select_from(Contact)) == 0
+
+
+def test_a_formula_with_its_saved_value_imports_as_that_value(
+    session: Session, tmp_path: Path
+) -> None:
+    """As Excel and LibreOffice save it: the formula and the value it showed."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["email", "name"])
+    sheet.append(["kim@suwon.example.org", '="Kim "&"Min-jun"'])
+    book.save(tmp_path / "saved.xlsx")
+    # openpyxl writes no cached values; add one as a spreadsheet application would.
+    with zipfile.ZipFile(tmp_path / "saved.xlsx") as src:
+        parts = {name: src.read(name) for name in src.namelist()}
+    empty = '<c r="B2"><f>"Kim "&amp;"Min-jun"</f><v></v></c>'
+    computed = '<c r="B2" t="str"><f>"Kim "&amp;"Min-jun"</f><v>Kim Min-jun</v></c>'
+    sheet_xml = parts["xl/worksheets/sheet1.xml"].decode()
+    assert empty in sheet_xml, sheet_xml
+    parts["xl/worksheets/sheet1.xml"] = sheet_xml.replace(empty, computed).encode()
+    with zipfile.ZipFile(tmp_path / "saved.xlsx", "w") as out:
+        for name, data in parts.items():
+            out.writestr(name, data)
+    result = import_csv(session, tmp_path / "saved.xlsx")
+    assert result.errors == []
+    contact = get_contact(session, "kim@suwon.example.org")
+    assert contact is not None and contact.name == "Kim Min-jun"
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
