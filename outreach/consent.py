@@ -19,6 +19,8 @@ from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from outreach.compose import resolve_language
+from outreach.i18n import languages
 from outreach.models import (
     CONSENTS,
     ConsentNotice,
@@ -186,11 +188,14 @@ def queue_notices(
     run = NoticeRun(dry_run=dry_run)
     due = due_notices(session, now)
     run.due = len(due)
+    available = set(languages())
     for contact, when in due:
         language = contact.language
+        # Counted as written: a contact's "ko-KR" gets the Korean notice, "fr" the default.
+        written_in = resolve_language(language, available, "en")
         if dry_run:
             run.queued += 1
-            run.languages[language or "-"] = run.languages.get(language or "-", 0) + 1
+            run.languages[written_in] = run.languages.get(written_in, 0) + 1
             continue
         try:
             with session.begin_nested():
@@ -212,7 +217,7 @@ def queue_notices(
         notice.delivery_id = delivery_id
         run.campaign_id = campaign_id
         run.queued += 1
-        run.languages[language or "-"] = run.languages.get(language or "-", 0) + 1
+        run.languages[written_in] = run.languages.get(written_in, 0) + 1
     if dry_run:
         session.rollback()
     else:

@@ -129,6 +129,9 @@ def notice_setup(session: Session, db_url: str, tmp_path: Path):  # type: ignore
     old = NOW - timedelta(days=3 * 365)
     _contact(session, "due.ko@example.org", "opt-in", old, language="ko", name="김민지")
     _contact(session, "due.en@example.org", "opt-in", NOW - timedelta(days=731), language="en")
+    # Languages as contacts' files spell them: written to in Korean, and in the default.
+    _contact(session, "due.kokr@example.org", "opt-in", old, language="ko-KR")
+    _contact(session, "due.fr@example.org", "opt-in", old, language="fr")
     _contact(session, "recent@example.org", "opt-in", NOW - timedelta(days=300))
     _contact(session, "relationship@example.org", "existing-relationship", old)
     _contact(session, "harvested@example.org", "public-contact", old)
@@ -154,10 +157,17 @@ def test_consent_notices_go_once_per_period_to_the_right_contacts(
     settings = notice_setup
     sender = system_sender(settings, None)
     dry = queue_notices(session, sender, dry_run=True, now=NOW)
-    assert (dry.due, dry.queued) == (2, 2) and _notices(session) == []
+    assert (dry.due, dry.queued) == (4, 4) and _notices(session) == []
+    # Counted by the language each notice is written in, the same in a dry run.
+    assert dry.languages == {"ko": 2, "en": 2}
     run = queue_notices(session, sender, now=NOW)
-    assert run.queued == 2 and run.languages == {"ko": 1, "en": 1}
-    assert _notices(session) == ["due.en@example.org", "due.ko@example.org"]
+    assert run.queued == 4 and run.languages == {"ko": 2, "en": 2}
+    assert _notices(session) == [
+        "due.en@example.org",
+        "due.fr@example.org",
+        "due.ko@example.org",
+        "due.kokr@example.org",
+    ]
     # Again, the same day or a year later: nobody is due.
     assert queue_notices(session, sender, now=NOW).queued == 0
     assert queue_notices(session, sender, now=NOW + timedelta(days=365)).queued == 0
@@ -166,7 +176,13 @@ def test_consent_notices_go_once_per_period_to_the_right_contacts(
         m["To"].addresses[0].addr_spec: m
         for m in outbox_messages(settings.outbox, "_consent-notice")
     }
-    assert sorted(messages) == ["due.en@example.org", "due.ko@example.org"]
+    assert sorted(messages) == [
+        "due.en@example.org",
+        "due.fr@example.org",
+        "due.ko@example.org",
+        "due.kokr@example.org",
+    ]
+    assert messages["due.kokr@example.org"]["Subject"] == "CityNet 메일 수신동의 확인 안내"
     korean = messages["due.ko@example.org"]
     assert korean["Subject"] == "CityNet 메일 수신동의 확인 안내"
     html = html_of(korean)
@@ -176,7 +192,7 @@ def test_consent_notices_go_once_per_period_to_the_right_contacts(
     assert "Date of your consent" in english and "CityNet" in english
     # Two years after the notice, the next one is due (and recent@'s first); the history shows it.
     later = queue_notices(session, sender, now=utcnow() + timedelta(days=2 * 365 + 1))
-    assert later.queued == 3
+    assert later.queued == 5
     doc = describe(session, "due.ko@example.org")
     assert [s["what"] for s in doc["consent_history"]].count("notice") == 2
 
@@ -190,9 +206,9 @@ def test_two_runs_at_once_send_one_notice(
     with writer_sessionmaker(db_url)() as other:
         first = queue_notices(other, sender, now=NOW)
     second = queue_notices(session, sender, now=NOW)
-    assert first.queued + second.queued == 2
+    assert first.queued + second.queued == 4
     session.commit()
-    assert session.scalar(select(func.count()).select_from(SystemRecipient)) == 2
+    assert session.scalar(select(func.count()).select_from(SystemRecipient)) == 4
 
 
 def test_consent_notices_command_and_the_workers_daily_task(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
