@@ -16,7 +16,7 @@ from rich.text import Text
 from outreach import __version__
 from outreach.config import Settings
 from outreach.errors import FileErrors, UserError
-from outreach.printable import counted, printable
+from outreach.printable import counted, json_document, printable
 from outreach.spreadsheets import ENCODINGS
 
 if TYPE_CHECKING:
@@ -340,14 +340,13 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
     Example:
       outreach contacts show mayor@suwon.example.org --json
     """
-    import json
 
     from outreach.contacts import describe
 
     with app.reader() as session:
         doc = describe(session, email)
     if as_json:
-        click.echo(json.dumps(doc, ensure_ascii=False))
+        click.echo(json_document(doc))
     elif doc["forgotten"]:
         console.print(
             f"{doc['email']} was forgotten on {doc['forgotten_at'][:10]}: its personal data "
@@ -445,14 +444,13 @@ def suppressions_list(app: App, reason: str | None, as_json: bool) -> None:
     Example:
       outreach suppressions list --reason bounced --json
     """
-    import json
 
     from outreach.suppressions import suppressions_as_json
 
     with app.reader() as session:
         listed = suppressions_as_json(session, reason)
     if as_json:
-        click.echo(json.dumps(listed, ensure_ascii=False))
+        click.echo(json_document(listed))
         return
     rows = [
         [s["email"], s["reason"], s["since"][:16].replace("T", " "), s["detail"]] for s in listed
@@ -540,7 +538,6 @@ def segments_list(app: App, segments_file: Path, as_json: bool) -> None:
       outreach segments list --segments-file campaigns/segments.yaml
       outreach segments list --json
     """
-    import json
 
     from outreach.segments import count, load_segments, not_suppressed
 
@@ -557,7 +554,7 @@ def segments_list(app: App, segments_file: Path, as_json: bool) -> None:
             for name, s in defined.items()
         ]
     if as_json:
-        click.echo(json.dumps(listed, ensure_ascii=False))
+        click.echo(json_document(listed))
         return
     rows = [[x["segment"], x["description"], x["contacts"]] for x in listed]
     print_table(str(segments_file), ["segment", "description", "contacts"], rows)
@@ -586,7 +583,6 @@ def segments_show(app: App, name: str, limit: int, segments_file: Path, as_json:
       outreach segments show korean-local-governments --limit 5
       outreach segments show korean-local-governments --limit 1000 --json
     """
-    import json
 
     from outreach.segments import count, get_segment, load_segments, members, not_suppressed
 
@@ -605,7 +601,7 @@ def segments_show(app: App, name: str, limit: int, segments_file: Path, as_json:
             "contacts": total,
             "members": listed,
         }
-        click.echo(json.dumps(doc, ensure_ascii=False))
+        click.echo(json_document(doc))
         return
     print_table(
         f"{name}: {total} contacts" + (f" (first {len(listed)})" if listed else ""),
@@ -951,7 +947,6 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
       outreach campaigns status 2026-12-newsletter --watch
       outreach campaigns status 2026-12-newsletter --json
     """
-    import json
     import time
 
     from rich.live import Live
@@ -961,7 +956,7 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
     with app.reader() as session:
         current = status(session, name)
         if as_json:
-            click.echo(json.dumps(current.as_json(), ensure_ascii=False))
+            click.echo(json_document(current.as_json()))
             return
         if not watch:
             console.print(_status_view(current))
@@ -998,14 +993,13 @@ def campaigns_list(app: App, as_json: bool) -> None:
       outreach campaigns list
       outreach campaigns list --json
     """
-    import json
 
     from outreach.lifecycle import list_campaigns, listed_as_json
 
     with app.reader() as session:
         listed = [listed_as_json(c, n) for c, n in list_campaigns(session)]
     if as_json:
-        click.echo(json.dumps(listed, ensure_ascii=False))
+        click.echo(json_document(listed))
         return
     rows = [
         [
@@ -1381,7 +1375,6 @@ def campaigns_report(
     Example:
       outreach campaigns report 2026-12-newsletter --html report.html
     """
-    import json
 
     from outreach.lifecycle import get_campaign
     from outreach.reports import build, render_html
@@ -1389,7 +1382,7 @@ def campaigns_report(
     with app.reader() as session:
         report = build(session, get_campaign(session, name), segments_file)
     if as_json:
-        click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+        click.echo(json_document(report.as_json()))
         return
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ both as they are, so everything we print from storage goes through `printable`.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 # ESC sequences first (CSI with its parameters, OSC up to BEL or ST, and the two-character
 # forms), so that their printable tails ("[31m") go with them; then any other C0/C1 control
@@ -39,3 +41,17 @@ def one_line(text: object, limit: int | None = None) -> str:
 def counted(n: int, singular: str, plural: str | None = None) -> str:
     """`1 message`, `2 messages`: counts people read."""
     return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
+# What json.dumps leaves raw that a terminal acts on: DEL and C1 controls, the bidi
+# controls, and the Unicode line and paragraph separators.
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def json_document(doc: Any) -> str:
+    """`doc` as JSON for a terminal or a script: Korean and other text as it is, but every
+    character that could move or hide text on a terminal as a \\uXXXX escape, so the
+    document parses to exactly the stored values and `cat` shows it as it is."""
+    return _JSON_UNSAFE.sub(
+        lambda m: f"\\u{ord(m.group()):04x}", json.dumps(doc, ensure_ascii=False)
+    )

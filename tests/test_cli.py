@@ -190,6 +190,24 @@ def test_list_and_show_commands_print_one_json_document(run_cli, tmp_path: Path)
     assert korean["members"][0]["name"] == "김수진"  # as it is, not \\uXXXX
 
 
+def test_json_output_escapes_what_would_reorder_a_terminal_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A name with a bidi override (allowed: it is printable) is printed as \\u202e: the
+    document parses to the same value, and `cat`-ing it cannot reverse what follows."""
+    _project(run_cli, tmp_path)
+    write(tmp_path / "rlo.csv", "email,name,segment\nrlo@example.org,\u202elive.exe,KR\n")
+    assert run_cli("contacts", "import", "rlo.csv", "--map", "segment=country").exit_code == 0
+    for args in (
+        ("contacts", "show", "rlo@example.org", "--json"),
+        ("segments", "show", "everyone", "--json"),
+    ):
+        output = run_cli(*args).output
+        assert "\u202e" not in output and "\\u202e" in output, args
+    shown = json.loads(run_cli("contacts", "show", "rlo@example.org", "--json").output)
+    assert shown["name"] == "\u202elive.exe"
+    korean = json.loads(run_cli("segments", "show", "koreans", "--json").output)
+    assert korean["members"][0]["name"] == "김수진"  # still as it is
+
+
 # --- item 14: read-only commands never create a database -------------------------------------
 
 
