@@ -21,6 +21,7 @@ from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import (
     KNOWN_COLUMNS,
     column_for,
+    mailable_email,
     normalise_email,
     normalise_field,
     split_tags,
@@ -193,7 +194,7 @@ def _validate(
     errors = problems or []
     values: dict[str, Any] = {}
     try:
-        values["email"] = normalise_email(raw.get("email", ""))
+        values["email"] = mailable_email(raw.get("email", ""))
     except ValueError as exc:
         errors.append(str(exc))
     for column, normalise in _NORMALISERS:

@@ -226,6 +226,24 @@ def normalise_email(value: str) -> str:
         raise ValueError(f"invalid email {value!r}: {exc}") from None
 
 
+# RFC 6531 allows any UTF-8 before the @, but only a server that offers SMTPUTF8 takes it,
+# and outreach sends no SMTPUTF8 (nor the UTF-8 headers that go with it).
+NEEDS_SMTPUTF8 = (
+    "has non-ASCII characters before the @, which only mail servers with SMTPUTF8 accept "
+    "and outreach does not send; ask for an ASCII address"
+)
+
+
+def mailable_email(value: str) -> str:
+    """`normalise_email`, for an address that is to be mailed: refused as well when it
+    needs SMTPUTF8 (see NEEDS_SMTPUTF8). Lookups keep `normalise_email`, so a contact
+    stored before this check can still be shown, suppressed and forgotten."""
+    address = normalise_email(value)
+    if not address.isascii():
+        raise ValueError(f"{address} {NEEDS_SMTPUTF8}")
+    return address
+
+
 def normalise_country(value: str) -> str:
     code = value.strip().upper()
     if code not in _countries():

@@ -29,7 +29,7 @@ from outreach.compiler import CompiledCampaign, compile_campaign
 from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient
 from outreach.config import Settings
 from outreach.errors import FileErrors, NotFound, UserError
-from outreach.fields import normalise_email
+from outreach.fields import mailable_email
 from outreach.heartbeat import Workers, workers
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
@@ -234,7 +234,7 @@ def send_test(path: Path, settings: Settings, session: Session | None, to: str) 
     """One rendered copy per language to `to`, straight through the transport."""
     links = links_for(settings, "a test send")
     try:
-        address = normalise_email(to)
+        address = mailable_email(to)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     _validated(path, settings, session)

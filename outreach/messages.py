@@ -22,6 +22,8 @@ from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
 from pathlib import Path
 
+from outreach.fields import NEEDS_SMTPUTF8
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 DKIM_HEADERS = [
     b"from",
@@ -97,10 +99,21 @@ def _encoded_words(text: str) -> str:
     )
 
 
+class UnmailableAddress(ValueError):
+    """A recipient address no message can be built for (see fields.NEEDS_SMTPUTF8)."""
+
+    def __init__(self, address: str) -> None:
+        self.message = f"{address} {NEEDS_SMTPUTF8}"
+        super().__init__(self.message)
+
+
 def encode_address(name: str | None, address: str) -> str:
     """A display name with an address; the name RFC 2047-encoded when not ASCII."""
     name = _header_text(name or "")
     address = _header_text(address)
+    if not address.isascii():
+        # A contact stored before imports checked this (fields.mailable_email).
+        raise UnmailableAddress(address)
     if not name:
         return address
     if name.isascii() and "=?" not in name:

@@ -41,7 +41,7 @@ from outreach.db import DriverConnection, engine_for, writer_sessionmaker
 from outreach.events import record_event
 from outreach.failures import receiving_domain
 from outreach.lifecycle import finish_if_done, pause_for_relay
-from outreach.messages import Envelope
+from outreach.messages import Envelope, UnmailableAddress
 from outreach.models import Campaign, Delivery, SystemRecipient, utcnow
 from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
@@ -272,9 +272,10 @@ class Sender:
         language = composer.language_for(recipient)
         try:
             return language, composer.compose(recipient, language).envelope
-        except UnsafeLink as exc:
-            # A recipient's own value would have made a link that is not http(s) or mailto:
-            # this delivery fails with the reason; the others go on.
+        except (UnsafeLink, UnmailableAddress) as exc:
+            # A recipient's own value would have made a link that is not http(s) or mailto,
+            # or the address needs SMTPUTF8: this delivery fails with the reason; the
+            # others go on.
             self._finish(recipient, "failed", language=language, text=exc.message)
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)

@@ -16,7 +16,7 @@ from outreach.config import Settings
 from outreach.contacts import get_contact
 from outreach.errors import FileErrors, UserError
 from outreach.fields import normalise_language, primary_language
-from outreach.messages import MessageBuilder
+from outreach.messages import MessageBuilder, UnmailableAddress
 from outreach.render import Rendered, UnsafeLink, contact_variables
 from outreach.tokens import Links, Tokens
 from outreach.validate import validate_campaign
@@ -90,7 +90,7 @@ def build_preview(
     recipient = Recipient(NO_DELIVERY, contact["email"], contact.get("name"), contact)
     try:
         composed = composer.compose(recipient, resolved, bounce_token="preview")
-    except UnsafeLink as exc:
+    except (UnsafeLink, UnmailableAddress) as exc:
         raise UserError(f"{contact['email']} would get no message: {exc.message}") from None
     return Preview(campaign, resolved, contact, composed.rendered, composed.envelope.data, note)
 

@@ -37,7 +37,7 @@ from outreach.advertising import sender_contact
 from outreach.config import Settings
 from outreach.errors import FileError
 from outreach.events import record_event
-from outreach.fields import normalise_email, normalise_tag
+from outreach.fields import mailable_email, normalise_tag
 from outreach.i18n import supported, translator
 from outreach.models import (
     Contact,
@@ -282,7 +282,7 @@ def read_form(data: Mapping[str, str], page_language: str) -> FormResult:
         else:
             try:
                 validate_email(email, check_deliverability=False)
-                email = normalise_email(email)
+                email = mailable_email(email)
             except (EmailNotValidError, ValueError):
                 result.errors["email"] = _("This is not a valid email address.")
     language = supported(values["language"].strip())

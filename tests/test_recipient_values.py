@@ -253,3 +253,71 @@ def test_previewing_a_contact_whose_link_is_unsafe_says_so_in_one_line(
     assert "js@evil.example.org would get no message: href='javascript:alert(1)'" in result.output
     assert not (tmp_path / "preview").exists()
     assert run_cli(*args, "good@suwon.example.org", env=env).exit_code == 0
+
+
+# 5. An address with non-ASCII characters before the @ (RFC 6531) needs SMTPUTF8, which
+# outreach does not send: refused where addresses come in, and one clear failure for a
+# contact stored before that.
+
+UTF8_LOCAL = "김민지@suwon.example.org"
+
+
+def test_an_address_that_needs_smtputf8_is_refused_at_import(
+    session: Session, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "c.csv", f"email,name\n{UTF8_LOCAL},Kim\nkim@suwon.example.org,K\n")
+    result = import_csv(session, path)
+    assert [e.line for e in result.errors] == [2]
+    assert "non-ASCII characters before the @" in result.errors[0].reason
+    assert "SMTPUTF8" in result.errors[0].reason
+    assert session.scalar(select(Contact.email)) is None
+
+
+def test_a_test_send_to_such_an_address_is_one_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_project(tmp_path)
+    assert run_cli("init").exit_code == 0
+    env = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
+    result = run_cli("campaigns", "send", "campaigns/news.yaml", "--test-to", UTF8_LOCAL, env=env)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "non-ASCII characters before the @" in result.output
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_a_stored_contact_with_such_an_address_fails_alone_with_the_reason(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    path = make_project(tmp_path)
+    import_csv(session, tmp_path / "contacts.csv")
+    # As an import before this check stored it.
+    session.add(Contact(email=UTF8_LOCAL, name="Kim", language="en", tags=[], attributes={}))
+    session.commit()
+    settings = settings_for(db_url, tmp_path)
+    send(path, settings, session)
+    drain(settings, session)
+    assert len(messages(tmp_path)) == 3
+    session.expire_all()
+    state, text = session.execute(
+        select(Delivery.state, Delivery.last_text)
+        .join(Contact, Delivery.contact_id == Contact.id)
+        .where(Contact.email == UTF8_LOCAL)
+    ).one()
+    assert state == "failed" and "non-ASCII characters before the @" in (text or "")
+    assert "render error" not in (text or "")
+
+
+def test_previewing_a_stored_contact_with_such_an_address_is_one_line(
+    run_cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    make_project(tmp_path)
+    assert run_cli("init").exit_code == 0
+    with Session(create_engine(f"sqlite:///{tmp_path / 'outreach.db'}")) as stored:
+        stored.add(Contact(email=UTF8_LOCAL, name="Kim", language="en", tags=[], attributes={}))
+        stored.commit()
+    env = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
+    args = ("campaigns", "preview", "campaigns/news.yaml", "--contact", UTF8_LOCAL)
+    result = run_cli(*args, env=env)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{UTF8_LOCAL} would get no message: " in result.output
+    assert "non-ASCII characters before the @" in result.output

@@ -225,6 +225,8 @@ def test_bad_confirmation_links_get_the_bilingual_400(
     [
         ({"consent": ""}, "메일 수신에 동의하시면 확인란을 선택해 주세요."),
         ({"email": "not an address"}, "올바른 이메일 주소가 아닙니다."),
+        # Valid by RFC 6531, but only an SMTPUTF8 server takes it, and we send no SMTPUTF8.
+        ({"email": "김민지@suwon.example.org"}, "올바른 이메일 주소가 아닙니다."),
         ({"email": ""}, "이메일 주소를 입력해 주세요."),
         ({"name": "가" * 301}, "300자 이내로"),
         ({"organisation": "x" * 5000}, "300자 이내로"),
