@@ -1,0 +1,249 @@
+"""`outreach contacts`: import, export, look up and forget contacts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from outreach.cli.app import App, console, err_console, labelled, minute, pass_app, print_table
+from outreach.errors import UserError
+from outreach.printable import counted, json_document
+from outreach.spreadsheets import ENCODINGS
+
+
+@click.group()
+def contacts() -> None:
+    """Import, export, look up and forget contacts.
+
+    \b
+    Example:
+      outreach contacts import examples/contacts.csv
+    """
+
+
+@contacts.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and count, write nothing.")
+@click.option("--skip-invalid", is_flag=True, help="Write the valid rows even if some are invalid.")
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="A CSV file's encoding; Korean Excel exports are often cp949.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SRC=DEST",
+    help="Read the file's column SRC as DEST (a known column or an attribute name); repeatable.",
+)
+@pass_app
+def contacts_import(
+    app: App,
+    file: Path,
+    dry_run: bool,
+    skip_invalid: bool,
+    encoding: str,
+    maps: tuple[str, ...],
+) -> None:
+    """Upsert contacts from a CSV or .xlsx file with a header row and an email column.
+
+    Known columns: name, organisation, organisation_type, city, country, language,
+    membership, tags (separated by ;), consent, consent_date; common English and Korean
+    headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
+    any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
+    written when any row is invalid. Suppressed addresses stay suppressed.
+
+    \b
+    Example:
+      outreach contacts import members.csv --encoding cp949 --dry-run
+      outreach contacts import 회원명단.xlsx --map "Mail Adr=email"
+    """
+    from outreach.contacts import MAX_REPORTED, import_csv, parse_mapping
+
+    mapping = parse_mapping(maps)
+    with app.session() as session:
+        result = import_csv(
+            session,
+            file,
+            encoding=encoding,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            mapping=mapping,
+        )
+    for error in result.errors[:MAX_REPORTED]:
+        err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
+    if len(result.errors) > MAX_REPORTED:
+        more = len(result.errors) - MAX_REPORTED
+        err_console.print(f"… and {counted(more, 'more invalid row')}")
+    summary = (
+        f"{counted(result.rows, 'row')}: {result.created} new, {result.updated} updated, "
+        f"{len(result.errors)} invalid"
+    )
+    if result.suppressed:
+        summary += f"; {result.suppressed} of them suppressed and staying so"
+    if dry_run:
+        console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
+    elif result.written:
+        console.print(f"imported. {summary}", soft_wrap=True)
+    else:
+        err_console.print(
+            labelled(
+                "error:",
+                "red",
+                f"nothing written: {counted(len(result.errors), 'invalid row')} "
+                "(fix them, or pass --skip-invalid to import the valid rows)",
+            ),
+            soft_wrap=True,
+        )
+    if result.errors and not (skip_invalid and result.written):
+        sys.exit(1)
+
+
+@contacts.command("export")
+@click.option("--segment", help="Only the contacts of this segment.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write to FILE (.xlsx by its name, else CSV), not stdout.",
+)
+@click.option(
+    "--encoding",
+    type=click.Choice(ENCODINGS, case_sensitive=False),
+    default="utf-8",
+    show_default=True,
+    help="CSV encoding: utf-8-sig or cp949 for Korean Excel.",
+)
+@click.option(
+    "--segments-file",
+    type=click.Path(path_type=Path),
+    default=Path("campaigns/segments.yaml"),
+    show_default=True,
+    help="The segments file.",
+)
+@pass_app
+def contacts_export(
+    app: App, segment: str | None, output: Path | None, encoding: str, segments_file: Path
+) -> None:
+    """Write contacts as CSV or .xlsx in the import format.
+
+    Cells a spreadsheet would run as a formula (starting with =, +, -, @) are written so they
+    stay text; import reads them back as they were.
+
+    \b
+    Example:
+      outreach contacts export --segment korean-local-governments -o korea.xlsx
+      outreach contacts export --encoding cp949 -o members.csv
+    """
+    from outreach.contacts import export_file, export_stream
+    from outreach.segments import get_segment, load_segments, not_suppressed
+
+    where = None
+    encoding = encoding.lower()
+    with app.reader() as session:
+        if segment:
+            defined = load_segments(segments_file, session)
+            where = get_segment(defined, segment, segments_file).where & not_suppressed()
+        if output:
+            n = export_file(session, output, where, encoding=encoding)
+            err_console.print(f"{n} contacts written to {output}", soft_wrap=True)
+        else:
+            export_stream(session, sys.stdout.buffer, where, encoding=encoding)
+
+
+@contacts.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@pass_app
+def contacts_show(app: App, email: str, as_json: bool) -> None:
+    """Show one contact: fields, tags, attributes, suppression and history.
+
+    A forgotten address shows only that it was forgotten, and when.
+
+    \b
+    Example:
+      outreach contacts show mayor@suwon.example.org --json
+    """
+
+    from outreach.contacts import describe
+
+    with app.reader() as session:
+        doc = describe(session, email)
+    if as_json:
+        click.echo(json_document(doc))
+    elif doc["forgotten"]:
+        console.print(
+            f"{doc['email']} was forgotten on {doc['forgotten_at'][:10]}: its personal data "
+            "is erased and it is never mailed again",
+            soft_wrap=True,
+        )
+    else:
+        suppression = doc["suppression"]
+        rows = [
+            [k, minute(doc[k]) if k.endswith("_at") else doc[k]]
+            for k in doc
+            if k
+            not in (
+                "email",
+                "forgotten",
+                "tags",
+                "attributes",
+                "suppression",
+                "history",
+                "consent_history",
+            )
+        ]
+        rows.append(["tags", ", ".join(doc["tags"])])
+        rows += [[f"attributes.{k}", v] for k, v in sorted(doc["attributes"].items())]
+        rows.append(
+            [
+                "suppressed",
+                f"{suppression['reason']} since {suppression['since'][:10]}"
+                if suppression
+                else "no",
+            ]
+        )
+        print_table(doc["email"], ["field", "value"], rows)
+        if doc["consent_history"]:
+            print_table(
+                "consent",
+                ["when", "what", "source", "text version"],
+                [
+                    [minute(e["at"]), e["what"], e["source"], e["version"]]
+                    for e in doc["consent_history"]
+                ],
+            )
+        if doc["history"]:
+            print_table(
+                "history",
+                ["when", "campaign", "what", "detail"],
+                [[minute(e["at"]), e["campaign"], e["what"], e["detail"]] for e in doc["history"]],
+            )
+
+
+@contacts.command("forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def contacts_forget(app: App, email: str, yes: bool) -> None:
+    """Erase a contact's personal data; the address stays suppressed forever.
+
+    Deliveries keep their counts but lose the link to the person.
+
+    \b
+    Example:
+      outreach contacts forget former.officer@example.org --yes
+    """
+    from outreach.contacts import forget
+
+    if not yes and not click.confirm(f"Erase {email} and never mail it again?"):
+        raise UserError("nothing erased")
+    with app.session() as session:
+        contact = forget(session, email)
+    console.print(
+        f"{contact.email}: personal data erased; the address stays suppressed", soft_wrap=True
+    )
