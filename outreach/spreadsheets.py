@@ -158,16 +158,33 @@ def _csv_rows(path: Path, encoding: str, escapes: bool) -> Iterator[tuple[int, l
 
 
 def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError, line: int) -> FileError:
-    hint = (
-        "Korean Excel exports are often CP949: try --encoding cp949"
-        if encoding.lower().startswith("utf")
-        else "try another --encoding"
-    )
+    """Where the file stops being `encoding`, and what it looks like instead."""
+    name = "UTF-8" if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") else encoding
+    raw = path.read_bytes()
+    if codecs.lookup(encoding).name in ENCODINGS:
+        # The decoder reads ahead, so its line is where the chunk began: find the line of
+        # the first bad byte itself (lines are plain \n bytes in these encodings).
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as first:
+            exc, line = first, raw.count(b"\n", 0, first.start) + 1
+    if name == "UTF-8" and _reads_as(raw, "cp949"):
+        hint = "it looks like CP949, as Korean Excel saves CSV: add --encoding cp949"
+    else:
+        hint = "save it as CSV UTF-8, or name its encoding with --encoding (e.g. latin-1)"
     return FileError(
         path,
-        f"cannot read the file as {encoding} (byte 0x{exc.object[exc.start]:02x}); {hint}",
+        f"cannot read the file as {name} (byte 0x{exc.object[exc.start]:02x}); {hint}",
         line,
     )
+
+
+def _reads_as(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _text(value: Any) -> str:

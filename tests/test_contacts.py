@@ -47,6 +47,25 @@ def test_cp949_file_gets_a_hint_and_then_imports(session: Session, tmp_path: Pat
     assert get_contact(session, "mayor@suwon.example.org").name == "김수진"
 
 
+def test_an_encoding_error_names_its_line_and_what_the_bytes_look_like(
+    session: Session, tmp_path: Path
+) -> None:
+    """The line of the first byte that is not UTF-8 (not line 1 because the decoder read
+    ahead), UTF-8 as the user would name it, and CP949 only when the file reads as CP949."""
+    korean = "email,name\na@example.org,Kim\nb@example.org,김수진\n".encode("cp949")
+    with pytest.raises(FileError) as err:
+        import_csv(session, write(tmp_path / "ko.csv", korean))
+    assert "ko.csv:3: " in str(err.value), err.value
+    assert "as UTF-8" in str(err.value) and "--encoding cp949" in str(err.value)
+    german = "email,name\na@example.org,Kim\nb@example.org,Müller\n".encode("latin-1")
+    with pytest.raises(FileError) as err:
+        import_csv(session, write(tmp_path / "de.csv", german))
+    message = str(err.value)
+    assert "de.csv:3:" in message and "cp949" not in message.lower()
+    assert "--encoding" in message and "UTF-8" in message
+    assert count(session) == 0
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
