@@ -95,7 +95,8 @@ def main() -> None:
 
     from sqlalchemy import select
 
-    from outreach.bounces import Ingester, parse
+    from outreach.bounce_parser import parse
+    from outreach.bounces import Ingester
     from outreach.db import writer_sessionmaker
     from outreach.models import Contact, Event, Suppression
     from outreach.tokens import Tokens

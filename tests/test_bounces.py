@@ -16,15 +16,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from outreach.bounces import (
-    MAX_FAILURES,
-    MAX_MESSAGE_BYTES,
-    MAX_PARTS,
-    MAX_TEXT_BYTES,
-    ingest,
-    messages_from,
-    parse,
-)
+from outreach.bounce_parser import MAX_FAILURES, MAX_PARTS, MAX_TEXT_BYTES, parse
+from outreach.bounces import MAX_MESSAGE_BYTES, ingest, messages_from
 from outreach.contacts import import_csv
 from outreach.models import Contact, Delivery, Event, Suppression, utcnow
 from outreach.tokens import Tokens
