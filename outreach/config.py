@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -163,14 +162,9 @@ def _base_url(value: str) -> str:
 
 
 def _address(value: str) -> str:
-    from email.utils import parseaddr
+    from outreach.fields import sender_address
 
-    _, addr = parseaddr(value)
-    try:
-        validate_email(addr, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"{value!r} is not a valid address: {exc}") from None
-    return value
+    return sender_address(value)
 
 
 def _positive_int(value: str) -> int:

@@ -244,6 +244,23 @@ def mailable_email(value: str) -> str:
     return address
 
 
+def sender_address(value: str) -> str:
+    """`value` (`Name <address>` or a bare address) checked as a From or Reply-To header:
+    one line, a valid address, ASCII before the @; raises ValueError with the reason."""
+    from email.utils import parseaddr
+
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{value!r} must be one line")
+    _, address = parseaddr(value)
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid address ({exc})") from None
+    if not checked.local_part.isascii():
+        raise ValueError(f"{value!r} {NEEDS_SMTPUTF8}")
+    return value
+
+
 def normalise_country(value: str) -> str:
     code = value.strip().upper()
     if code not in _countries():

@@ -104,6 +104,18 @@ def erase_address(session: Session, contact_id: int, address: str) -> None:
     still point to it."""
     scrub = scrubber(address)
     delivery_ids = []
+    # Campaigns before deliveries, in id order, as a worker recording outcomes (and release)
+    # takes them: the reverse order could deadlock with a worker whose pause reason names
+    # this address.
+    spellings = _spellings(address)
+    named = or_(*(Campaign.state_reason.icontains(s, autoescape=True) for s in spellings))
+    campaigns = select(Campaign.id).where(
+        or_(
+            Campaign.id.in_(select(Delivery.campaign_id).where(Delivery.contact_id == contact_id)),
+            named,
+        )
+    )
+    session.execute(campaigns.order_by(Campaign.id).with_for_update(key_share=True))
     # Locked: a worker recording an outcome for one of them waits, then sees the contact gone.
     held = select(Delivery).where(Delivery.contact_id == contact_id).with_for_update()
     for delivery in session.scalars(held):
@@ -132,10 +144,6 @@ def erase_address(session: Session, contact_id: int, address: str) -> None:
             event.dedupe_key = None
         if event.data:
             event.data = scrub(event.data)
-    for campaign in session.scalars(
-        select(Campaign).where(
-            or_(*(Campaign.state_reason.icontains(s, autoescape=True) for s in _spellings(address)))
-        )
-    ):
+    for campaign in session.scalars(select(Campaign).where(named)):
         campaign.state_reason = scrub(campaign.state_reason)
     session.flush()

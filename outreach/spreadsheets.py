@@ -167,7 +167,10 @@ def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError, line: int)
         try:
             raw.decode(encoding)
         except UnicodeDecodeError as first:
-            exc, line = first, raw.count(b"\n", 0, first.start) + 1
+            # utf-8-sig counts its positions after the BOM it took off.
+            skipped = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+            offset = first.start + (skipped if encoding == "utf-8-sig" else 0)
+            exc, line = first, raw.count(b"\n", 0, offset) + 1
     if name == "UTF-8" and _reads_as(raw, "cp949"):
         hint = "it looks like CP949, as Korean Excel saves CSV: add --encoding cp949"
     else:
@@ -207,14 +210,19 @@ def _text(value: Any) -> str:
 def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     from openpyxl import load_workbook
 
+    book = formulas = None
     try:
         # data_only: the values a person sees, not the formulas behind them. The formulas
-        # are read beside them only to tell an empty cell from a value never computed.
+        # are read beside them only to tell a computed value from one never computed.
         book = load_workbook(path, read_only=True, data_only=True)
-        formulas = load_workbook(path, read_only=True) if _has_formulas(path) else None
+        formula_parts, stale = _scan_xlsx(path)
+        if formula_parts:
+            formulas = load_workbook(path, read_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except Exception as exc:  # openpyxl raises zip, XML and key errors alike for a bad file
+        if book is not None:
+            book.close()
         raise FileError(path, f"not an Excel .xlsx file ({type(exc).__name__})") from None
     try:
         if not book.worksheets:
@@ -228,7 +236,7 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             behind.reset_dimensions()
             written = behind.iter_rows(min_row=1, values_only=True)
             rows = (
-                _computed(path, n, v, w)
+                _computed(path, n, v, w, stale)
                 for n, (v, w) in enumerate(zip(rows, written, strict=True), 1)
             )
         for number, values in enumerate(rows, 1):
@@ -244,40 +252,55 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             formulas.close()
 
 
-# A cell's formula element, with or without a namespace prefix.
-_FORMULA = re.compile(rb"<(?:\w+:)?f[ >/]")
+# A formula element (SpreadsheetML's <f>), with or without a namespace prefix. Cell text
+# cannot contain a bare "<", so only markup matches; a false match only costs a second read.
+_FORMULA = re.compile(rb"<(?:[\w.-]+:)?f[\s>/]")
+# A workbook that asks to be recalculated when opened, as openpyxl and XlsxWriter write it
+# (XlsxWriter saves 0 for every formula): its saved values are none a spreadsheet computed.
+# Read from the XML: openpyxl reports this flag as set when the attribute is absent.
+_RECALCULATE = re.compile(rb"<(?:[\w.-]+:)?calcPr\b[^>]*\bfullCalcOnLoad\s*=\s*[\"'](?:1|true)")
+_TAIL = 256  # longer than any tag that matters, so one split between two chunks is seen
 
 
-def _has_formulas(path: Path) -> bool:
-    """Whether any sheet of the file holds a formula: most contact lists hold none, and
-    reading the file a second time for its formulas would cost as much as the first."""
+def _scan_xlsx(path: Path) -> tuple[bool, bool]:
+    """(whether any part may hold a formula, whether the workbook asks to be recalculated).
+    Most contact lists hold no formula, and reading the file a second time for its formulas
+    would cost as much as the first."""
     import zipfile
 
+    formulas = stale = False
     with zipfile.ZipFile(path) as archive:
         for name in archive.namelist():
-            if name.startswith("xl/worksheets/") and name.endswith(".xml"):
-                tail = b""
-                with archive.open(name) as part:
-                    while chunk := part.read(1 << 20):
-                        if _FORMULA.search(tail + chunk):
-                            return True
-                        tail = chunk[-16:]
-    return False
+            if not name.endswith(".xml"):
+                continue
+            tail = b""
+            with archive.open(name) as part:
+                while chunk := part.read(1 << 20):
+                    data = tail + chunk
+                    formulas = formulas or bool(_FORMULA.search(data))
+                    stale = stale or bool(_RECALCULATE.search(data))
+                    tail = chunk[-_TAIL:]
+    return formulas, stale
 
 
-def _computed(path: Path, number: int, values: Any, written: Any) -> Any:
-    """`values`, unless one is a formula with no saved value (a script wrote the file; no
-    spreadsheet program computed it): read as an empty cell it would import a contact
-    without its name, or report an address missing that the sheet shows. The import stops
+def _computed(path: Path, number: int, values: Any, written: Any, stale: bool) -> Any:
+    """`values`, unless one is a formula whose value no spreadsheet program computed (a
+    script wrote the file): read as a value it would import a contact without its name,
+    with "0" for it, or report an address missing that the sheet shows. The import stops
     at the first, before anything is written."""
-    for index, (value, source) in enumerate(zip(values, written, strict=False)):
-        if value is None and isinstance(source, str) and source.startswith("="):
-            from openpyxl.utils import get_column_letter
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
 
+    for index, (value, source) in enumerate(zip(values, written, strict=False)):
+        formula = isinstance(source, ArrayFormula | DataTableFormula) or (
+            isinstance(source, str) and source.startswith("=")
+        )
+        if formula and (value is None or stale):
+            text = getattr(source, "text", source)
             cell = f"{get_column_letter(index + 1)}{number}"
             raise FileError(
                 path,
-                f"cell {cell} is a formula with no saved value ({one_line(source, 60)}); the "
+                f"cell {cell} is a formula with no saved value ({one_line(text, 60)}); the "
                 "program that wrote the file did not compute it. Open the file in Excel or "
                 "LibreOffice and save it again, or paste values instead of formulas",
                 number,

@@ -37,7 +37,7 @@ from outreach.advertising import sender_contact
 from outreach.config import Settings
 from outreach.errors import FileError
 from outreach.events import record_event
-from outreach.fields import mailable_email, normalise_tag
+from outreach.fields import mailable_email, normalise_tag, sender_address
 from outreach.i18n import supported, translator
 from outreach.models import (
     Contact,
@@ -100,6 +100,11 @@ class SubscribeSpec(BaseModel):
     # The installation sends advertising: consents and withdrawals get a result notice by mail.
     advertising: bool = False
     limits: LimitsSpec = LimitsSpec()
+
+    @field_validator("from_", "reply_to")
+    @classmethod
+    def _sender(cls, v: str | None) -> str | None:
+        return None if v is None else sender_address(v)
 
     @field_validator("tags")
     @classmethod

@@ -15,12 +15,10 @@ from __future__ import annotations
 import html as html_lib
 import re
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from email_validator import EmailNotValidError, validate_email
 from jinja2 import nodes
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
@@ -30,7 +28,7 @@ from outreach.compiler import UNSUBSCRIBE, CompiledCampaign, compile_campaign, f
 from outreach.compose import MINIMAL_CONTACT, NO_DELIVERY, SAMPLE_CONTACT, resolve_language
 from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
-from outreach.fields import primary_language
+from outreach.fields import primary_language, sender_address
 from outreach.models import Contact
 from outreach.render import (
     CompiledVariant,
@@ -133,11 +131,10 @@ def check_addresses(campaign: CampaignFile, settings: Settings) -> list[FileErro
         if "\n" in value or "\r" in value:
             errors.append(campaign.error(f"{key}: must be one line", key))
             continue
-        _, address = parseaddr(value)
         try:
-            validate_email(address, check_deliverability=False)
-        except EmailNotValidError as exc:
-            errors.append(campaign.error(f"{key}: {value!r} is not a valid address ({exc})", key))
+            sender_address(value)
+        except ValueError as exc:
+            errors.append(campaign.error(f"{key}: {exc}", key))
     return errors
 
 

@@ -36,6 +36,7 @@ def test_environment_wins_over_toml(tmp_path: Path) -> None:
         ("OUTREACH_RATE", "14", "needs a unit"),
         ("OUTREACH_MAX_ATTEMPTS", "0", "OUTREACH_MAX_ATTEMPTS: '0' must be at least 1"),
         ("OUTREACH_FROM", "not an address", "OUTREACH_FROM"),
+        ("OUTREACH_FROM", "CityNet <홍보@citynet-ap.org>", "non-ASCII characters before the @"),
         ("OUTREACH_DKIM_KEY_FILE", "/nonexistent/key.pem", "no such file"),
         ("OUTREACH_DATABSE_URL", "sqlite:///x.db", "OUTREACH_DATABSE_URL is not a known setting"),
     ],

@@ -57,6 +57,11 @@ def test_an_encoding_error_names_its_line_and_what_the_bytes_look_like(
         import_csv(session, write(tmp_path / "ko.csv", korean))
     assert "ko.csv:3: " in str(err.value), err.value
     assert "as UTF-8" in str(err.value) and "--encoding cp949" in str(err.value)
+    # After a BOM (an Excel "CSV UTF-8" file with a CP949 part pasted in): the same line.
+    with pytest.raises(FileError) as err:
+        starts_bad = "email,name\na@example.org,Kim\n김수진,b@example.org\n".encode("cp949")
+        import_csv(session, write(tmp_path / "bom.csv", b"\xef\xbb\xbf" + starts_bad))
+    assert "bom.csv:3: " in str(err.value), err.value
     german = "email,name\na@example.org,Kim\nb@example.org,Müller\n".encode("latin-1")
     with pytest.raises(FileError) as err:
         import_csv(session, write(tmp_path / "de.csv", german))

@@ -95,3 +95,39 @@ def test_downgrading_keeps_what_points_at_contacts(db_url: str) -> None:
         assert conn.execute(text("SELECT count(*) FROM contact_tags")).scalar() == 1
         assert conn.execute(text("SELECT contact_id FROM deliveries")).scalar() == 1
     upgrade(db_url)
+
+
+def test_system_campaigns_stored_before_0007_keep_mailing_the_unsubscribed(db_url: str) -> None:
+    """A withdrawal notice queued before the upgrade must still go to the address that has
+    just unsubscribed: the definition gets the key the worker now reads."""
+    import json
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from outreach.db import alembic_config
+
+    command.downgrade(alembic_config(db_url), "0006")
+    names = ["_confirmation", "_consent-notice", "_result-consent", "_result-withdrawal", "news"]
+    with engine_for(db_url).begin() as conn:
+        for number, name in enumerate(names, 1):
+            conn.execute(
+                text(
+                    "INSERT INTO campaigns (id, name, state, definition, expressions, "
+                    "created_at, updated_at) VALUES (:id, :name, 'sending', :d, '[]', :t, :t)"
+                ),
+                {"id": number, "name": name, "d": json.dumps({"system": True}), "t": "2026-01-01"},
+            )
+    upgrade(db_url)
+    with engine_for(db_url).connect() as conn:
+        stored = {
+            name: definition if isinstance(definition, dict) else json.loads(definition)
+            for name, definition in conn.execute(text("SELECT name, definition FROM campaigns"))
+        }
+    assert {n: d.get("mails_unsubscribed") for n, d in stored.items()} == {
+        "_confirmation": True,
+        "_consent-notice": False,
+        "_result-consent": False,
+        "_result-withdrawal": True,
+        "news": None,
+    }

@@ -256,31 +256,74 @@ def test_a_formula_nobody_computed_stops_the_import_at_its_cell(
     assert session.scalar(select(func.count()).select_from(Contact)) == 0
 
 
-def test_a_formula_with_its_saved_value_imports_as_that_value(
-    session: Session, tmp_path: Path
-) -> None:
-    """As Excel and LibreOffice save it: the formula and the value it showed."""
+def _rewritten(path: Path, sheet: dict[str, str], workbook: dict[str, str] | None = None) -> Path:
+    """The .xlsx at `path` with text replaced in its first sheet and workbook part, as
+    another program would have written them (openpyxl writes formulas without values)."""
+    with zipfile.ZipFile(path) as src:
+        parts = {name: src.read(name) for name in src.namelist()}
+    for part, edits in (("xl/worksheets/sheet1.xml", sheet), ("xl/workbook.xml", workbook or {})):
+        text = parts[part].decode()
+        for old, new in edits.items():
+            assert old in text, text
+            text = text.replace(old, new)
+        parts[part] = text.encode()
+    with zipfile.ZipFile(path, "w") as out:
+        for name, data in parts.items():
+            out.writestr(name, data)
+    return path
+
+
+AS_EXCEL_SAVES = {'<calcPr calcId="124519" fullCalcOnLoad="1"/>': '<calcPr calcId="191029"/>'}
+
+
+def _one_formula(tmp_path: Path, name: str) -> Path:
     book = openpyxl.Workbook()
     sheet = book.active
     assert sheet is not None
     sheet.append(["email", "name"])
     sheet.append(["kim@suwon.example.org", '="Kim "&"Min-jun"'])
-    book.save(tmp_path / "saved.xlsx")
-    # openpyxl writes no cached values; add one as a spreadsheet application would.
-    with zipfile.ZipFile(tmp_path / "saved.xlsx") as src:
-        parts = {name: src.read(name) for name in src.namelist()}
-    empty = '<c r="B2"><f>"Kim "&amp;"Min-jun"</f><v></v></c>'
+    book.save(tmp_path / name)
+    return tmp_path / name
+
+
+FORMULA = '<c r="B2"><f>"Kim "&amp;"Min-jun"</f><v></v></c>'
+
+
+def test_a_formula_with_its_saved_value_imports_as_that_value(
+    session: Session, tmp_path: Path
+) -> None:
+    """As Excel and LibreOffice save it: the formula and the value it showed."""
     computed = '<c r="B2" t="str"><f>"Kim "&amp;"Min-jun"</f><v>Kim Min-jun</v></c>'
-    sheet_xml = parts["xl/worksheets/sheet1.xml"].decode()
-    assert empty in sheet_xml, sheet_xml
-    parts["xl/worksheets/sheet1.xml"] = sheet_xml.replace(empty, computed).encode()
-    with zipfile.ZipFile(tmp_path / "saved.xlsx", "w") as out:
-        for name, data in parts.items():
-            out.writestr(name, data)
-    result = import_csv(session, tmp_path / "saved.xlsx")
+    path = _rewritten(_one_formula(tmp_path, "saved.xlsx"), {FORMULA: computed}, AS_EXCEL_SAVES)
+    result = import_csv(session, path)
     assert result.errors == []
     contact = get_contact(session, "kim@suwon.example.org")
     assert contact is not None and contact.name == "Kim Min-jun"
+
+
+@pytest.mark.parametrize(
+    ("sheet", "workbook"),
+    [
+        # XlsxWriter (pandas' engine) saves 0 for every formula and asks for a recalculation.
+        ({FORMULA: '<c r="B2"><f>"Kim "&amp;"Min-jun"</f><v>0</v></c>'}, None),
+        # An array formula, with a tab after the element name and a namespace prefix.
+        (
+            {
+                "<worksheet ": '<worksheet xmlns:my-x="http://schemas.openxmlformats.org/spreadsheetml/2006/main" ',
+                FORMULA: '<c r="B2"><my-x:f\tt="array" ref="B2">"Kim "&amp;"Min-jun"</my-x:f><v></v></c>',
+            },
+            AS_EXCEL_SAVES,
+        ),
+    ],
+    ids=["xlsxwriter-zero", "array-formula"],
+)
+def test_formulas_whose_values_no_spreadsheet_computed_are_refused(
+    session: Session, tmp_path: Path, sheet: dict[str, str], workbook: dict[str, str] | None
+) -> None:
+    path = _rewritten(_one_formula(tmp_path, "scripted.xlsx"), sheet, workbook)
+    with pytest.raises(FileError, match=r"scripted\.xlsx:2: cell B2 is a formula"):
+        import_csv(session, path)
+    assert session.scalar(select(func.count()).select_from(Contact)) == 0
 
 
 @pytest.mark.parametrize(

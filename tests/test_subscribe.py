@@ -350,6 +350,14 @@ def test_no_subscribe_file_no_form(settings: Settings, tmp_path: Path) -> None:
         ("consent: {version: 1, text: {ko: 동의}}\n", "give the consent text in en"),
         (SUBSCRIBE + "colour: blue\n", "unknown key colour"),
         (SUBSCRIBE.replace('from: "시티넷 사무국 <news@citynet-ap.org>"\n', ""), "OUTREACH_FROM"),
+        (
+            SUBSCRIBE.replace("news@citynet-ap.org", "소식@citynet-ap.org"),
+            "non-ASCII characters before the @",
+        ),
+        (
+            SUBSCRIBE.replace("reply_to: info@citynet-ap.org", "reply_to: info@"),
+            "'info@' is not a valid address",
+        ),
     ],
 )
 def test_a_bad_subscribe_file_stops_serve_with_one_line(

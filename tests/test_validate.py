@@ -66,6 +66,19 @@ def test_the_example_project_is_clean(tmp_path: Path) -> None:
             "reply_to: 'info@' is not a valid address",
             7,
         ),
+        (
+            lambda c: c.replace(
+                'from: "시티넷 사무국 <news@citynet-ap.org>"',
+                'from: "시티넷 <홍보@citynet-ap.org>"',
+            ),
+            "from: '시티넷 <홍보@citynet-ap.org>' has non-ASCII characters before the @",
+            6,
+        ),
+        (
+            lambda c: c.replace("reply_to: info@citynet-ap.org", "reply_to: 문의@citynet-ap.org"),
+            "reply_to: '문의@citynet-ap.org' has non-ASCII characters before the @",
+            7,
+        ),
         (lambda c: c + "send_at: 2026-12-01T09:00:00\n", "give a time zone", 17),
         (lambda c: c + "rate: fast\n", "is not a rate", 17),
         (lambda c: c + "context2: {}\n", "unknown key context2", 17),
