@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, load_campaign
@@ -17,7 +18,7 @@ from outreach.contacts import get_contact
 from outreach.errors import FileErrors, UserError
 from outreach.fields import normalise_language, primary_language
 from outreach.messages import MessageBuilder, UnmailableAddress
-from outreach.render import Rendered, UnsafeLink, contact_variables
+from outreach.render import Rendered, RenderError, UnsafeLink, contact_variables
 from outreach.tokens import Links, Tokens
 from outreach.validate import validate_campaign
 
@@ -92,6 +93,11 @@ def build_preview(
         composed = composer.compose(recipient, resolved, bounce_token="preview")
     except (UnsafeLink, UnmailableAddress) as exc:
         raise UserError(f"{contact['email']} would get no message: {exc.message}") from None
+    except (jinja2.TemplateError, RenderError, TypeError, ValueError, LookupError) as exc:
+        # Validation rendered the templates for stand-ins; this contact's own values broke
+        # them (the worker would fail the delivery with the same reason).
+        why = getattr(exc, "message", None) or str(exc)
+        raise UserError(f"{contact['email']} would get no message: render error: {why}") from None
     return Preview(campaign, resolved, contact, composed.rendered, composed.envelope.data, note)
 
 

@@ -105,7 +105,9 @@ def validate_campaign(
         )
         return validation
     try:
-        compiled = compile_campaign(campaign, needed, settings)
+        # Every variant, not only the audience's: the default goes to whoever changes
+        # language after the send, and a broken file is broken whoever reads it today.
+        compiled = compile_campaign(campaign, set(available), settings)
     except (FileError, FileErrors) as exc:
         validation.errors += located(exc)
         return validation
@@ -237,7 +239,7 @@ def check_links(compiled: CompiledCampaign, campaign: CampaignFile) -> list[File
 def _with_languages(found: dict[tuple[str, int | None, str], list[str]]) -> list[FileError]:
     """One error per problem, naming every language it is found in."""
     return [
-        FileError(path, f"{message} ({', '.join(langs)})", line)
+        FileError(path, f"{message} ({', '.join(dict.fromkeys(langs))})", line)
         for (path, line, message), langs in found.items()
     ]
 
@@ -351,8 +353,12 @@ def _stage2_errors(
             template, line = compiled.place(index, variant.language)
             hint = ""
             if isinstance(failure, jinja2.UndefinedError):
-                inner = source.removeprefix("{{ ").removesuffix(" }}")
-                hint = f"; give a default, e.g. {{{{ {inner} | default('…', true) }}}}"
+                unknown = _unknown_field(source, message)
+                if unknown is not None:
+                    message, hint = unknown, ""
+                else:
+                    inner = source.removeprefix("{{ ").removesuffix(" }}")
+                    hint = f"; give a default, e.g. {{{{ {inner} | default('…', true) }}}}"
             at: int | None = line
             if template and template.endswith(".mjml"):
                 where = campaign.templates_dir / template
@@ -367,6 +373,31 @@ def _stage2_errors(
         message = getattr(exc, "message", None) or str(exc)
         errors.append(FileError(campaign.path, message))
     return errors
+
+
+# Every field a contact has in templates; columns of one's own are contact.attributes.NAME.
+CONTACT_FIELDS = (*SAMPLE_CONTACT, "language")
+
+
+def _unknown_field(source: str, message: str) -> str | None:
+    """For `contact.X` where no contact has an X (a typo, or a column of the user's own):
+    what to write instead. None when X is a field some contacts leave empty, or the
+    expression reads something else (then a default is the fix)."""
+    import difflib
+
+    missing = re.search(r"has no attribute '([^']+)'", message)
+    if missing is None or not re.search(rf"\bcontact\.{re.escape(missing[1])}\b", source):
+        return None
+    field = missing[1]
+    if field in CONTACT_FIELDS:
+        return None
+    near = difflib.get_close_matches(field, CONTACT_FIELDS, n=1, cutoff=0.75)
+    if near:
+        return f"contacts have no field {field!r}; did you mean contact.{near[0]}?"
+    return (
+        f"contacts have no field {field!r} (they have {', '.join(CONTACT_FIELDS)}); a column "
+        f"of your own is contact.attributes.{field}"
+    )
 
 
 # What validate can say about a recipient value: which contact field an expression prints.

@@ -480,3 +480,52 @@ def test_a_send_at_that_is_no_time_shows_the_format(tmp_path: Path) -> None:
     assert [e.message for e in report.errors] == [
         "send_at: 'tomorrow' is not a time: write e.g. 2026-12-01T09:00:00+09:00"
     ]
+
+
+def test_a_variant_nobody_in_the_audience_reads_is_still_checked(
+    session: Session, tmp_path: Path
+) -> None:
+    """The default variant goes to anyone whose language changes after the send (the
+    preferences page) and to new languages: a typo in it is an error with a database too,
+    not only without one."""
+    broken = NEWS_EN.replace("contact.organisation }}", "contact.organisaton }}")
+    path = make_project(tmp_path, **{"news.en.mjml": broken})
+    write(tmp_path / "contacts.csv", "email,name,language\nkim@suwon.example.org,김수진,ko\n")
+    import_csv(session, tmp_path / "contacts.csv")
+    report = validate_campaign(path, SETTINGS, session)
+    assert report.languages == {"ko": 1}
+    error = one([str(e) for e in report.errors], "organisaton")
+    assert "news.en.mjml:4:" in error, error
+
+
+def test_previewing_a_broken_variant_is_one_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = NEWS_EN.replace("contact.organisation }}", "contact.organisaton }}")
+    make_project(tmp_path, **{"news.en.mjml": broken})
+    write(tmp_path / "contacts.csv", "email,name,language\nkim@suwon.example.org,김수진,ko\n")
+    assert run_cli("init").exit_code == 0
+    assert run_cli("contacts", "import", "contacts.csv").exit_code == 0
+    env = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
+    result = run_cli("campaigns", "preview", "campaigns/news.yaml", "--lang", "en", env=env)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "news.en.mjml:4:" in result.output
+
+
+def test_a_misspelt_contact_field_suggests_the_field_not_a_default(tmp_path: Path) -> None:
+    """A default would hide the typo from everyone: the near field is the fix."""
+    typo = NEWS_KO.replace(
+        '{{ contact.name | default("담당자", true) }}', "{{ contact.organization }}"
+    )
+    error = one(errors_for(tmp_path, **{"news.ko.mjml": typo}), "organization")
+    assert "did you mean contact.organisation?" in error, error
+    assert "default(" not in error and "dict object" not in error
+    unknown = NEWS_KO.replace('{{ contact.name | default("담당자", true) }}', "{{ contact.rank }}")
+    error = one(errors_for(tmp_path, **{"news.ko.mjml": unknown}), "contact.rank")
+    assert "contact.attributes.rank" in error and "dict object" not in error, error
+
+
+def test_a_problem_found_twice_in_one_variant_names_its_language_once(tmp_path: Path) -> None:
+    twice = NEWS_KO.replace(
+        "{% endfor %}", '{% endfor %}\n  <mj-text><a href="">a</a> <a href="#">b</a></mj-text>'
+    )
+    error = one(errors_for(tmp_path, **{"news.ko.mjml": twice}), "broken link")
+    assert error.endswith("(ko)"), error

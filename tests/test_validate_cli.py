@@ -28,6 +28,19 @@ def test_the_subscribe_settings_are_checked_by_their_own_rules(run_cli, tmp_path
     assert "ok campaigns/subscribe.yaml: the subscribe form's settings" in result.output
 
 
+def test_the_segments_file_named_alone_is_checked_as_segments(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_project(tmp_path)
+    result = run_cli("campaigns", "validate", "campaigns/segments.yaml", env=ENV)
+    assert result.exit_code == 0, result.output
+    assert "ok campaigns/segments.yaml: 3 segments" in result.output
+    segments = tmp_path / "campaigns" / "segments.yaml"
+    segments.write_text(segments.read_text() + "typo:\n  where: {contry: KR}\n", "utf-8")
+    result = run_cli("campaigns", "validate", "campaigns/segments.yaml", env=ENV)
+    assert result.exit_code == 1
+    assert "error: campaigns/segments.yaml:" in result.output and "contry" in result.output
+    assert "template: required key is missing" not in result.output
+
+
 def test_a_broken_shared_file_is_reported_once_and_named(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     make_project(tmp_path)
     write(tmp_path / "campaigns" / "other.yaml", CAMPAIGN.replace("name: news", "name: other"))

@@ -33,12 +33,13 @@ def campaigns() -> None:
 def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     """Check campaign files, their segments and templates; exit 0 only when all is well.
 
-    Checks YAML and keys, segments, From/Reply-To, template variants for the languages in
-    the audience, Jinja and MJML errors, undefined variables (rendered for stand-in
+    Checks YAML and keys, segments, From/Reply-To, every template variant, Jinja and MJML
+    errors, undefined variables (rendered for stand-in
     contacts), links, and the unsubscribe link. Warns about what the audience's data will
     do: languages without a variant, values empty for some readers, links made of
     recipients' values. Without FILES, every campaigns/*.yaml is checked, and
-    campaigns/subscribe.yaml (the subscribe form's settings) by its own rules.
+    campaigns/subscribe.yaml (the subscribe form's settings) by its own rules; named,
+    campaigns/segments.yaml is checked as segments.
 
     \b
     Example:
@@ -90,6 +91,14 @@ def _validate_one(
         except (FileError, FileErrors) as exc:
             return located(exc), [], None
         return [], [], f"{path}: the subscribe form's settings"
+    if path.name == "segments.yaml":  # checked with every campaign, or named alone
+        from outreach.segments import load_segments
+
+        try:
+            found = load_segments(path, session)
+        except (FileError, FileErrors) as exc:
+            return located(exc), [], None
+        return [], [], f"{path}: {counted(len(found), 'segment')}"
     report = validate_campaign(path, app.settings, session)
     if not report.ok:
         return report.errors, report.warnings, None
