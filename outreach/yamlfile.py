@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from outreach.errors import FileError, FileErrors
+from outreach.printable import one_line
 
 Loc = tuple[str | int, ...]
 
@@ -20,6 +21,8 @@ class LineMap:
     """Line numbers (1-based) of every mapping key and sequence item, by path."""
 
     lines: dict[Loc, int] = field(default_factory=dict)
+    # Where each value starts (a mapping's value may start on the line after its key).
+    value_lines: dict[Loc, int] = field(default_factory=dict)
 
     def line_for(self, loc: Loc) -> int | None:
         # The deepest known ancestor: an error inside a value points at its key.
@@ -42,6 +45,7 @@ def _construct(
     node: yaml.Node, loc: Loc, lines: LineMap, path: Path, scalars: yaml.SafeLoader
 ) -> Any:
     lines.lines.setdefault(loc, node.start_mark.line + 1)
+    lines.value_lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -154,6 +158,15 @@ def validation_errors(
     for error in exc.errors(include_url=False):
         loc: Loc = (*prefix, *(p for p in error["loc"] if not str(p).startswith("function-")))
         message = _describe({**error, "loc": loc})
+        line = doc.lines.line_for(loc)
+        if error["type"] in ("model_type", "dict_type") and isinstance(error.get("input"), str):
+            # Keys were expected and a line of text came: YAML reads `  include [a]` so.
+            message = (
+                f"{'.'.join(map(str, loc))}: expected keys under it, found the text "
+                f"{one_line(error['input'], 60)!r}; a key without its colon? Write `key: value`, "
+                "with a space after the colon"
+            )
+            line = doc.lines.value_lines.get(loc, line)
         if error["type"] == "extra_forbidden" and allowed is not None:
             parent = loc[:-1]
             names = allowed.get(tuple(p for p in parent if isinstance(p, str)), None)
@@ -163,5 +176,5 @@ def validation_errors(
                     message += f": did you mean {near}?"
                 else:
                     message += f"; allowed keys: {', '.join(names)}"
-        errors.append(FileError(doc.path, message, doc.lines.line_for(loc)))
+        errors.append(FileError(doc.path, message, line))
     return FileErrors(errors)

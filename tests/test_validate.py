@@ -529,3 +529,12 @@ def test_a_problem_found_twice_in_one_variant_names_its_language_once(tmp_path: 
     )
     error = one(errors_for(tmp_path, **{"news.ko.mjml": twice}), "broken link")
     assert error.endswith("(ko)"), error
+
+
+def test_a_nested_key_without_its_colon_is_reported_on_its_line(tmp_path: Path) -> None:
+    """`  include [everyone]` is text where keys were expected: not pydantic's "valid
+    dictionary" but the line and the likely mistake."""
+    errors = errors_for(tmp_path, CAMPAIGN.replace("  include: [everyone]", "  include [everyone]"))
+    error = one(errors, "audience")
+    assert "news.yaml:9:" in error and "a key without its colon?" in error, error
+    assert "valid dictionary" not in error
