@@ -161,7 +161,7 @@ def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError, line: int)
     """Where the file stops being `encoding`, and what it looks like instead."""
     name = "UTF-8" if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") else encoding
     raw = path.read_bytes()
-    if codecs.lookup(encoding).name in ENCODINGS:
+    if "x\n".encode(encoding).endswith(b"x\n"):  # ASCII-compatible (UTF-16 is not)
         # The decoder reads ahead, so its line is where the chunk began: find the line of
         # the first bad byte itself (lines are plain \n bytes in these encodings).
         try:
@@ -173,6 +173,8 @@ def _decode_error(path: Path, encoding: str, exc: UnicodeDecodeError, line: int)
             exc, line = first, raw.count(b"\n", 0, offset) + 1
     if name == "UTF-8" and _reads_as(raw, "cp949"):
         hint = "it looks like CP949, as Korean Excel saves CSV: add --encoding cp949"
+    elif name != "UTF-8" and _reads_as(raw, "utf-8"):
+        hint = "the file reads as UTF-8: leave out --encoding"
     else:
         hint = "save it as CSV UTF-8, or name its encoding with --encoding (e.g. latin-1)"
     return FileError(

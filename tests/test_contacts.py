@@ -67,6 +67,11 @@ def test_an_encoding_error_names_its_line_and_what_the_bytes_look_like(
         import_csv(session, write(tmp_path / "de.csv", german))
     message = str(err.value)
     assert "de.csv:3:" in message and "cp949" not in message.lower()
+    # A UTF-8 file read with the wrong --encoding: at its line, and what to do.
+    utf8 = "email,name\na@example.org,Kim\nb@example.org,김수진\n".encode()
+    with pytest.raises(FileError) as err:
+        import_csv(session, write(tmp_path / "u.csv", utf8), encoding="euc-kr")
+    assert "u.csv:3:" in str(err.value) and "leave out --encoding" in str(err.value), err.value
     assert "--encoding" in message and "UTF-8" in message
     assert count(session) == 0
 
