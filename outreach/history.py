@@ -45,14 +45,12 @@ def contact_history(session: Session, contact_id: int) -> list[Entry]:
     )
     for delivery, campaign in deliveries:
         detail = " ".join(str(x) for x in (delivery.last_code, delivery.last_text) if x)
-        entries.append(
-            Entry(
-                delivery.sent_at or delivery.updated_at,
-                campaign,
-                f"delivery {delivery.state}",
-                detail,
-            )
-        )
+        what = f"delivery {delivery.state}"
+        if delivery.state == "bounced" and delivery.sent_at is not None:
+            # Accepted when it was sent and returned later: the bounce is an entry of its
+            # own at its time (its event), with the diagnostic.
+            what, detail = "delivery sent", "accepted by the receiving server; bounced later"
+        entries.append(Entry(delivery.sent_at or delivery.updated_at, campaign, what, detail))
     events = session.execute(
         select(Event, Campaign.name)
         .outerjoin(Campaign, Campaign.id == Event.campaign_id)

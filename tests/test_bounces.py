@@ -185,6 +185,21 @@ def test_files_change_the_right_deliveries(campaign, session: Session, tmp_path:
     assert session.scalar(select(func.count()).select_from(Event)) == 7
 
 
+def test_a_later_bounce_keeps_the_send_in_the_contacts_history(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """The relay accepted the message when it was sent; the bounce came later. The history
+    says both, each at its time, instead of a 'bounced' delivery at the time it was sent."""
+    from outreach.history import contact_history
+
+    settings, info = campaign
+    report = one(session, settings, "postfix.eml", fixture("postfix", info))
+    assert report.hard == 1
+    contact = session.scalar(select(Contact).where(Contact.email == address_of("postfix")))
+    assert contact is not None
+    entries = [(e.what, e.detail) for e in contact_history(session, contact.id)]
+    assert entries[0][0] == "delivery sent" and "5.1.1" not in entries[0][1], entries
+    assert entries[-1][0] == "bounce" and "5.1.1" in entries[-1][1], entries
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [
