@@ -335,10 +335,15 @@ def render_html(report: Report) -> str:
         undefined=jinja2.StrictUndefined,
     )
     states = [(s, n) for s, n in report.counts.items() if n]
+    links_chart = (
+        bar_chart([(link["url"], link["clicks"]) for link in report.top_links])
+        if report.tracking["clicks"]
+        else Markup('<p class="empty">not tracked: the campaign does not track clicks</p>')
+    )
     return env.get_template("report.html").render(
         r=report,
         states_chart=bar_chart(states, colours=COLOURS),
-        links_chart=bar_chart([(link["url"], link["clicks"]) for link in report.top_links]),
+        links_chart=links_chart,
         languages_chart=bar_chart([(row["language"], row["total"]) for row in report.by_language]),
         domains_chart=bar_chart(
             [(row["domain"], row["bounced"]) for row in report.bounces_by_domain], colour="#dd6b20"
@@ -348,5 +353,5 @@ def render_html(report: Report) -> str:
             colour="#c53030",
         ),
         timeline_chart=timeline_chart(report.timeline),
-        percent=lambda v: "–" if v is None else f"{v * 100:.1f}%",
+        rate=report.rate_text,
     )

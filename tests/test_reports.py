@@ -171,6 +171,42 @@ def test_untracked_rate_is_null_not_zero(untracked, session: Session) -> None:  
     assert json.loads(json.dumps(data))["rates"][RATE[off]] is None
 
 
+def test_untracked_rate_in_cli_json_table_and_html(untracked, run_cli) -> None:  # type: ignore[no-untyped-def]
+    settings, tmp_path, off = untracked
+    on = "clicks" if off == "opens" else "opens"
+    env = {"OUTREACH_DATABASE_URL": settings.database_url}
+    result = run_cli("campaigns", "report", "news", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["rates"][RATE[off]] is None and data["rates"][RATE[on]] == 0.5
+    assert data["tracking"] == {off: False, on: True}
+
+    html = tmp_path / "report.html"
+    table = run_cli("campaigns", "report", "news", "--html", str(html), env=env)
+    assert table.exit_code == 0, table.output
+    rates = table.output.split("rates", 1)[1].splitlines()
+    header = next(line for line in rates if RATE[off] in line)
+    values = rates[rates.index(header) + 2]
+    cells = [c.strip() for c in values.strip("│ ").split("│")]
+    columns = [c.strip() for c in header.strip("┃ ").split("┃")]
+    assert cells[columns.index(RATE[off])] == "not tracked"
+    assert cells[columns.index(RATE[on])] == "50.0%"
+
+    page = html.read_text(encoding="utf-8")
+    tiles = dict(
+        (label, value)
+        for value, label in re.findall(r'<div class="tile"><b>([^<]*)</b>(\w+)</div>', page)
+    )
+    assert tiles["opened" if off == "opens" else "clicked"] == "not tracked"
+    assert tiles["clicked" if off == "opens" else "opened"] == "50.0%"
+    links = re.search(r'<div id="links">(.*?)</div>', page, re.S)
+    assert links is not None
+    if off == "clicks":
+        assert "not tracked" in links.group(1) and "<svg" not in links.group(1)
+    else:
+        assert "<svg" in links.group(1)
+
+
 needs_chromium = pytest.mark.skipif(
     not (Path("/usr/bin/chromium").exists() or shutil.which("chromium")),
     reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
