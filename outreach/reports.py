@@ -29,7 +29,10 @@ class Report:
     generated_at: str
     total: int
     counts: dict[str, int]
+    # None where it cannot be computed: nothing to divide by, or opens or clicks not tracked.
     rates: dict[str, float | None]
+    # What the campaign as sent tracked: an untracked rate is unknown, never 0.
+    tracking: dict[str, bool]
     events: dict[str, dict[str, int]]
     top_links: list[dict[str, Any]] = field(default_factory=list)
     by_language: list[dict[str, Any]] = field(default_factory=list)
@@ -43,6 +46,25 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def rate_text(self, name: str) -> str:
+        """A rate for people: `31.6%`, `–` with nothing to count, `not tracked`."""
+        kind = TRACKED_BY.get(name)
+        if kind is not None and not self.tracking[kind]:
+            return "not tracked"
+        value = self.rates[name]
+        return "–" if value is None else f"{value * 100:.1f}%"
+
+
+# The rates that exist only where the campaign tracked their events.
+TRACKED_BY = {"open": "opens", "click": "clicks"}
+
+
+def _tracking(campaign: Campaign) -> dict[str, bool]:
+    """Opens and clicks as the campaign's stored definition has them (absent: not tracked,
+    as the open pixel and the compiler read it)."""
+    stored = (campaign.definition or {}).get("tracking") or {}
+    return {kind: bool(stored.get(kind)) for kind in ("opens", "clicks")}
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -67,6 +89,7 @@ def _bucket(session: Session, unit: str) -> ColumnElement[str]:
 def build(session: Session, campaign: Campaign, segments_path: Path | None = None) -> Report:
     """The whole report of one campaign: each part one SQL aggregate."""
     cid = campaign.id
+    tracked = _tracking(campaign)
     counts = store.counts(session, cid)
     events = _events(session, cid)
     unit, timeline = _timeline(session, cid)
@@ -77,9 +100,10 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         generated_at=utcnow().isoformat(timespec="seconds"),
         total=sum(counts.values()),
         counts=counts,
-        rates=_rates(counts, events),
+        rates=_rates(counts, events, tracked),
+        tracking=tracked,
         events=events,
-        top_links=_top_links(session, cid),
+        top_links=_top_links(session, cid) if tracked["clicks"] else [],
         by_language=_by_language(session, cid),
         by_segment=_by_segment(session, campaign, segments_path),
         bounces_by_domain=_bounces_by_domain(session, cid),
@@ -101,7 +125,9 @@ def _events(session: Session, cid: int) -> dict[str, dict[str, int]]:
     }
 
 
-def _rates(counts: dict[str, int], events: dict[str, dict[str, int]]) -> dict[str, float | None]:
+def _rates(
+    counts: dict[str, int], events: dict[str, dict[str, int]], tracked: dict[str, bool]
+) -> dict[str, float | None]:
     delivered = counts["sent"]  # accepted and not bounced since
     attempted = counts["sent"] + counts["bounced"] + counts["failed"]
 
@@ -112,8 +138,8 @@ def _rates(counts: dict[str, int], events: dict[str, dict[str, int]]) -> dict[st
         "delivery": _ratio(delivered, attempted),
         "bounce": _ratio(counts["bounced"], counts["sent"] + counts["bounced"]),
         "unsubscribe": _ratio(unique("unsubscribe"), delivered + counts["bounced"]),
-        "open": _ratio(unique("open"), delivered),
-        "click": _ratio(unique("click"), delivered),
+        "open": _ratio(unique("open"), delivered) if tracked["opens"] else None,
+        "click": _ratio(unique("click"), delivered) if tracked["clicks"] else None,
     }
 
 
@@ -309,10 +335,15 @@ def render_html(report: Report) -> str:
         undefined=jinja2.StrictUndefined,
     )
     states = [(s, n) for s, n in report.counts.items() if n]
+    links_chart = (
+        bar_chart([(link["url"], link["clicks"]) for link in report.top_links])
+        if report.tracking["clicks"]
+        else Markup('<p class="empty">not tracked: the campaign does not track clicks</p>')
+    )
     return env.get_template("report.html").render(
         r=report,
         states_chart=bar_chart(states, colours=COLOURS),
-        links_chart=bar_chart([(link["url"], link["clicks"]) for link in report.top_links]),
+        links_chart=links_chart,
         languages_chart=bar_chart([(row["language"], row["total"]) for row in report.by_language]),
         domains_chart=bar_chart(
             [(row["domain"], row["bounced"]) for row in report.bounces_by_domain], colour="#dd6b20"
@@ -322,5 +353,5 @@ def render_html(report: Report) -> str:
             colour="#c53030",
         ),
         timeline_chart=timeline_chart(report.timeline),
-        percent=lambda v: "–" if v is None else f"{v * 100:.1f}%",
+        rate=report.rate_text,
     )

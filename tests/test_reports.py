@@ -79,6 +79,7 @@ def test_report_figures(reported, session: Session) -> None:  # type: ignore[no-
     assert report.rates["bounce"] == 0.05
     assert report.rates["open"] == round(6 / 19, 4)
     assert report.rates["click"] == round(6 / 19, 4)
+    assert report.tracking == {"opens": True, "clicks": True}
     assert report.events["click"] == {"total": 9, "unique": 6}
     assert report.events["unsubscribe"]["unique"] == 1
     assert report.top_links[0] == {
@@ -106,15 +107,104 @@ def test_report_cli_json_and_html(reported, run_cli, session: Session) -> None: 
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["counts"]["bounced"] == 1 and data["top_links"][0]["clicks"] == 7
+    assert data["tracking"] == {"opens": True, "clicks": True}
+    assert data["rates"]["open"] == round(6 / 19, 4)
     html = tmp_path / "out" / "report.html"
     table = run_cli("campaigns", "report", "news", "--html", str(html), env=env)
     assert table.exit_code == 0 and "top clicked links" in table.output
+    assert "not tracked" not in table.output and "31.6%" in table.output
     page = html.read_text(encoding="utf-8")
     assert page.count("<svg") >= 4
+    assert "not tracked" not in page
     # Self-contained: nothing fetched from anywhere.
     assert not re.search(r'(src|href)="(https?:)?//', page)
     missing = run_cli("campaigns", "report", "nope", env=env)
     assert missing.exit_code == 1 and "no campaign 'nope'" in missing.output
+
+
+@pytest.fixture(params=["opens", "clicks"])
+def untracked(request, session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A campaign of 6 that tracks one of opens and clicks, everyone opening and clicking."""
+    off = request.param
+    on = "clicks" if off == "opens" else "opens"
+    settings = settings_for(db_url, tmp_path, secret_key=SECRET)
+    path = project_with(
+        tmp_path,
+        session,
+        csv=contacts_csv(6),
+        campaign=CAMPAIGN + f"tracking: {{{off}: false, {on}: true}}\n",
+    )
+    send(path, settings, session)
+    drain(settings, session)
+    from sqlalchemy import select
+
+    from outreach.models import Delivery
+
+    ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+    session.commit()
+    client = create_app(settings).test_client()
+    tokens = Tokens(SECRET)
+    for did in ids[:3]:
+        if on == "opens":
+            client.get(f"/o/{tokens.sign('open', did)}.gif")
+        else:
+            client.get(f"/c/{tokens.sign('click', [did, 'https://citynet-ap.org/news/colombo'])}")
+    return settings, tmp_path, off
+
+
+RATE = {"opens": "open", "clicks": "click"}
+
+
+def test_untracked_rate_is_null_not_zero(untracked, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """Nobody can have opened what was not tracked: the rate is unknown, not 0."""
+    _settings, tmp_path, off = untracked
+    on = "clicks" if off == "opens" else "opens"
+    report = build(session, get_campaign(session, "news"), tmp_path / "campaigns" / "segments.yaml")
+    assert report.counts["sent"] == 6
+    assert report.tracking == {off: False, on: True}
+    assert report.rates[RATE[off]] is None
+    assert report.rates[RATE[on]] == 0.5
+    if off == "clicks":
+        assert report.top_links == []
+    data = report.as_json()
+    assert data["tracking"] == {off: False, on: True}
+    assert json.loads(json.dumps(data))["rates"][RATE[off]] is None
+
+
+def test_untracked_rate_in_cli_json_table_and_html(untracked, run_cli) -> None:  # type: ignore[no-untyped-def]
+    settings, tmp_path, off = untracked
+    on = "clicks" if off == "opens" else "opens"
+    env = {"OUTREACH_DATABASE_URL": settings.database_url}
+    result = run_cli("campaigns", "report", "news", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["rates"][RATE[off]] is None and data["rates"][RATE[on]] == 0.5
+    assert data["tracking"] == {off: False, on: True}
+
+    html = tmp_path / "report.html"
+    table = run_cli("campaigns", "report", "news", "--html", str(html), env=env)
+    assert table.exit_code == 0, table.output
+    rates = table.output.split("rates", 1)[1].splitlines()
+    header = next(line for line in rates if RATE[off] in line)
+    values = rates[rates.index(header) + 2]
+    cells = [c.strip() for c in values.strip("│ ").split("│")]
+    columns = [c.strip() for c in header.strip("┃ ").split("┃")]
+    assert cells[columns.index(RATE[off])] == "not tracked"
+    assert cells[columns.index(RATE[on])] == "50.0%"
+
+    page = html.read_text(encoding="utf-8")
+    tiles = dict(
+        (label, value)
+        for value, label in re.findall(r'<div class="tile"><b>([^<]*)</b>(\w+)</div>', page)
+    )
+    assert tiles["opened" if off == "opens" else "clicked"] == "not tracked"
+    assert tiles["clicked" if off == "opens" else "opened"] == "50.0%"
+    links = re.search(r'<div id="links">(.*?)</div>', page, re.S)
+    assert links is not None
+    if off == "clicks":
+        assert "not tracked" in links.group(1) and "<svg" not in links.group(1)
+    else:
+        assert "<svg" in links.group(1)
 
 
 needs_chromium = pytest.mark.skipif(

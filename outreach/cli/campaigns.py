@@ -488,7 +488,7 @@ def campaigns_report(
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(render_html(report), encoding="utf-8")
-    pct = {k: "–" if v is None else f"{v * 100:.1f}%" for k, v in report.rates.items()}
+    pct = {name: report.rate_text(name) for name in report.rates}
     print_table(
         f"{report.campaign}: {report.state}",
         [*list(report.counts), "total"],
