@@ -68,6 +68,8 @@ class Segment:
     description: str | None
     where: ColumnElement[bool]
     line: int | None
+    # The history conditions it uses, as (key, campaign): what `untracked` looks at.
+    history: tuple[tuple[str, str], ...] = ()
 
 
 class _Compiler:
@@ -78,6 +80,7 @@ class _Compiler:
         self.errors: list[FileError] = []
         # Campaign names the conditions mention, with where: checked once all is parsed.
         self.campaigns: list[tuple[str, Loc]] = []
+        self.references: list[tuple[str, str]] = []
 
     def error(self, loc: Loc, message: str) -> ColumnElement[bool]:
         self.errors.append(FileError(self.doc.path, message, self.doc.lines.line_for(loc)))
@@ -227,6 +230,7 @@ class _Compiler:
                 return self.error((*loc, "url"), "url: write part of a link, e.g. url: register")
         if campaign is not None:
             self.campaigns.append((campaign, (*loc, "campaign")))
+            self.references.append((key, campaign))
         return _history(key, campaign, days, url)
 
     def campaign_name(self, key: str, value: Any, loc: Loc) -> str | None:
@@ -338,6 +342,52 @@ def known_campaigns(folder: Path, session: Session | None = None) -> set[str]:
     return names
 
 
+# What a history condition needs the campaign to have recorded: no pixel, no opens.
+NEEDS_TRACKING = {"opened": "opens", "clicked": "clicks"}
+
+
+def untracked(segments: Sequence[Segment], folder: Path, session: Session | None) -> list[str]:
+    """Warnings for `opened:`/`clicked:` conditions on a campaign that does not track them:
+    they match nobody. Tracking as sent (the database) where the campaign was sent, else
+    as its file beside segments.yaml says."""
+    needed = {(k, c) for s in segments for k, c in s.history if k in NEEDS_TRACKING}
+    if not needed:
+        return []
+    tracking: dict[str, dict[str, Any]] = {}
+    for path in find_campaigns(folder):
+        data = _yaml_of(path)
+        if isinstance(data, dict):
+            name = data.get("name") if isinstance(data.get("name"), str) else path.stem
+            stated = data.get("tracking")
+            tracking[str(name)] = stated if isinstance(stated, dict) else {}
+    if session is not None:
+        names = {c for _, c in needed}
+        for name, definition in session.execute(
+            select(Campaign.name, Campaign.definition).where(Campaign.name.in_(names))
+        ):
+            tracking[name] = (definition or {}).get("tracking") or {}
+    warnings = []
+    for segment in segments:
+        for key, campaign in dict.fromkeys(segment.history):
+            what = NEEDS_TRACKING.get(key)
+            if what is None or campaign not in tracking or tracking[campaign].get(what):
+                continue
+            warnings.append(
+                f"segment {_printable(segment.name)!r}: {key}: {_printable(campaign)} matches "
+                f"nobody: {_printable(campaign)} does not track {what} (tracking: "
+                f"{{{what}: true}} in its file, for the campaigns sent after)"
+            )
+    return warnings
+
+
+def _yaml_of(path: Path) -> Any:
+    # A file that does not parse is validate's to report.
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
 def _campaign_name(path: Path) -> str:
     # Only the name is wanted here; a file that does not parse is validate's to report.
     try:
@@ -397,8 +447,10 @@ def parse_segments(doc: YamlDoc, session: Session | None = None) -> dict[str, Se
         if "where" not in body:
             compiler.error(loc, f"segment {name!r} has no where: (use where: {{}} ... for all)")
             continue
+        first = len(compiler.references)
         where = compiler.condition(body["where"], (*loc, "where"))
-        segments[str(name)] = Segment(str(name), description, where, line)
+        history = tuple(compiler.references[first:])
+        segments[str(name)] = Segment(str(name), description, where, line, history)
     if compiler.campaigns:
         folder = doc.path.parent
         sources = f"campaign files in {folder}/" + (

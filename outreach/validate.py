@@ -38,7 +38,7 @@ from outreach.render import (
     personalise,
     unsafe_link,
 )
-from outreach.segments import audience, audience_of, count
+from outreach.segments import audience, audience_of, count, untracked
 from outreach.tokens import Links, Tokens
 
 
@@ -73,6 +73,7 @@ def validate_campaign(
         validation.errors += located(exc)
         return validation
     validation.errors += segment_errors
+    validation.warnings += untracked([*include, *exclude], campaign.segments_path.parent, session)
     validation.errors += check_addresses(campaign, settings)
     validation.errors += _check_advertising(campaign, settings)
     if not settings.postal_address and not campaign.spec.advertising:

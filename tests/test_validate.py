@@ -538,3 +538,31 @@ def test_a_nested_key_without_its_colon_is_reported_on_its_line(tmp_path: Path) 
     error = one(errors, "audience")
     assert "news.yaml:9:" in error and "a key without its colon?" in error, error
     assert "valid dictionary" not in error
+
+
+def test_a_segment_on_opens_of_a_campaign_that_does_not_track_them_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    """`opened: news` matches nobody when news sends no open pixel: say so, instead of a
+    follow-up that quietly goes to no one (or, excluded, to everyone)."""
+    make_project(tmp_path)
+    segments = tmp_path / "campaigns" / "segments.yaml"
+    segments.write_text(
+        segments.read_text()
+        + "openers:\n  where: {opened: news}\nclickers:\n  where: {clicked: {campaign: news}}\n",
+        "utf-8",
+    )
+    followup = CAMPAIGN.replace("name: news", "name: followup").replace(
+        "include: [everyone]", "include: [everyone]\n  exclude: [openers, clickers]"
+    )
+    path = write(tmp_path / "campaigns" / "followup.yaml", followup)
+    report = validate_campaign(path, SETTINGS, None)
+    assert report.ok, report.errors
+    opened = one(report.warnings, "openers")
+    assert "opened: news matches nobody" in opened and "does not track opens" in opened
+    assert "does not track clicks" in one(report.warnings, "clickers")
+    # Tracked: no warning.
+    news = tmp_path / "campaigns" / "news.yaml"
+    news.write_text(news.read_text() + "tracking: {opens: true, clicks: true}\n", "utf-8")
+    report = validate_campaign(path, SETTINGS, None)
+    assert not [w for w in report.warnings if "matches nobody" in w], report.warnings
