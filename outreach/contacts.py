@@ -159,9 +159,13 @@ def _records(
             continue
         if len(record) != width:
             if len(record) > width:
-                yield line, {}, [f"{len(record)} cells but the header has {width} columns"]
-                continue
-            record = record + padding[len(record) :]  # missing cells at the end are empty
+                if any(cell.strip() for cell in record[width:]):
+                    # Cells shifted by an unquoted comma: only the count is worth saying.
+                    yield line, {}, [f"{len(record)} cells but the header has {width} columns"]
+                    continue
+                record = record[:width]  # empty cells past the header (a trailing comma)
+            else:
+                record = record + padding[len(record) :]  # missing cells at the end are empty
         row = dict(zip(columns, record, strict=True))
         if unnamed:
             row.pop("", None)
@@ -191,6 +195,8 @@ def _validate(
     raw: dict[str, str], now: datetime, problems: list[str] | None, source: str = "import"
 ) -> tuple[dict[str, Any], list[str] | None]:
     """One row to column values and tags; raises ValueError with every reason it has."""
+    if problems and not raw:  # a row that could not be read into columns
+        raise ValueError("; ".join(problems))
     errors = problems or []
     values: dict[str, Any] = {}
     try:

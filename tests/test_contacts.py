@@ -399,3 +399,29 @@ def test_rows_shorter_than_the_header_have_empty_cells(session: Session, tmp_pat
     assert (result.created, result.errors) == (2, [])
     a, b = get_contact(session, "a@example.org"), get_contact(session, "b@example.org")
     assert (a.name, a.city, b.name, b.city) == ("Kim", None, "Lee", "Seoul")
+
+
+def test_empty_cells_past_the_header_carry_nothing(session: Session, tmp_path: Path) -> None:
+    """Excel writes a trailing comma after the last cell; an empty extra cell is no problem."""
+    path = write(
+        tmp_path / "c.csv",
+        "email,name,country\na@example.org,Kim,KR,\nb@example.org,Lee,JP, ,\n",
+    )
+    result = import_csv(session, path)
+    assert (result.created, result.errors) == (2, [])
+    a, b = get_contact(session, "a@example.org"), get_contact(session, "b@example.org")
+    assert (a.name, a.country, b.name, b.country) == ("Kim", "KR", "Lee", "JP")
+    assert a.attributes == {} and b.attributes == {}
+
+
+def test_a_row_with_a_cell_too_many_says_only_that(session: Session, tmp_path: Path) -> None:
+    """Its address is there: the extra cell (often a comma that needed quotes) is the problem."""
+    path = write(
+        tmp_path / "c.csv",
+        "email,name,country\nc@example.org,Park, Jieun,KR\nd@example.org,Kim,KR\n",
+    )
+    result = import_csv(session, path)
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, "4 cells but the header has 3 columns")
+    ]
+    assert count(session) == 0
