@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from outreach.consent import erase as erase_consent
@@ -63,6 +63,7 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     suppressed: int = 0
+    forgotten: int = 0  # rows of forgotten addresses, not imported: their data stays erased
     errors: list[RowError] = field(default_factory=list)
     written: bool = False
     attribute_columns: list[str] = field(default_factory=list)
@@ -283,14 +284,15 @@ def import_csv(
             if not skip_invalid:
                 writing = False  # keep validating to report every problem, write nothing
                 batch.clear()
+                result.forgotten = 0
             continue
         if writing:
             batch.append((values, tags))
             if len(batch) >= BATCH:
-                _write(session, batch, has_free_columns, now, keep)
+                _write_batch(session, batch, result, has_free_columns, now, keep)
                 batch.clear()
     if writing and batch:
-        _write(session, batch, has_free_columns, now, keep)
+        _write_batch(session, batch, result, has_free_columns, now, keep)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
         if dry_run:
@@ -302,38 +304,72 @@ def import_csv(
     return result
 
 
+def _suppressions(conn: Any, emails: list[str]) -> dict[str, str]:
+    """The suppressed ones of these addresses, with their reasons: one query."""
+    query = select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+    return {email: reason for email, reason in conn.execute(query)}
+
+
+def _write_batch(
+    session: Session,
+    batch: list[tuple[dict[str, Any], list[str] | None]],
+    result: ImportResult,
+    has_free_columns: bool,
+    now: datetime,
+    keep: frozenset[str],
+) -> None:
+    """Write a batch but its forgotten addresses: forgetting erased their personal data, and
+    no import brings it back (nor a consent record for them)."""
+    reasons = _suppressions(session.connection(), [values["email"] for values, _ in batch])
+    rows = [row for row in batch if reasons.get(row[0]["email"]) != "forgotten"]
+    result.forgotten += len(batch) - len(rows)
+    if rows:
+        _write(session, rows, has_free_columns, now, keep)
+
+
 def _count_written(session: Session, now: datetime, result: ImportResult) -> None:
-    """Every row this import wrote carries its timestamp: count them in one pass."""
+    """Every row this import wrote carries its timestamp: count them in one pass.
+
+    An address forgotten while the import ran (the forget committed after the batch's
+    look-up, and PostgreSQL's upsert then inserted the address afresh) is removed again."""
     written = select(Contact.email).where(Contact.updated_at == now)
+    by_reason = dict(
+        session.execute(
+            select(Suppression.reason, func.count())
+            .where(Suppression.email.in_(written))
+            .group_by(Suppression.reason)
+        ).all()
+    )
+    late = by_reason.pop("forgotten", 0)
+    if late:
+        forgotten = select(Suppression.email).where(Suppression.reason == "forgotten")
+        session.execute(
+            delete(Contact).where(Contact.updated_at == now, Contact.email.in_(forgotten)),
+            execution_options={"synchronize_session": False},
+        )
+        result.forgotten += late
+    result.suppressed = sum(by_reason.values())
     touched = session.scalar(select(func.count()).select_from(written.subquery())) or 0
     result.created = (
         session.scalar(select(func.count()).select_from(Contact).where(Contact.created_at == now))
         or 0
     )
     result.updated = touched - result.created
-    result.suppressed = (
-        session.scalar(
-            select(func.count()).select_from(Suppression).where(Suppression.email.in_(written))
-        )
-        or 0
-    )
 
 
 def _count_existing(session: Session, emails: list[str], result: ImportResult) -> None:
     conn = session.connection()
     for start in range(0, len(emails), BATCH):
-        chunk = emails[start : start + BATCH]
+        given = emails[start : start + BATCH]
+        reasons = _suppressions(conn, given)
+        chunk = [e for e in given if reasons.get(e) != "forgotten"]
+        result.forgotten += len(given) - len(chunk)
+        result.suppressed += sum(1 for e in chunk if e in reasons)
         existing = conn.scalar(
             select(func.count()).select_from(Contact).where(Contact.email.in_(chunk))
         )
         result.updated += existing or 0
         result.created += len(chunk) - (existing or 0)
-        result.suppressed += (
-            conn.scalar(
-                select(func.count()).select_from(Suppression).where(Suppression.email.in_(chunk))
-            )
-            or 0
-        )
 
 
 def _write(

@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from outreach.contacts import export_to_string, forget, get_contact, import_csv
+from outreach.contacts import describe, export_to_string, forget, get_contact, import_csv
 from outreach.errors import FileError, NotFound
-from outreach.models import Contact, ContactTag, Suppression
+from outreach.models import ConsentRecord, Contact, ContactTag, Suppression
 from outreach.suppressions import is_suppressed, suppress, unsuppress
 from tests.conftest import ROOT, write
 
@@ -161,9 +161,62 @@ def test_suppressed_and_forgotten_addresses_stay_suppressed(
     row = session.scalar(select(Suppression).where(Suppression.email == "mayor@suwon.example.org"))
     assert row is not None and row.reason == "forgotten"
     result = import_csv(session, path)
-    assert result.suppressed == 2
+    assert (result.created, result.updated, result.suppressed, result.forgotten) == (0, 1, 1, 1)
     assert is_suppressed(session, "mayor@suwon.example.org")
     assert is_suppressed(session, "intl@makati.example.com")
+
+
+def test_a_forgotten_address_is_not_imported_again(session: Session, tmp_path: Path) -> None:
+    """Forgetting erased its personal data: an import must not store it again, nor a
+    consent for it. The row is counted, not refused: the file is not wrong."""
+    path = write(tmp_path / "c.csv", KOREAN)
+    import_csv(session, path)
+    forget(session, "mayor@suwon.example.org")
+    session.commit()
+    dry = import_csv(session, path, dry_run=True)
+    assert (dry.created, dry.updated, dry.forgotten, dry.errors) == (0, 1, 1, [])
+    again = write(
+        tmp_path / "again.csv", KOREAN.replace("Mayor@Suwon.Example.ORG", "MAYOR@suwon.example.org")
+    )
+    result = import_csv(session, again)
+    assert result.written and not result.errors
+    assert (result.rows, result.created, result.updated, result.forgotten) == (2, 0, 1, 1)
+    session.expire_all()
+    assert count(session) == 1
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(ConsentRecord)
+            .where(ConsentRecord.source == "import again.csv")
+        )
+        == 0
+    )
+    assert describe(session, "mayor@suwon.example.org")["forgotten"] is True
+
+
+def test_an_address_forgotten_while_its_batch_is_written_is_not_kept(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forget committed between an import's look-up and its write (PostgreSQL lets the
+    upsert insert the address afresh once the forget has deleted it) is caught before the
+    import commits."""
+    import outreach.contacts as contacts
+
+    look_up = contacts._suppressions
+
+    def then_forgotten(conn, emails):  # type: ignore[no-untyped-def]
+        found = look_up(conn, emails)
+        conn.execute(
+            insert(Suppression).values(email="mayor@suwon.example.org", reason="forgotten")
+        )
+        return found
+
+    monkeypatch.setattr(contacts, "_suppressions", then_forgotten)
+    result = import_csv(session, write(tmp_path / "c.csv", KOREAN))
+    assert (result.created, result.forgotten, result.suppressed) == (1, 1, 0)
+    emails = session.scalars(select(Contact.email)).all()
+    assert emails == ["intl@makati.example.com"]
+    assert session.scalar(select(func.count()).select_from(ConsentRecord)) == 1
 
 
 def test_suppression_precedence_and_lifting(session: Session) -> None:

@@ -55,7 +55,8 @@ def contacts_import(
     membership, tags (separated by ;), consent, consent_date; common English and Korean
     headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
     any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
-    written when any row is invalid. Suppressed addresses stay suppressed.
+    written when any row is invalid. Suppressed addresses stay suppressed; forgotten ones are
+    not imported.
 
     \b
     Example:
@@ -85,6 +86,9 @@ def contacts_import(
     )
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
+    if result.forgotten:
+        summary += f"; {counted(result.forgotten, 'forgotten address', 'forgotten addresses')} "
+        summary += "not imported"
     if dry_run:
         console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
     elif result.written:
