@@ -161,7 +161,7 @@ def test_suppressed_and_forgotten_addresses_stay_suppressed(
     row = session.scalar(select(Suppression).where(Suppression.email == "mayor@suwon.example.org"))
     assert row is not None and row.reason == "forgotten"
     result = import_csv(session, path)
-    assert (result.created, result.updated, result.suppressed, result.forgotten) == (0, 1, 1, 1)
+    assert (result.created, result.unchanged, result.suppressed, result.forgotten) == (0, 1, 1, 1)
     assert is_suppressed(session, "mayor@suwon.example.org")
     assert is_suppressed(session, "intl@makati.example.com")
 
@@ -174,13 +174,13 @@ def test_a_forgotten_address_is_not_imported_again(session: Session, tmp_path: P
     forget(session, "mayor@suwon.example.org")
     session.commit()
     dry = import_csv(session, path, dry_run=True)
-    assert (dry.created, dry.updated, dry.forgotten, dry.errors) == (0, 1, 1, [])
+    assert (dry.created, dry.unchanged, dry.forgotten, dry.errors) == (0, 1, 1, [])
     again = write(
         tmp_path / "again.csv", KOREAN.replace("Mayor@Suwon.Example.ORG", "MAYOR@suwon.example.org")
     )
     result = import_csv(session, again)
     assert result.written and not result.errors
-    assert (result.rows, result.created, result.updated, result.forgotten) == (2, 0, 1, 1)
+    assert (result.rows, result.created, result.unchanged, result.forgotten) == (2, 0, 1, 1)
     session.expire_all()
     assert count(session) == 1
     assert (
@@ -235,8 +235,52 @@ def test_export_round_trips(session: Session, tmp_path: Path) -> None:
     exported = export_to_string(session)
     assert exported.splitlines()[0].endswith(",region")
     assert "김수진" in exported
+    stamps = dict(session.execute(select(Contact.email, Contact.updated_at)).all())
     result = import_csv(session, write(tmp_path / "again.csv", exported))
-    assert (result.created, result.updated, len(result.errors)) == (0, 2, 0)
+    assert (result.created, result.updated, result.unchanged, result.errors) == (0, 0, 2, [])
+    session.expire_all()
+    assert dict(session.execute(select(Contact.email, Contact.updated_at)).all()) == stamps
+    assert export_to_string(session) == exported
+
+
+def updated_at(session: Session) -> dict[str, object]:
+    session.expire_all()
+    return dict(session.execute(select(Contact.email, Contact.updated_at)).all())
+
+
+def test_rows_equal_to_what_is_stored_are_unchanged_and_not_written(
+    session: Session, tmp_path: Path
+) -> None:
+    """Unchanged is the stored value after the import's own rules: the same consent keeps its
+    date and source, a column the file lacks is not compared, tags are compared as a set."""
+    path = write(tmp_path / "c.csv", KOREAN)
+    import_csv(session, path)
+    before = updated_at(session)
+    same = import_csv(session, path)
+    assert (same.created, same.updated, same.unchanged, same.written) == (0, 0, 2, True)
+    assert updated_at(session) == before
+    dry = import_csv(session, path, dry_run=True)
+    assert (dry.created, dry.updated, dry.unchanged) == (0, 0, 2)
+    # Fewer columns, tags in another order and case, another source file: still the same.
+    fewer = "email,tags,consent\nmayor@suwon.example.org,Newsletter; covid19-webinar,existing-relationship\n"
+    result = import_csv(session, write(tmp_path / "fewer.csv", fewer))
+    assert (result.updated, result.unchanged) == (0, 1)
+    assert updated_at(session) == before
+    for changed in (
+        "email,tags\nmayor@suwon.example.org,newsletter\n",  # a tag less
+        "email,region\nmayor@suwon.example.org,asia\n",  # an attribute
+        "email,consent\nmayor@suwon.example.org,opt-in\n",  # another consent
+        "email,consent,consent_date\nmayor@suwon.example.org,opt-in,2020-01-01\n",  # its date
+        "email,city\nmayor@suwon.example.org,\n",  # an empty cell clears
+    ):
+        result = import_csv(session, write(tmp_path / "changed.csv", changed))
+        assert (result.updated, result.unchanged) == (1, 0), changed
+        now = updated_at(session)
+        assert now["mayor@suwon.example.org"] > before["mayor@suwon.example.org"], changed
+        assert now["intl@makati.example.com"] == before["intl@makati.example.com"]
+        before = now
+        again = import_csv(session, write(tmp_path / "changed.csv", changed))
+        assert (again.updated, again.unchanged) == (0, 1), changed
 
 
 def test_example_contacts_import_cleanly(session: Session) -> None:
@@ -265,7 +309,9 @@ def test_cli_import_reports_lines_and_exit_status(run_cli, tmp_path: Path) -> No
     assert "Traceback" not in result.output
     ok = run_cli("contacts", "import", "bad.csv", "--skip-invalid")
     assert ok.exit_code == 0, ok.output
-    assert "imported. 9 rows: 2 new, 0 updated, 7 invalid" in ok.output
+    assert "imported. 9 rows: 2 new, 0 updated, 0 unchanged, 7 invalid" in ok.output
+    same = run_cli("contacts", "import", "bad.csv", "--skip-invalid")
+    assert "imported. 9 rows: 0 new, 0 updated, 2 unchanged, 7 invalid" in same.output
     show = run_cli("contacts", "show", "sixth@example.org")
     assert show.exit_code == 0 and "JP" in show.output
     missing = run_cli("contacts", "show", "nobody@example.org")

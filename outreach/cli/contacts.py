@@ -82,7 +82,7 @@ def contacts_import(
         err_console.print(f"… and {counted(more, 'more invalid row')}")
     summary = (
         f"{counted(result.rows, 'row')}: {result.created} new, {result.updated} updated, "
-        f"{len(result.errors)} invalid"
+        f"{result.unchanged} unchanged, {len(result.errors)} invalid"
     )
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
