@@ -317,16 +317,17 @@ def _stored(
     these addresses: one query."""
     table, tag_table = Contact.__table__, ContactTag.__table__
     query = select(table.c.email, *(table.c[c] for c in columns)).where(table.c.email.in_(emails))
-    if with_tags:
-        query = query.add_columns(tag_table.c.tag).outerjoin(
-            tag_table, tag_table.c.contact_id == table.c.id
+    if with_tags:  # one row per contact, its tags joined by ; (which no tag contains)
+        query = query.add_columns(
+            select(func.aggregate_strings(tag_table.c.tag, ";"))
+            .where(tag_table.c.contact_id == table.c.id)
+            .scalar_subquery()
         )
     found: dict[str, tuple[dict[str, Any], set[str]]] = {}
     for email, *cells in conn.execute(query):
-        if email not in found:
-            found[email] = (dict(zip(columns, cells, strict=False)), set())  # not the tag
-        if with_tags and cells[-1] is not None:
-            found[email][1].add(cells[-1])
+        joined = cells.pop() if with_tags else None
+        tags = set(joined.split(";")) if joined else set()
+        found[email] = (dict(zip(columns, cells, strict=True)), tags)
     return found
 
 
