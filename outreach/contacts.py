@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from outreach.consent import erase as erase_consent
@@ -27,7 +27,7 @@ from outreach.fields import (
     split_tags,
 )
 from outreach.history import contact_history, erase_address
-from outreach.models import Contact, Suppression, utcnow
+from outreach.models import Contact, ContactTag, Suppression, utcnow
 from outreach.spreadsheets import (
     CONTROL,
     CellError,
@@ -62,7 +62,9 @@ class ImportResult:
     rows: int = 0
     created: int = 0
     updated: int = 0
+    unchanged: int = 0  # rows equal to what is stored: not written, updated_at stays
     suppressed: int = 0
+    forgotten: int = 0  # rows of forgotten addresses, not imported: their data stays erased
     errors: list[RowError] = field(default_factory=list)
     written: bool = False
     attribute_columns: list[str] = field(default_factory=list)
@@ -159,9 +161,13 @@ def _records(
             continue
         if len(record) != width:
             if len(record) > width:
-                yield line, {}, [f"{len(record)} cells but the header has {width} columns"]
-                continue
-            record = record + padding[len(record) :]  # missing cells at the end are empty
+                if any(cell.strip() for cell in record[width:]):
+                    # Cells shifted by an unquoted comma: only the count is worth saying.
+                    yield line, {}, [f"{len(record)} cells but the header has {width} columns"]
+                    continue
+                record = record[:width]  # empty cells past the header (a trailing comma)
+            else:
+                record = record + padding[len(record) :]  # missing cells at the end are empty
         row = dict(zip(columns, record, strict=True))
         if unnamed:
             row.pop("", None)
@@ -191,6 +197,8 @@ def _validate(
     raw: dict[str, str], now: datetime, problems: list[str] | None, source: str = "import"
 ) -> tuple[dict[str, Any], list[str] | None]:
     """One row to column values and tags; raises ValueError with every reason it has."""
+    if problems and not raw:  # a row that could not be read into columns
+        raise ValueError("; ".join(problems))
     errors = problems or []
     values: dict[str, Any] = {}
     try:
@@ -263,7 +271,7 @@ def import_csv(
         if given not in columns
     )
     source = f"import {path.name}"
-    writing = not dry_run
+    collecting = True
     for line, raw, problems in rows:
         result.rows += 1
         try:
@@ -274,21 +282,21 @@ def import_csv(
             seen[values["email"]] = line
         except ValueError as exc:
             result.errors.append(RowError(line, str(exc)))
-            if not skip_invalid:
-                writing = False  # keep validating to report every problem, write nothing
+            if not (skip_invalid or dry_run):
+                collecting = False  # keep validating to report every problem, write nothing
                 batch.clear()
             continue
-        if writing:
+        if collecting:  # a dry run counts every valid row as the import would
             batch.append((values, tags))
             if len(batch) >= BATCH:
-                _write(session, batch, has_free_columns, now, keep)
+                _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
                 batch.clear()
-    if writing and batch:
-        _write(session, batch, has_free_columns, now, keep)
+    if collecting and batch:
+        _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
-        if dry_run:
-            _count_existing(session, list(seen), result)
+        if not dry_run:
+            result.unchanged = result.suppressed = result.forgotten = 0  # nothing imported
         return result
     _count_written(session, now, result)
     result.written = True
@@ -296,38 +304,122 @@ def import_csv(
     return result
 
 
+def _suppressions(conn: Any, emails: list[str]) -> dict[str, str]:
+    """The suppressed ones of these addresses, with their reasons: one query."""
+    query = select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+    return {email: reason for email, reason in conn.execute(query)}
+
+
+def _stored(
+    conn: Any, emails: list[str], columns: list[str], with_tags: bool
+) -> dict[str, tuple[dict[str, Any], set[str]]]:
+    """The stored values of these columns (and the tags) of the contacts that exist among
+    these addresses: one query."""
+    table, tag_table = Contact.__table__, ContactTag.__table__
+    query = select(table.c.email, *(table.c[c] for c in columns)).where(table.c.email.in_(emails))
+    if with_tags:  # one row per contact, its tags joined by ; (which no tag contains)
+        query = query.add_columns(
+            select(func.aggregate_strings(tag_table.c.tag, ";"))
+            .where(tag_table.c.contact_id == table.c.id)
+            .scalar_subquery()
+        )
+    found: dict[str, tuple[dict[str, Any], set[str]]] = {}
+    for email, *cells in conn.execute(query):
+        joined = cells.pop() if with_tags else None
+        tags = set(joined.split(";")) if joined else set()
+        found[email] = (dict(zip(columns, cells, strict=True)), tags)
+    return found
+
+
+def _unchanged(
+    values: dict[str, Any],
+    tags: list[str] | None,
+    stored: tuple[dict[str, Any], set[str]],
+    keep: frozenset[str],
+    now: datetime,
+) -> bool:
+    """Whether the upsert would leave the contact as it is: the rules of `_assignments`
+    (the same consent keeps its date, source and version) applied in Python."""
+    old, old_tags = stored
+    same_consent = old.get("consent") == values.get("consent")
+    for column, was in old.items():
+        new = values[column]
+        if same_consent and (column in keep or (column == "consent_at" and new == now)):
+            continue  # kept as recorded
+        if column == "attributes":
+            was = was or {}
+        if new != was:
+            return False
+    return tags is None or set(tags) == old_tags
+
+
+def _import_batch(
+    session: Session,
+    batch: list[tuple[dict[str, Any], list[str] | None]],
+    result: ImportResult,
+    has_free_columns: bool,
+    now: datetime,
+    keep: frozenset[str],
+    dry_run: bool,
+) -> None:
+    """Sort a batch out with two queries, and write (unless a dry run) what changes.
+
+    A forgotten address is left out: forgetting erased its personal data, and no import
+    brings it back (nor a consent record for it). A row equal to what is stored is counted
+    as unchanged and not written, so its updated_at stays."""
+    conn = session.connection()
+    reasons = _suppressions(conn, [values["email"] for values, _ in batch])
+    rows = [row for row in batch if reasons.get(row[0]["email"]) != "forgotten"]
+    result.forgotten += len(batch) - len(rows)
+    if not rows:
+        return
+    compared = [c for c in rows[0][0] if c != "email" and (c != "attributes" or has_free_columns)]
+    with_tags = rows[0][1] is not None
+    stored = _stored(conn, [values["email"] for values, _ in rows], compared, with_tags)
+    changed = []
+    for values, tags in rows:
+        old = stored.get(values["email"])
+        if old is not None and _unchanged(values, tags, old, keep, now):
+            result.unchanged += 1
+            result.suppressed += values["email"] in reasons
+            continue
+        changed.append((values, tags))
+        if dry_run:  # a real import counts what it wrote, in _count_written
+            result.created += old is None
+            result.updated += old is not None
+            result.suppressed += values["email"] in reasons
+    if changed and not dry_run:
+        _write(session, changed, has_free_columns, now, keep)
+
+
 def _count_written(session: Session, now: datetime, result: ImportResult) -> None:
-    """Every row this import wrote carries its timestamp: count them in one pass."""
+    """Every row this import wrote carries its timestamp: count them in one pass.
+
+    An address forgotten while the import ran (the forget committed after the batch's
+    look-up, and PostgreSQL's upsert then inserted the address afresh) is removed again."""
     written = select(Contact.email).where(Contact.updated_at == now)
+    by_reason = dict(
+        session.execute(
+            select(Suppression.reason, func.count())
+            .where(Suppression.email.in_(written))
+            .group_by(Suppression.reason)
+        ).all()
+    )
+    late = by_reason.pop("forgotten", 0)
+    if late:
+        forgotten = select(Suppression.email).where(Suppression.reason == "forgotten")
+        session.execute(
+            delete(Contact).where(Contact.updated_at == now, Contact.email.in_(forgotten)),
+            execution_options={"synchronize_session": False},
+        )
+        result.forgotten += late
+    result.suppressed += sum(by_reason.values())  # written ones; unchanged ones are counted
     touched = session.scalar(select(func.count()).select_from(written.subquery())) or 0
     result.created = (
         session.scalar(select(func.count()).select_from(Contact).where(Contact.created_at == now))
         or 0
     )
     result.updated = touched - result.created
-    result.suppressed = (
-        session.scalar(
-            select(func.count()).select_from(Suppression).where(Suppression.email.in_(written))
-        )
-        or 0
-    )
-
-
-def _count_existing(session: Session, emails: list[str], result: ImportResult) -> None:
-    conn = session.connection()
-    for start in range(0, len(emails), BATCH):
-        chunk = emails[start : start + BATCH]
-        existing = conn.scalar(
-            select(func.count()).select_from(Contact).where(Contact.email.in_(chunk))
-        )
-        result.updated += existing or 0
-        result.created += len(chunk) - (existing or 0)
-        result.suppressed += (
-            conn.scalar(
-                select(func.count()).select_from(Suppression).where(Suppression.email.in_(chunk))
-            )
-            or 0
-        )
 
 
 def _write(

@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from outreach.contacts import export_to_string, forget, get_contact, import_csv
+from outreach.contacts import describe, export_to_string, forget, get_contact, import_csv
 from outreach.errors import FileError, NotFound
-from outreach.models import Contact, ContactTag, Suppression
+from outreach.models import ConsentRecord, Contact, ContactTag, Suppression
 from outreach.suppressions import is_suppressed, suppress, unsuppress
 from tests.conftest import ROOT, write
 
@@ -166,9 +166,62 @@ def test_suppressed_and_forgotten_addresses_stay_suppressed(
     row = session.scalar(select(Suppression).where(Suppression.email == "mayor@suwon.example.org"))
     assert row is not None and row.reason == "forgotten"
     result = import_csv(session, path)
-    assert result.suppressed == 2
+    assert (result.created, result.unchanged, result.suppressed, result.forgotten) == (0, 1, 1, 1)
     assert is_suppressed(session, "mayor@suwon.example.org")
     assert is_suppressed(session, "intl@makati.example.com")
+
+
+def test_a_forgotten_address_is_not_imported_again(session: Session, tmp_path: Path) -> None:
+    """Forgetting erased its personal data: an import must not store it again, nor a
+    consent for it. The row is counted, not refused: the file is not wrong."""
+    path = write(tmp_path / "c.csv", KOREAN)
+    import_csv(session, path)
+    forget(session, "mayor@suwon.example.org")
+    session.commit()
+    dry = import_csv(session, path, dry_run=True)
+    assert (dry.created, dry.unchanged, dry.forgotten, dry.errors) == (0, 1, 1, [])
+    again = write(
+        tmp_path / "again.csv", KOREAN.replace("Mayor@Suwon.Example.ORG", "MAYOR@suwon.example.org")
+    )
+    result = import_csv(session, again)
+    assert result.written and not result.errors
+    assert (result.rows, result.created, result.unchanged, result.forgotten) == (2, 0, 1, 1)
+    session.expire_all()
+    assert count(session) == 1
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(ConsentRecord)
+            .where(ConsentRecord.source == "import again.csv")
+        )
+        == 0
+    )
+    assert describe(session, "mayor@suwon.example.org")["forgotten"] is True
+
+
+def test_an_address_forgotten_while_its_batch_is_written_is_not_kept(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forget committed between an import's look-up and its write (PostgreSQL lets the
+    upsert insert the address afresh once the forget has deleted it) is caught before the
+    import commits."""
+    import outreach.contacts as contacts
+
+    look_up = contacts._suppressions
+
+    def then_forgotten(conn, emails):  # type: ignore[no-untyped-def]
+        found = look_up(conn, emails)
+        conn.execute(
+            insert(Suppression).values(email="mayor@suwon.example.org", reason="forgotten")
+        )
+        return found
+
+    monkeypatch.setattr(contacts, "_suppressions", then_forgotten)
+    result = import_csv(session, write(tmp_path / "c.csv", KOREAN))
+    assert (result.created, result.forgotten, result.suppressed) == (1, 1, 0)
+    emails = session.scalars(select(Contact.email)).all()
+    assert emails == ["intl@makati.example.com"]
+    assert session.scalar(select(func.count()).select_from(ConsentRecord)) == 1
 
 
 def test_suppression_precedence_and_lifting(session: Session) -> None:
@@ -187,8 +240,52 @@ def test_export_round_trips(session: Session, tmp_path: Path) -> None:
     exported = export_to_string(session)
     assert exported.splitlines()[0].endswith(",region")
     assert "김수진" in exported
+    stamps = dict(session.execute(select(Contact.email, Contact.updated_at)).all())
     result = import_csv(session, write(tmp_path / "again.csv", exported))
-    assert (result.created, result.updated, len(result.errors)) == (0, 2, 0)
+    assert (result.created, result.updated, result.unchanged, result.errors) == (0, 0, 2, [])
+    session.expire_all()
+    assert dict(session.execute(select(Contact.email, Contact.updated_at)).all()) == stamps
+    assert export_to_string(session) == exported
+
+
+def updated_at(session: Session) -> dict[str, object]:
+    session.expire_all()
+    return dict(session.execute(select(Contact.email, Contact.updated_at)).all())
+
+
+def test_rows_equal_to_what_is_stored_are_unchanged_and_not_written(
+    session: Session, tmp_path: Path
+) -> None:
+    """Unchanged is the stored value after the import's own rules: the same consent keeps its
+    date and source, a column the file lacks is not compared, tags are compared as a set."""
+    path = write(tmp_path / "c.csv", KOREAN)
+    import_csv(session, path)
+    before = updated_at(session)
+    same = import_csv(session, path)
+    assert (same.created, same.updated, same.unchanged, same.written) == (0, 0, 2, True)
+    assert updated_at(session) == before
+    dry = import_csv(session, path, dry_run=True)
+    assert (dry.created, dry.updated, dry.unchanged) == (0, 0, 2)
+    # Fewer columns, tags in another order and case, another source file: still the same.
+    fewer = "email,tags,consent\nmayor@suwon.example.org,Newsletter; covid19-webinar,existing-relationship\n"
+    result = import_csv(session, write(tmp_path / "fewer.csv", fewer))
+    assert (result.updated, result.unchanged) == (0, 1)
+    assert updated_at(session) == before
+    for changed in (
+        "email,tags\nmayor@suwon.example.org,newsletter\n",  # a tag less
+        "email,region\nmayor@suwon.example.org,asia\n",  # an attribute
+        "email,consent\nmayor@suwon.example.org,opt-in\n",  # another consent
+        "email,consent,consent_date\nmayor@suwon.example.org,opt-in,2020-01-01\n",  # its date
+        "email,city\nmayor@suwon.example.org,\n",  # an empty cell clears
+    ):
+        result = import_csv(session, write(tmp_path / "changed.csv", changed))
+        assert (result.updated, result.unchanged) == (1, 0), changed
+        now = updated_at(session)
+        assert now["mayor@suwon.example.org"] > before["mayor@suwon.example.org"], changed
+        assert now["intl@makati.example.com"] == before["intl@makati.example.com"]
+        before = now
+        again = import_csv(session, write(tmp_path / "changed.csv", changed))
+        assert (again.updated, again.unchanged) == (0, 1), changed
 
 
 def test_example_contacts_import_cleanly(session: Session) -> None:
@@ -217,7 +314,9 @@ def test_cli_import_reports_lines_and_exit_status(run_cli, tmp_path: Path) -> No
     assert "Traceback" not in result.output
     ok = run_cli("contacts", "import", "bad.csv", "--skip-invalid")
     assert ok.exit_code == 0, ok.output
-    assert "imported. 9 rows: 2 new, 0 updated, 7 invalid" in ok.output
+    assert "imported. 9 rows: 2 new, 0 updated, 0 unchanged, 7 invalid" in ok.output
+    same = run_cli("contacts", "import", "bad.csv", "--skip-invalid")
+    assert "imported. 9 rows: 0 new, 0 updated, 2 unchanged, 7 invalid" in same.output
     show = run_cli("contacts", "show", "sixth@example.org")
     assert show.exit_code == 0 and "JP" in show.output
     missing = run_cli("contacts", "show", "nobody@example.org")
@@ -404,3 +503,29 @@ def test_rows_shorter_than_the_header_have_empty_cells(session: Session, tmp_pat
     assert (result.created, result.errors) == (2, [])
     a, b = get_contact(session, "a@example.org"), get_contact(session, "b@example.org")
     assert (a.name, a.city, b.name, b.city) == ("Kim", None, "Lee", "Seoul")
+
+
+def test_empty_cells_past_the_header_carry_nothing(session: Session, tmp_path: Path) -> None:
+    """Excel writes a trailing comma after the last cell; an empty extra cell is no problem."""
+    path = write(
+        tmp_path / "c.csv",
+        "email,name,country\na@example.org,Kim,KR,\nb@example.org,Lee,JP, ,\n",
+    )
+    result = import_csv(session, path)
+    assert (result.created, result.errors) == (2, [])
+    a, b = get_contact(session, "a@example.org"), get_contact(session, "b@example.org")
+    assert (a.name, a.country, b.name, b.country) == ("Kim", "KR", "Lee", "JP")
+    assert a.attributes == {} and b.attributes == {}
+
+
+def test_a_row_with_a_cell_too_many_says_only_that(session: Session, tmp_path: Path) -> None:
+    """Its address is there: the extra cell (often a comma that needed quotes) is the problem."""
+    path = write(
+        tmp_path / "c.csv",
+        "email,name,country\nc@example.org,Park, Jieun,KR\nd@example.org,Kim,KR\n",
+    )
+    result = import_csv(session, path)
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, "4 cells but the header has 3 columns")
+    ]
+    assert count(session) == 0

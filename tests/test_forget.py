@@ -173,3 +173,22 @@ def test_forget_scrubs_data_stored_by_earlier_versions(session: Session) -> None
     assert events[2].data["address"] == "other@city.example.org"
     session.refresh(mine)
     assert mine.state == "bounced" and "User unknown" in (mine.last_text or "")
+
+
+def test_cli_import_leaves_a_forgotten_address_forgotten(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The newcomer's walkthrough: forget, then import a file that still has the person."""
+    assert run_cli("init").exit_code == 0
+    write(
+        tmp_path / "c.csv", "email,name\npark@city.example.org,박지은\nlee@city.example.org,Lee\n"
+    )
+    assert run_cli("contacts", "import", "c.csv").exit_code == 0
+    assert run_cli("contacts", "forget", "park@city.example.org", "--yes").exit_code == 0
+    for dry in ([], ["--dry-run"]):
+        imported = run_cli("contacts", "import", "c.csv", *dry)
+        assert imported.exit_code == 0, imported.output
+        assert "2 rows: 0 new" in imported.output
+        assert "1 forgotten address not imported" in imported.output
+        assert "suppressed" not in imported.output
+    shown = run_cli("contacts", "show", "park@city.example.org", "--json")
+    doc = json.loads(shown.output)
+    assert doc["forgotten"] is True and set(doc) == {"email", "forgotten", "forgotten_at"}

@@ -109,7 +109,7 @@ def test_csv_export_neutralises_and_import_undoes_it(session: Session, tmp_path:
             assert not cell.startswith(TRIGGERS), (cell, row)
     assert "'+82 31 228 2114" in first and ",'-," in first and "수원특례시" in first
     again = import_csv(session, write(tmp_path / "again.csv", first))
-    assert (again.created, again.updated, again.errors) == (0, 3, [])
+    assert (again.created, again.unchanged, again.errors) == (0, 3, [])
     assert stored(session) == STORED
     assert export_to_string(session) == first
 
@@ -128,7 +128,7 @@ def test_export_encodings_round_trip(
     assert "수원특례시" in data.decode(encoding)
     assert data.decode(encoding) == export_to_string(session)
     result = import_csv(session, out, encoding=encoding)
-    assert (result.updated, result.errors) == (3, [])
+    assert (result.unchanged, result.errors) == (3, [])
     assert stored(session) == STORED
 
 
@@ -169,7 +169,7 @@ def test_xlsx_export_has_no_formulas_and_round_trips(session: Session, tmp_path:
             if isinstance(cell.value, str) and cell.value.startswith(TRIGGERS):
                 assert cell.data_type == "s" and cell.quotePrefix, cell.coordinate
     result = import_csv(session, first)
-    assert (result.created, result.updated, result.errors) == (0, 3, [])
+    assert (result.created, result.unchanged, result.errors) == (0, 3, [])
     assert stored(session) == STORED
     second = tmp_path / "again.xlsx"
     export_file(session, second)
@@ -369,7 +369,7 @@ def test_cli_export_encodings_and_xlsx(run_cli, tmp_path: Path) -> None:  # type
     assert (tmp_path / "excel.csv").read_bytes().startswith(b"\xef\xbb\xbf")
     assert run_cli("contacts", "export", "-o", "contacts.xlsx").exit_code == 0
     back = run_cli("contacts", "import", "contacts.xlsx")
-    assert back.exit_code == 0 and "0 new, 3 updated, 0 invalid" in back.output
+    assert back.exit_code == 0 and "0 new, 0 updated, 3 unchanged, 0 invalid" in back.output
     bad = run_cli("contacts", "export", "--encoding", "latin-1")
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     write(tmp_path / "viet.csv", "email,name\nhanoi@hanoi.example.org,Nguyễn Thị 😀\n")

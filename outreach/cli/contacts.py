@@ -55,7 +55,8 @@ def contacts_import(
     membership, tags (separated by ;), consent, consent_date; common English and Korean
     headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
     any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
-    written when any row is invalid. Suppressed addresses stay suppressed.
+    written when any row is invalid. Suppressed addresses stay suppressed; forgotten ones are
+    not imported.
 
     \b
     Example:
@@ -81,10 +82,13 @@ def contacts_import(
         err_console.print(f"… and {counted(more, 'more invalid row')}")
     summary = (
         f"{counted(result.rows, 'row')}: {result.created} new, {result.updated} updated, "
-        f"{len(result.errors)} invalid"
+        f"{result.unchanged} unchanged, {len(result.errors)} invalid"
     )
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
+    if result.forgotten:
+        summary += f"; {counted(result.forgotten, 'forgotten address', 'forgotten addresses')} "
+        summary += "not imported"
     if dry_run:
         console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
     elif result.written:
