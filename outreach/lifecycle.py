@@ -127,8 +127,9 @@ def send_campaign(
     added = store.snapshot(session, campaign.id, audience(include, exclude))
     _open(session, campaign, added)
     total = store.total(session, campaign.id)
+    # As the file writes it (its own offset), not as stored (UTC).
     result = SendResult(
-        spec.name, campaign.state, added, total, dry_run, validation.languages, campaign.send_at
+        spec.name, campaign.state, added, total, dry_run, validation.languages, spec.spec.send_at
     )
     if dry_run:
         session.rollback()

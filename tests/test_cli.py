@@ -356,3 +356,11 @@ def test_a_queue_path_in_no_folder_is_refused(run_cli, tmp_path: Path) -> None: 
     assert not (tmp_path / "no").exists()
     listed = json.loads(run_cli("campaigns", "list", "--json").output)
     assert listed == []  # nothing was queued, nothing changed
+
+
+def test_a_scheduled_send_echoes_the_time_as_written(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Staff in Seoul write +09:00 and read back the same time, with UTC beside it."""
+    _project(run_cli, tmp_path, CAMPAIGN + "send_at: 2099-01-01T09:00:00+09:00\n")
+    result = run_cli("campaigns", "send", "campaigns/news.yaml")
+    assert result.exit_code == 0, result.output
+    assert "scheduled for 2099-01-01 09:00 +09:00 (2099-01-01 00:00 UTC)" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,16 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
         raise UserError(
             f"{failed} of {len(paths)} campaign files have errors; fix {', '.join(sorted(broken))}"
         )
+
+
+def local_and_utc(when: datetime) -> str:
+    """`2099-01-01 09:00 +09:00 (2099-01-01 00:00 UTC)`: the time as the file gives it, and
+    in UTC, the one time zone every worker and report uses."""
+    utc = when.astimezone(UTC)
+    if when.utcoffset() == timedelta(0):
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    offset = when.strftime("%z")
+    return f"{when:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]} ({utc:%Y-%m-%d %H:%M} UTC)"
 
 
 def _validate_one(
@@ -242,7 +253,7 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
         return
     line = f"{result.campaign}: {result.added} new deliveries queued ({result.total} in all)"
     if result.state == "scheduled" and result.send_at:
-        line += f"; scheduled for {result.send_at.isoformat()}"
+        line += f"; scheduled for {local_and_utc(result.send_at)}"
     console.print(
         line + ". Run `outreach worker` to send; follow with `outreach campaigns "
         f"status {result.campaign} --watch`",
