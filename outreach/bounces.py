@@ -75,6 +75,28 @@ class IngestReport:
     refused: list[str] = field(default_factory=list)  # over MAX_MESSAGE_BYTES
     truncated: list[str] = field(default_factory=list)  # over MAX_FAILURES recipients
 
+    def as_json(self) -> dict[str, Any]:
+        """Every count, and the messages that needed a word of their own, for a script."""
+        return {
+            "messages": self.messages,
+            "hard": self.hard,
+            "soft": self.soft,
+            "policy": self.policy,
+            "other": self.other,
+            "complaints": self.complaints,
+            "unsubscribes": self.unsubscribes,
+            "suppressed": self.suppressed,
+            "duplicates": self.duplicates,
+            "not_ours": self.not_ours,
+            "auto_replies": self.auto_replies,
+            "delivered": self.delivered,
+            "not_bounces": self.not_bounces,
+            "unreadable": self.unreadable,
+            "malformed": self.malformed,
+            "refused": self.refused,
+            "truncated": self.truncated,
+        }
+
     def notes(self) -> list[str]:
         """One line for each message that needs a word of its own."""
         return (

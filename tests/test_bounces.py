@@ -597,6 +597,18 @@ def test_cli_ingest_and_report(run_cli, campaign, session: Session, tmp_path: Pa
     assert missing.exit_code == 1 and "not a Maildir" in missing.output
     shown = run_cli("contacts", "show", "postfix@city.example.org", env=env)
     assert "history" in shown.output and "bounce" in shown.output and "bounced" in shown.output
+    # For a script: one document with every count and the messages that needed a word.
+    write(tmp_path / "junk.eml", b"garbage\x00\x01 not a mail\n")
+    for name, hard in (("postfix.eml", 0), ("junk.eml", 0)):
+        result = run_cli("bounces", "ingest", str(tmp_path / name), "--json", env=env)
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.output)
+        assert doc["messages"] == 1 and doc["hard"] == hard
+    assert doc["malformed"] and "junk.eml" in doc["malformed"][0]
+    again = json.loads(
+        run_cli("bounces", "ingest", str(tmp_path / "postfix.eml"), "--json", env=env).output
+    )
+    assert again["duplicates"] == 1 and again["suppressed"] == 0
 
 
 def test_mailto_unsubscribe(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ import click
 
 from outreach.cli.app import App, console, err_console, pass_app
 from outreach.errors import UserError
-from outreach.printable import printable
+from outreach.printable import json_document, printable
 
 
 @click.group()
@@ -30,8 +30,11 @@ def bounces() -> None:
     type=click.Path(path_type=Path),
     help="Read new/ of a Maildir; processed messages move to cur/.",
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON object of counts, for scripts.")
 @pass_app
-def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Path | None) -> None:
+def bounces_ingest(
+    app: App, source: str | None, mbox: Path | None, maildir: Path | None, as_json: bool
+) -> None:
     """Ingest bounces (RFC 3464 DSNs, common non-standard formats, VERP) and ARF complaints.
 
     Only failures of mail we sent to that address count (by VERP address, original
@@ -64,6 +67,9 @@ def bounces_ingest(app: App, source: str | None, mbox: Path | None, maildir: Pat
             settings.soft_bounce_limit,
             stream,
         )
+    if as_json:
+        click.echo(json_document(report.as_json()))
+        return
     for note in report.notes():
         err_console.print(printable(note), soft_wrap=True)
     console.print(report.summary(), soft_wrap=True)
