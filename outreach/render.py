@@ -232,11 +232,22 @@ class CompiledVariant:
     text: str
 
 
+# Inside a tag: align="center" / align=right, and text-align: center|right in a style.
+_ALIGN_ATTRIBUTE = re.compile(r"""(<[^<>]*?)\salign\s*=\s*(["']?)(?:center|right)\2""", re.I)
+_ALIGN_STYLE = re.compile(
+    r"""(<[^<>]*?\bstyle\s*=\s*["'][^"'<>]*?text-align\s*:\s*)(?:center|right)""", re.I
+)
+
+
 def html_to_text(html: str) -> str:
     from inscriptis import get_text
     from inscriptis.css_profiles import CSS_PROFILES
     from inscriptis.model.config import ParserConfig
 
+    # Centred and right-aligned cells were padded to the widest line of their table: the
+    # layout's header, button and footer came out pushed right by dozens of spaces.
+    html = _ALIGN_ATTRIBUTE.sub(r"\1", html)
+    html = _ALIGN_STYLE.sub(r"\1left", html)
     text = get_text(html, ParserConfig(display_links=True, css=CSS_PROFILES["strict"]))
     lines = [line.rstrip() for line in text.splitlines()]
     text = "\n".join(lines).strip("\n")

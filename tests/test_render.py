@@ -66,6 +66,23 @@ def test_text_part_is_readable_and_has_every_link(tmp_path: Path) -> None:
     assert "<" not in ko.text.replace("<", "", 0) or "<mj-" not in ko.text
 
 
+def test_text_part_is_not_centred_with_spaces(tmp_path: Path) -> None:
+    """Centring means nothing without a known width: a text client (and a phone) showed the
+    layout's centred header, button and footer pushed right by dozens of spaces."""
+    from outreach.render import html_to_text
+
+    long = "A long footer line with the postal address of the sender in it"
+    html = (
+        f'<table align="center"><tr><td>{long}</td></tr>'
+        '<tr><td align="center">Visit</td></tr>'
+        '<tr><td style="color:#333;text-align: center">Header</td></tr>'
+        "<tr><td ALIGN='right'>Right</td></tr></table><ul><li>one</li><li>two</li></ul>"
+    )
+    lines = html_to_text(html).splitlines()
+    assert {"Visit", "Header", "Right", long} <= set(lines), lines
+    assert any(line.startswith("  * one") for line in lines), lines  # lists keep their indent
+
+
 def test_fallback_languages(tmp_path: Path) -> None:
     path = make_project(tmp_path)
     available = load_campaign(path).languages()
