@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -134,3 +135,13 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
 def minute(iso: str | None) -> str | None:
     """An ISO 8601 UTC time from a JSON document, to the minute, for a table."""
     return f"{iso[:16].replace('T', ' ')} UTC" if iso else iso
+
+
+# One spelling of the option for every command that reads segments.
+segments_file_option = click.option(
+    "--segments-file",
+    type=click.Path(path_type=Path),
+    default=Path("campaigns/segments.yaml"),
+    show_default=True,
+    help="The segments file.",
+)

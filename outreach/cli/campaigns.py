@@ -10,7 +10,16 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from outreach.cli.app import App, console, err_console, labelled, minute, pass_app, print_table
+from outreach.cli.app import (
+    App,
+    console,
+    err_console,
+    labelled,
+    minute,
+    pass_app,
+    print_table,
+    segments_file_option,
+)
 from outreach.errors import FileErrors, UserError
 from outreach.printable import counted, json_document, printable
 
@@ -469,13 +478,7 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     help="Write a self-contained HTML page with charts.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
-@click.option(
-    "--segments-file",
-    type=click.Path(path_type=Path),
-    default=Path("campaigns/segments.yaml"),
-    show_default=True,
-    help="The segments file.",
-)
+@segments_file_option
 @pass_app
 def campaigns_report(
     app: App, name: str, html_path: Path | None, as_json: bool, segments_file: Path

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from outreach.cli.app import App, console, err_console, labelled, minute, pass_app, print_table
+from outreach.cli.app import (
+    App,
+    console,
+    err_console,
+    labelled,
+    minute,
+    pass_app,
+    print_table,
+    segments_file_option,
+)
 from outreach.errors import UserError
 from outreach.printable import counted, json_document
 from outreach.spreadsheets import ENCODINGS
@@ -122,13 +131,7 @@ def contacts_import(
     show_default=True,
     help="CSV encoding: utf-8-sig or cp949 for Korean Excel.",
 )
-@click.option(
-    "--segments-file",
-    type=click.Path(path_type=Path),
-    default=Path("campaigns/segments.yaml"),
-    show_default=True,
-    help="The segments file.",
-)
+@segments_file_option
 @pass_app
 def contacts_export(
     app: App, segment: str | None, output: Path | None, encoding: str, segments_file: Path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from outreach.cli.app import App, pass_app, print_table
+from outreach.cli.app import App, pass_app, print_table, segments_file_option
 from outreach.errors import UserError
 from outreach.printable import json_document
 
@@ -19,15 +19,6 @@ def segments() -> None:
     Example:
       outreach segments list
     """
-
-
-segments_file_option = click.option(
-    "--segments-file",
-    type=click.Path(path_type=Path),
-    default=Path("campaigns/segments.yaml"),
-    show_default=True,
-    help="The segments file.",
-)
 
 
 @segments.command("list")
