@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pg_schema import drop_schema, fresh_schema
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -223,28 +225,6 @@ def import_contacts(database_url: str, csv: Path) -> None:
         with engine_for(database_url).begin() as conn:
             conn.execute(text("ANALYZE contacts"))
     engine_for(database_url).dispose()
-
-
-def fresh_schema(base: str) -> str:
-    """An empty schema of the benchmark's own; returns a URL whose search_path is it."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-    engine.dispose()
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{SCHEMA}"
-
-
-def drop_schema(base: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    engine.dispose()
 
 
 def forget_campaigns(database_url: str) -> None:
@@ -564,7 +544,7 @@ def backends(
         import redis
 
         base = args.postgres.replace("postgresql://", "postgresql+psycopg://", 1)
-        pg = fresh_schema(base)
+        pg = fresh_schema(base, SCHEMA)
         contacts_csv(work / "contacts-pg.csv", args.n)
         import_contacts(pg, work / "contacts-pg.csv")
 
@@ -579,7 +559,7 @@ def backends(
         yield found
     finally:
         if pg is not None:
-            drop_schema(base)
+            drop_schema(base, SCHEMA)
 
 
 def main() -> None:
