@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from outreach import store
 from outreach.campaigns import CampaignFile, load_campaign
-from outreach.compiler import CompiledCampaign, compile_campaign
+from outreach.compiler import CompiledCampaign
 from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient
 from outreach.config import Settings
 from outreach.errors import FileErrors, NotFound, UserError
@@ -121,7 +121,9 @@ def send_campaign(
     validation = _validated(path, settings, session)
     spec = load_campaign(path)
     campaign = _campaign_row(session, spec)
-    compiled = compile_campaign(spec, _languages_to_compile(spec, validation), settings)
+    # Validation compiled every variant: those are what the workers get, so a contact who
+    # changes language after the send is written to in theirs.
+    compiled = _compiled(validation)
     _store_compiled(session, campaign, spec, compiled, settings)
     include, exclude = _segments(spec, session)
     added = store.snapshot(session, campaign.id, audience(include, exclude))
@@ -162,11 +164,9 @@ def _campaign_row(session: Session, spec: CampaignFile) -> Campaign:
     return existing or Campaign(name=spec.name, state="draft")
 
 
-def _languages_to_compile(spec: CampaignFile, validation: Validation) -> set[str]:
-    """The languages the audience is written in (at least the default), that exist."""
-    default = spec.spec.default_language
-    wanted = set(validation.languages) | {default}
-    return wanted & spec.languages() or {default}
+def _compiled(validation: Validation) -> CompiledCampaign:
+    assert validation.compiled is not None  # a campaign without errors was compiled
+    return validation.compiled
 
 
 def _store_compiled(
@@ -238,9 +238,8 @@ def send_test(path: Path, settings: Settings, session: Session | None, to: str) 
         address = mailable_email(to)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    _validated(path, settings, session)
+    compiled = _compiled(_validated(path, settings, session))
     spec = load_campaign(path)
-    compiled = compile_campaign(spec, spec.languages(), settings)
     composer = Composer(
         compiled.variants,
         spec.spec.default_language,

@@ -11,7 +11,6 @@ import jinja2
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, load_campaign
-from outreach.compiler import compile_campaign
 from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient, resolve_language
 from outreach.config import Settings
 from outreach.contacts import get_contact
@@ -75,7 +74,8 @@ def build_preview(
         whose = "" if language else f" ({contact['email']} speaks {wanted})"
         note = f"there is no {wanted} variant{whose}; previewing {resolved} (default_language)"
     contact.setdefault("language", resolved)
-    compiled = compile_campaign(campaign, {resolved}, settings)
+    compiled = report.compiled
+    assert compiled is not None  # validation compiled every variant
     # A preview is not mailed: its links are signed with a key of its own.
     composer = Composer(
         compiled.variants,
