@@ -1,7 +1,7 @@
 """Validating a campaign: every check `campaigns send` runs before anything is queued.
 
     the file (schema, keys) -> its audience (segments) -> From and Reply-To
-    -> the languages of the audience -> compile (Jinja, MJML) -> links
+    -> the languages of the audience (counted) -> compile every variant (Jinja, MJML) -> links
     -> render for stand-in recipients (stage 2) -> what the audience's data will do
 
 Each problem is reported with its file and, where the source has one, its line. Errors are
