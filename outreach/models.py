@@ -163,6 +163,11 @@ class Campaign(Base):
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True
     )
 
+    def tracks(self, kind: str) -> bool:
+        """Whether the campaign as sent tracks "opens" or "clicks" (not stated: no, as the
+        compiler adds no pixel and rewrites no link then)."""
+        return bool(((self.definition or {}).get("tracking") or {}).get(kind))
+
 
 class CampaignVariant(Base):
     """One language's compiled message: MJML compiled once, recipients filled in later."""

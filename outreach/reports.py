@@ -61,10 +61,7 @@ TRACKED_BY = {"open": "opens", "click": "clicks"}
 
 
 def _tracking(campaign: Campaign) -> dict[str, bool]:
-    """Opens and clicks as the campaign's stored definition has them (absent: not tracked,
-    as the open pixel and the compiler read it)."""
-    stored = (campaign.definition or {}).get("tracking") or {}
-    return {kind: bool(stored.get(kind)) for kind in ("opens", "clicks")}
+    return {kind: campaign.tracks(kind) for kind in ("opens", "clicks")}
 
 
 def _ratio(part: int, whole: int) -> float | None:

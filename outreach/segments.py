@@ -362,10 +362,8 @@ def untracked(segments: Sequence[Segment], folder: Path, session: Session | None
             tracking[str(name)] = stated if isinstance(stated, dict) else {}
     if session is not None:
         names = {c for _, c in needed}
-        for name, definition in session.execute(
-            select(Campaign.name, Campaign.definition).where(Campaign.name.in_(names))
-        ):
-            tracking[name] = (definition or {}).get("tracking") or {}
+        for sent in session.scalars(select(Campaign).where(Campaign.name.in_(names))):
+            tracking[sent.name] = {kind: sent.tracks(kind) for kind in ("opens", "clicks")}
     warnings = []
     for segment in segments:
         for key, campaign in dict.fromkeys(segment.history):

@@ -471,8 +471,7 @@ def open_pixel(token: str) -> Response:
     if request.method == "GET" and isinstance(delivery_id, int) and delivery_id > 0:
         with _state().writer() as session:
             addressee = _load(session, delivery_id)
-            tracking = addressee.campaign.definition.get("tracking", {}) if addressee else {}
-            if addressee is not None and tracking.get("opens"):
+            if addressee is not None and addressee.campaign.tracks("opens"):
                 record_event(
                     session,
                     "open",
