@@ -1,0 +1,180 @@
+"""What every door of the web app shares: its state on the app, the reader's language, the
+page and message renderers, and reading a signed link into the recipient it names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import Any
+
+from flask import Response, current_app, render_template, request
+from sqlalchemy.orm import Session, sessionmaker
+
+from outreach.archive import Archive
+from outreach.config import Settings
+from outreach.i18n import DEFAULT, N_, languages, menu, supported, translator
+from outreach.models import Campaign, Contact, Delivery
+from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
+from outreach.suppressions import recipient_of
+from outreach.tasks import Nudger
+from outreach.tokens import InvalidToken, Links, Tokens
+
+# The view-online and archive pages show an email itself: its inline styles and images.
+VIEW_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "font-src https:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+# The 400 page of a link we cannot read: we cannot know the reader's language.
+BILINGUAL = ("ko", "en")
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    tokens: Tokens
+    links: Links
+    writer: sessionmaker[Session]
+    reader: sessionmaker[Session]
+    subscribe: SubscribeConfig | None = None
+    archive: Archive | None = None
+    form_tokens: FormTokens | None = None
+    confirm_tokens: ConfirmTokens | None = None
+    nudge: Nudger = field(default_factory=lambda: Nudger(Settings()))
+
+
+@dataclass
+class Addressee:
+    """Whom a link was sent to: the delivery a token names, its campaign, its address and
+    contact (a system message, such as a confirmation, may go to someone not yet one)."""
+
+    delivery: Delivery
+    contact: Contact | None
+    campaign: Campaign
+    email: str | None
+
+    @property
+    def sender(self) -> str:
+        name, address = parseaddr(self.campaign.definition.get("from", ""))
+        return name or address or "CityNet"
+
+
+def state() -> WebState:
+    found: WebState = current_app.extensions["outreach"]
+    return found
+
+
+def language(own: str | None = None) -> str:
+    """?lang=, else the person's own language, else the browser's, else English."""
+    asked = supported(request.values.get("lang", ""))
+    if asked:
+        return asked
+    chosen = supported(own)
+    if chosen:
+        return chosen
+    best = request.accept_languages.best_match(list(languages()))
+    return best or DEFAULT
+
+
+def page(template: str, lang: str, status: int = 200, **values: Any) -> Response:
+    body = render_template(
+        template,
+        lang=lang,
+        languages=menu(),
+        title=values.pop("title", None) or translator(lang)("CityNet"),
+        subscribe_open=state().subscribe is not None,
+        **values,
+    )
+    return Response(body, status=status, mimetype="text/html")
+
+
+def message(lang: str, heading: str, *lines: str, status: int = 200) -> Response:
+    return page("message.html", lang, status, heading=heading, lines=list(lines))
+
+
+def both(text: str) -> tuple[str, list[str]]:
+    """A message in ?lang= if given, else in Korean and English (a reader we cannot know)."""
+    asked = supported(request.args.get("lang", ""))
+    langs = [asked] if asked else list(BILINGUAL)
+    return langs[0], [translator(code)(text) for code in langs]
+
+
+def invalid() -> Response:
+    lang, titles = both(N_("This link is not valid"))
+    _, lines = both(
+        N_(
+            "The link is damaged, incomplete or expired. Please use the link in your email "
+            "again. Nothing was changed."
+        )
+    )
+    return message(lang, " / ".join(titles), *lines, status=400)
+
+
+def verify(kind: str, token: str) -> Any:
+    try:
+        return state().tokens.verify(kind, token)
+    except InvalidToken:
+        return None
+
+
+def load(session: Session, delivery_id: Any) -> Addressee | None:
+    if not isinstance(delivery_id, int) or isinstance(delivery_id, bool) or delivery_id < 1:
+        return None
+    found = recipient_of(session, delivery_id)
+    if found is None:
+        return None
+    return Addressee(found.delivery, found.contact, found.campaign, found.email)
+
+
+def _special(delivery_id: Any, addressee: Addressee | None) -> Response | None:
+    """Pages for links that name no live recipient: a test message, an erased contact."""
+    if delivery_id == 0:
+        lang = language()
+        _ = translator(lang)
+        return message(
+            lang, _("CityNet"), _("This link is from a test message. Nothing was changed.")
+        )
+    if addressee is None:
+        return invalid()
+    if addressee.email is None:
+        lang = language()
+        _ = translator(lang)
+        return message(
+            lang,
+            _("CityNet"),
+            _("This address has been erased and will not be mailed again."),
+        )
+    return None
+
+
+def resolve(kind: str, token: str, session: Session) -> tuple[Addressee | None, Response | None]:
+    """The addressee a token names, or the page to answer instead of acting."""
+    delivery_id = verify(kind, token)
+    if delivery_id is None:
+        return None, invalid()
+    addressee = load(session, delivery_id)
+    return addressee, _special(delivery_id, addressee)
+
+
+def own_language(addressee: Addressee) -> str | None:
+    if addressee.contact is not None:
+        return addressee.contact.language
+    return addressee.delivery.language
+
+
+_BODY = re.compile(r"<body\b[^>]*>", re.I)
+
+
+def with_banner(html: str, banner_html: str) -> str:
+    """An email's HTML with a line of ours at the top of its body."""
+    match = _BODY.search(html)
+    if match is None:
+        return banner_html + html
+    return html[: match.end()] + banner_html + html[match.end() :]
+
+
+def banner(lang: str, *parts: str) -> str:
+    return (
+        f'<div lang="{lang}" style="font:14px/1.5 sans-serif;background:#fff8e1;color:#1f2933;'
+        'padding:10px 16px;border-bottom:1px solid #e4e7eb;">' + " ".join(parts) + "</div>"
+    )
