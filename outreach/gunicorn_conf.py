@@ -45,8 +45,12 @@ control_socket_disable = True
 logger_class = "outreach.gunicorn_conf.RedactingLogger"
 
 # The path segment after these prefixes is a signed token; whoever reads a log must not be
-# able to unsubscribe, resubscribe or read a recipient's message with it.
-TOKEN_PATH = re.compile(r"(/(?:u|p|c|o|v|confirm)/)[^/\s?#\"']+")
+# able to unsubscribe, resubscribe or read a recipient's message with it. A request that
+# spells the path otherwise (/U/, /u//, /u\\) is refused, but its line is logged all the same.
+TOKEN_PATH = re.compile(r"((?:[/\\]+)(?:u|p|c|o|v|confirm)[/\\]+)[^/\\\s?#\"']+", re.I)
+# A signed token wherever it stands (a door that does not exist, /x/../u/): a number, maybe
+# more dot-separated parts, and an itsdangerous signature (27 base64 characters).
+TOKEN_SHAPE = re.compile(r"(?<![\w-])[0-9]+(?:\.[\w-]+)*\.[\w-]{27}(?![\w-])")
 REDACTED = "[token]"
 
 
@@ -72,7 +76,7 @@ def redact(text: str) -> str:
         decoded = _plain_escapes_decoded(text)
         if TOKEN_PATH.search(decoded):
             text = decoded
-    return TOKEN_PATH.sub(r"\1" + REDACTED, text)
+    return TOKEN_SHAPE.sub(REDACTED, TOKEN_PATH.sub(r"\1" + REDACTED, text))
 
 
 class RedactTokens(logging.Filter):
