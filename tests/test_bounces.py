@@ -27,7 +27,7 @@ from tests.sending_helpers import drain, project_with, send, settings_for
 from tests.workers import worker_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
-SECRET = "test-secret-0123456789abcdef0123456789"
+SECRET = "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj"
 DOMAIN = "bounce.citynet-ap.org"
 PEOPLE = ["postfix", "exchange", "gmail", "qmail", "soft", "arf", "verp", "fine"]
 # People at the providers whose policy rejections the report counts by domain.

@@ -27,7 +27,7 @@ from tests.conftest import write
 from tests.project import CAMPAIGN, CONTACTS, NEWS_EN, make_project
 from tests.sending_helpers import drain, send, settings_for
 
-SETTINGS = Settings(postal_address="Seoul", secret_key="k-0123456789abcdef0123456789abcdef")
+SETTINGS = Settings(postal_address="Seoul", secret_key="9cNXWE6t_eLknMO08CWMIE_BPZaFX0Be0mAo1Uun")
 
 
 def messages(tmp_path: Path) -> dict[str, email.message.EmailMessage]:
