@@ -48,6 +48,7 @@ from outreach.failures import receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
 from outreach.printable import counted, one_line
+from outreach.subscriptions import declined
 from outreach.suppressions import recipient_of, suppress
 from outreach.tokens import InvalidToken, Tokens
 
@@ -243,6 +244,7 @@ class Ingester:
             campaign_id=delivery.campaign_id,
             detail="mailto unsubscribe",
         )
+        declined(self.session, found.email, found.campaign)
         if contact is not None:
             consent.record(self.session, contact, "withdrawn", source="mailto")
         self.report.unsubscribes += 1

@@ -92,6 +92,7 @@ def unsubscribe(token: str) -> Response:
                 nudge = subscriptions.withdrawal_notice(
                     session, contact, web.subscribe, web.settings
                 )
+        subscriptions.declined(session, addressee.email, addressee.campaign)
         session.commit()
         withdrawn = session.scalar(
             select(Suppression.created_at).where(Suppression.email == addressee.email)
