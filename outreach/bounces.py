@@ -27,9 +27,9 @@ import email.policy
 import hashlib
 import mailbox
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.message import Message
 from pathlib import Path
@@ -46,6 +46,7 @@ from outreach.bounce_parser import (
     Parsed,
     is_auto_reply,
     parse_message,
+    shape_refusal,
     verp_token_of,
 )
 from outreach.errors import UserError
@@ -174,20 +175,32 @@ class Ingester:
         self.session, self.tokens = session, tokens
         self.bounce_domain, self.soft_limit = bounce_domain, soft_limit
         self.report = IngestReport()
+        self.parsed = 0  # messages parsed: once each, whatever their recipients
 
     def ingest(self, raw: bytes, source: str, envelope_to: str | None = None) -> None:
         """Read one message and act on it; `envelope_to` is the SMTP recipient when we
         received it ourselves. Database errors propagate (the caller retries later)."""
+        self.ingest_for(raw, source, [envelope_to])
+
+    def ingest_for(self, raw: bytes, source: str, recipients: Sequence[str | None]) -> None:
+        """Read one message, once, and act on it for each of its SMTP recipients (None: not
+        received by us; its headers name the VERP address, if any)."""
         self.report.messages += 1
         source = one_line(source, 300)
         if len(raw) > MAX_MESSAGE_BYTES:
             self.report.refused.append(f"{source}: larger than {MAX_MESSAGE_BYTES // 2**20} MB")
             return
+        shape = shape_refusal(raw)
+        if shape is not None:
+            self.report.refused.append(f"{source}: {shape}, not read")
+            return
         try:
             msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-            if self._mailto_unsubscribe(msg, raw, envelope_to):
+            self.parsed += 1
+            rest = [r for r in recipients if not self._mailto_unsubscribe(msg, raw, r)]
+            if not rest:
                 return
-            parsed = parse_message(msg, raw, self.bounce_domain, envelope_to)
+            parsed = parse_message(msg, raw, self.bounce_domain, rest[0])
         except OperationalError:
             raise  # the database, not the message: the caller retries
         except Exception as exc:
@@ -195,6 +208,14 @@ class Ingester:
             return
         if parsed.truncated:
             self.report.truncated.append(source)
+        for envelope_to in rest:
+            if envelope_to != rest[0]:
+                token = verp_token_of(msg, self.bounce_domain, envelope_to=envelope_to)
+                parsed = replace(parsed, verp_token=token)
+            self._act(parsed, source)
+
+    def _act(self, parsed: Parsed, source: str) -> None:
+        """What one reading of a message changes, for the delivery its VERP token names."""
         if parsed.nature == "auto-reply":
             self.report.auto_replies += 1
             return

@@ -269,12 +269,16 @@ def test_auto_replies_and_relay_reports_are_not_failures(  # type: ignore[no-unt
 
 def test_a_hand_written_report_suppresses_nobody(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
     settings, _ = campaign
-    strangers = [f"never{i}@city{i % 50}.example.org" for i in range(20_000)]
+    strangers = [f"never{i}@city{i % 50}.example.org" for i in range(1_500)]
     # Real recipients named past the first hundred are not even read.
     named = [*strangers[:MAX_FAILURES], address_of("fine"), address_of("postfix"), *strangers]
     report = one(session, settings, "forged", dsn(named))
     assert report.not_ours == MAX_FAILURES and report.hard == 0
     assert report.truncated == ["forged"]
+    # 20,000 blocks are more than any bounce has: not even parsed.
+    many = [f"never{i}@city{i % 50}.example.org" for i in range(20_000)]
+    report = one(session, settings, "many", dsn([address_of("fine"), *many]))
+    assert report.not_ours == 0 and "not read" in report.refused[0]
     assert suppressed(session) == {}
     assert session.scalar(select(func.count()).select_from(Event)) == 0
     assert set(states(session).values()) == {"sent"}
@@ -805,3 +809,48 @@ def test_ingest_in_the_wrong_folder_creates_no_database(run_cli, tmp_path: Path)
     result = run_cli("bounces", "ingest", "dsn.eml", env={"OUTREACH_SECRET_KEY": SECRET})
     assert result.exit_code == 1 and "not an outreach folder" in result.output
     assert not (tmp_path / "outreach.db").exists()
+
+
+def tiny_pieces(kind: str, n: int) -> bytes:
+    """A message in the shape of a bounce made of many tiny pieces (issue 21, 1)."""
+    head = (
+        b"From: MAILER-DAEMON@mx.example.net\r\nTo: postmaster@bounce.citynet-ap.org\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+    )
+    if kind == "blocks":
+        body = b"--b\r\nContent-Type: message/delivery-status\r\n\r\n" + b"A: b\r\n\r\n" * n
+    elif kind == "lines":
+        body = b"--b\r\nContent-Type: message/delivery-status\r\n\r\n" + b"x\r\n" * n
+    else:
+        body = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(n))
+    return head + body + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "why"),
+    [
+        ("blocks", 2_100, "blank lines"),
+        ("lines", 50_100, "lines"),
+        ("parts", 600, "MIME boundaries"),
+    ],
+)
+def test_a_message_of_many_tiny_pieces_is_refused_before_it_is_parsed(  # type: ignore[no-untyped-def]
+    campaign, session: Session, kind: str, n: int, why: str
+) -> None:
+    """790,000 blocks in 7.8 MB took half a minute and 450 MB to parse: a message of more
+    pieces than any bounce is refused by counting them in its bytes, unparsed."""
+    settings, _ = campaign
+    report = one(session, settings, "crafted", tiny_pieces(kind, n))
+    assert len(report.refused) == 1 and why in report.refused[0], report
+    assert report.malformed == [] and report.not_bounces == 0
+    assert suppressed(session) == {}
+
+
+def test_a_bounce_that_quotes_a_long_message_is_still_read(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    quoted = b"".join(b"A paragraph of the returned newsletter, quoted.\n\n" for _ in range(900))
+    raw = fixture("postfix", info).replace(b"To: postfix@", quoted + b"To: postfix@", 1)
+    assert raw != fixture("postfix", info)
+    assert one(session, settings, "long", raw).hard == 1
