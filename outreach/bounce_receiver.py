@@ -30,7 +30,6 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from outreach.bounce_parser import shape_refusal
 from outreach.bounces import (
-    MAX_MESSAGE_BYTES,
     DatabaseUnavailable,
     Ingester,
     IngestReport,
@@ -46,8 +45,15 @@ MAX_RECIPIENTS = 10  # a bounce has one; a few for a forwarded complaint
 # client may fill the queue in front of it. Past these an MTA is told to come back (451).
 MAX_WAITING = 20
 MAX_WAITING_PER_CLIENT = 5
-# Connections from everyone together: each holds up to 10 MB while it sends.
+# Connections from everyone together.
 MAX_CONNECTIONS = 100
+# What a connection may send: bounces of our mail are tens of KB (Postfix returns the first
+# 50 KB of a message, Exim 100 KB; ours carry no attachments). aiosmtpd keeps a message as
+# one object per line while it arrives, about 70 bytes each, so 2 MB of empty lines cost
+# some 75 MB: one message at a time from a client, a few at a time in all.
+MAX_RECEIVED_BYTES = 2 * 1024 * 1024
+MAX_RECEIVING = 4
+MAX_RECEIVING_PER_CLIENT = 1
 # Seconds a message may wait for the store before its sender is told to come back (451):
 # an MTA gives up on a DATA reply after minutes, and must get one.
 STORE_DEADLINE = 30.0
@@ -106,6 +112,7 @@ class _Connection(SMTP):
         super().__init__(receiver, **kwargs)
         self.receiver = receiver
         self.client: str | None = None
+        self.arriving = False  # counted in receiver.receiving
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # not the second call of a STARTTLS upgrade
@@ -124,6 +131,34 @@ class _Connection(SMTP):
             self.client = client
             self.receiver.connections.add(self)
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA, when there is room to receive the message; else 451 before it is sent."""
+        receiver, client = self.receiver, self.client or "?"
+        if (
+            sum(receiver.receiving.values()) >= receiver.max_receiving
+            or receiver.receiving.get(client, 0) >= MAX_RECEIVING_PER_CLIENT
+        ):
+            receiver.log(f"from {client}: 451 at DATA, too many messages arriving at once")
+            await self.push("451 4.3.2 too many messages arriving at once; try again later")
+            return
+        receiver.receiving[client] = receiver.receiving.get(client, 0) + 1
+        self.arriving = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.arrived()
+
+    def arrived(self) -> None:
+        """The message is in (or the connection gone): it no longer counts as arriving.
+        Storing it is counted apart, by the receiver's queue."""
+        if not self.arriving:
+            return
+        self.arriving = False
+        receiving, client = self.receiver.receiving, self.client or "?"
+        receiving[client] -= 1
+        if not receiving[client]:
+            del receiving[client]
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.client is None:
@@ -151,6 +186,7 @@ class BounceReceiver:
         max_waiting_per_client: int = MAX_WAITING_PER_CLIENT,
         max_total_connections: int = MAX_CONNECTIONS,
         store_deadline: float = STORE_DEADLINE,
+        max_receiving: int = MAX_RECEIVING,
     ) -> None:
         if not settings.bounce_domain:
             raise ValueError("a bounce receiver needs OUTREACH_BOUNCE_DOMAIN")
@@ -164,6 +200,8 @@ class BounceReceiver:
         self.storing = 0  # messages handed to the store thread that it has not finished
         self.waiting: dict[str, int] = {}  # the same, by client address
         self.parsed = 0  # messages parsed, once each whatever their recipients
+        self.max_receiving = max_receiving
+        self.receiving: dict[str, int] = {}  # messages arriving now (DATA), by client
         self.stopping = False
         self.port: int | None = None
         self.ready = threading.Event()
@@ -232,6 +270,8 @@ class BounceReceiver:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if isinstance(server, _Connection):
+            server.arrived()
         client = _client(session.peer)
         data = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
@@ -303,7 +343,7 @@ class BounceReceiver:
     def _connection(self) -> _Connection:
         return _Connection(
             self,
-            data_size_limit=MAX_MESSAGE_BYTES,
+            data_size_limit=MAX_RECEIVED_BYTES,
             hostname=self.domain,
             ident="outreach bounces",
             timeout=self.timeout,
