@@ -87,9 +87,11 @@ def bounces_receive(app: App, host: str, port: int) -> None:
 
     Accepts only bounces+TOKEN@ and unsubscribe+TOKEN@ (with a valid token), postmaster@
     and abuse@ at OUTREACH_BOUNCE_DOMAIN; refuses other recipients with 550, messages over
-    10 MB with 552, and answers 451 (the sender retries) while the database cannot be
-    reached or too many messages wait to be stored (20 in all, 5 from one client).
-    Connections and messages per client address are limited. Point the bounce
+    2 MB with 552, messages of more pieces than any bounce with 554, and answers 451 (the
+    sender retries) while the database cannot be reached, too many messages wait to be
+    stored (20 in all, 5 from one client) or arrive at once (4 in all, 1 from one client),
+    or one waited 30 s. Connections (100 in all) and messages per client (an IPv4 address,
+    an IPv6 /64) are limited. Point the bounce
     domain's MX record at this host, port 25. Stops cleanly on SIGTERM.
 
     \b
