@@ -357,12 +357,6 @@ def _allow(session: Session, key: str, per_hour: int, now: float | None = None) 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mailbox_key(email: str) -> str:
-    """The mailbox a normalised address reaches (see `mailboxes`): victim+1@ and
-    v.ictim@googlemail.com are one person's inbox."""
-    return mailbox(email)
-
-
 def _lock_address(session: Session, email: str) -> None:
     """Serialises requests for one address (the daily count must hold under concurrency).
     SQLite writers are serial already."""
@@ -459,7 +453,7 @@ def request(
     that is checked first, so it reveals nothing of the address either."""
     now = now or utcnow()
     _within_shares(session, form, config, _hashed(settings, network), now)
-    _lock_address(session, mailbox_key(form.email))
+    _lock_address(session, mailbox(form.email))
     if refused_for(session, form.email) is not None:
         return None
     recent = session.scalar(
@@ -550,7 +544,7 @@ def confirm(
     found = pending(session, ref)
     if found is None:
         return None
-    _lock_address(session, mailbox_key(found.email))
+    _lock_address(session, mailbox(found.email))
     session.refresh(found)
     status = standing(session, found)
     if status != "pending":

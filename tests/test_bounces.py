@@ -654,18 +654,7 @@ def test_mbox_maildir_and_stdin(campaign, session: Session, tmp_path: Path) -> N
 
 def send_another(tmp_path: Path, settings, session: Session, name: str) -> str:  # type: ignore[no-untyped-def]
     """Send the project's campaign again under another name; the soft address's Message-ID."""
-    write(tmp_path / "campaigns" / f"{name}.yaml", CAMPAIGN.replace("name: news", f"name: {name}"))
-    send(tmp_path / "campaigns" / f"{name}.yaml", settings, session)
-    drain(settings, session, name)
-    message_id = session.scalar(
-        select(Delivery.message_id)
-        .join(Contact, Contact.id == Delivery.contact_id)
-        .where(Contact.email == "soft@city.example.org")
-        .order_by(Delivery.id.desc())
-    )
-    session.commit()
-    assert message_id is not None
-    return message_id
+    return send_again(tmp_path, settings, session, name, "soft")
 
 
 def test_soft_bounces_suppress_after_three_campaigns_in_a_row(

@@ -430,20 +430,7 @@ def test_the_daily_limit_counts_one_mailbox_however_it_is_written(
 
 
 def _post_from(app, remote: str, address: str) -> int:  # type: ignore[no-untyped-def]
-    client = app.test_client()
-    environ = {"REMOTE_ADDR": remote}
-    page = client.get("/subscribe?lang=ko", environ_base=environ).get_data(as_text=True)
-    token = re.search(r'name="token" value="([^"]+)"', page)
-    assert token is not None
-    data = {
-        "token": token.group(1),
-        "lang": "ko",
-        "email": address,
-        "language": "ko",
-        "consent": "yes",
-        "website": "",
-    }
-    return int(client.post("/subscribe", data=data, environ_base=environ).status_code)
+    return int(_post_page(app, remote, address).status_code)
 
 
 def test_an_ipv6_client_is_its_64(settings: Settings, tmp_path: Path, session: Session) -> None:
