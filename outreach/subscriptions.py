@@ -371,10 +371,11 @@ class Busy(Exception):
 
 
 def _within_shares(
-    session: Session, form: SubscribeForm, config: SubscribeConfig, network: str, now: datetime
+    session: Session, config: SubscribeConfig, network: str, domain: str, now: datetime
 ) -> None:
-    """Take one confirmation from the network's share, the domain's and the ceiling; raise
-    Busy (logged, one line, no address) when one is used up."""
+    """Take one confirmation from the network's share, the domain's and the ceiling (keys
+    hashed, as client keys are); raise Busy (logged, one line, no address) when one is used
+    up."""
     ceiling = config.spec.limits.confirmations_per_hour
     checks = (
         (
@@ -383,7 +384,7 @@ def _within_shares(
             "the share of one network (an IPv4 /24 or IPv6 /48)",
         ),
         (
-            f"subscribe:domain:{domain_of(form.email)}",
+            f"subscribe:domain:{domain}",
             max(1, ceiling // DOMAIN_SHARE),
             "the share of one mail domain",
         ),
@@ -452,7 +453,8 @@ def request(
     reveals. Raises Busy past the ceiling or a share of it (`network`: `wider_network`);
     that is checked first, so it reveals nothing of the address either."""
     now = now or utcnow()
-    _within_shares(session, form, config, _hashed(settings, network), now)
+    network_key, domain_key = _hashed(settings, network), _hashed(settings, domain_of(form.email))
+    _within_shares(session, config, network_key, domain_key, now)
     _lock_address(session, mailbox(form.email))
     if refused_for(session, form.email) is not None:
         return None
