@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # Long enough for the secret-key check every sending command makes.
-BENCH_KEY = "bench-secret-key-0123456789abcdef0123456789"
+BENCH_KEY = "RZ4nq0hFvT2yXcU8pLk-3sWjMbE7aGdN_9oYtHiQ5uVe"
 SCHEMA = "outreach_bench_send"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SMTP_SOURCE = "/usr/sbin/smtp-source"

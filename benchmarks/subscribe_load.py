@@ -114,7 +114,7 @@ def run(
         settings = Settings(
             database_url=database_url,
             queue_url=queue_url,
-            secret_key="subscribe-load-0123456789abcdef0123456789",
+            secret_key="VKUmmvluWOE04yVfhmEswAYgDk8yPvdtFnWwyLWl",
             postal_address="Seoul",
         )
         with Server(settings, tmp / "serve.log", workers=workers) as server:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # A key for this benchmark's throw-away database only.
-SECRET = "benchmark-unsubscribe-load-key-0123456789"
+SECRET = "jQpjQE5KnRx0xdqofNi0vo-4alQnQnTKxYFxb1WV"
 sys.path.insert(0, str(ROOT))
 
 

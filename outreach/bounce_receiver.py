@@ -3,27 +3,33 @@
 
 It takes mail only for what we hand out: bounces+TOKEN@ and unsubscribe+TOKEN@ with a valid
 signature, and postmaster@/abuse@ for feedback loops. Each message goes through the same
-`Ingester` as `outreach bounces ingest`. Because the sending MTA keeps a message it could not
-hand over, every failure of ours is answered 451 (try again later): an unreachable database
-never loses a bounce. Limits per client address keep one sender from taking the service,
-and so do limits on the messages waiting for the one thread that stores them.
+`Ingester` as `outreach bounces ingest`, read once whatever its number of recipients.
+Because the sending MTA keeps a message it could not hand over, every failure of ours is
+answered 451 (try again later): an unreachable database never loses a bounce, and a message
+that waits too long for the store is answered 451 rather than left without a reply. Limits
+per client (an IPv4 address, or the /64 of an IPv6 one, as the web side counts) and in all
+keep one sender from taking the service, and so do limits on the messages waiting for the
+one thread that stores them, counted until that thread is done with them even when their
+sender has hung up. A message made of more pieces than any bounce (`shape_refusal`) is
+refused before it is parsed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from outreach.bounce_parser import shape_refusal
 from outreach.bounces import (
-    MAX_MESSAGE_BYTES,
     DatabaseUnavailable,
     Ingester,
     IngestReport,
@@ -31,6 +37,7 @@ from outreach.bounces import (
 )
 from outreach.config import Settings
 from outreach.printable import one_line
+from outreach.subscriptions import client_network
 from outreach.tokens import InvalidToken, Tokens
 
 MAX_RECIPIENTS = 10  # a bounce has one; a few for a forwarded complaint
@@ -38,6 +45,18 @@ MAX_RECIPIENTS = 10  # a bounce has one; a few for a forwarded complaint
 # client may fill the queue in front of it. Past these an MTA is told to come back (451).
 MAX_WAITING = 20
 MAX_WAITING_PER_CLIENT = 5
+# Connections from everyone together.
+MAX_CONNECTIONS = 100
+# What a connection may send: bounces of our mail are tens of KB (Postfix returns the first
+# 50 KB of a message, Exim 100 KB; ours carry no attachments). aiosmtpd keeps a message as
+# one object per line while it arrives, about 70 bytes each, so 2 MB of empty lines cost
+# some 75 MB: one message at a time from a client, a few at a time in all.
+MAX_RECEIVED_BYTES = 2 * 1024 * 1024
+MAX_RECEIVING = 4
+MAX_RECEIVING_PER_CLIENT = 1
+# Seconds a message may wait for the store before its sender is told to come back (451):
+# an MTA gives up on a DATA reply after minutes, and must get one.
+STORE_DEADLINE = 30.0
 FEEDBACK_LOCALS = ("postmaster", "abuse")
 
 
@@ -80,7 +99,9 @@ class ClientLimits:
 
 
 def _client(peer: Any) -> str:
-    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "?")
+    """The client a limit counts: an IPv4 address, or the /64 of an IPv6 one."""
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "?")
+    return client_network(address)
 
 
 class _Connection(SMTP):
@@ -91,6 +112,7 @@ class _Connection(SMTP):
         super().__init__(receiver, **kwargs)
         self.receiver = receiver
         self.client: str | None = None
+        self.arriving = False  # counted in receiver.receiving
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # not the second call of a STARTTLS upgrade
@@ -98,6 +120,8 @@ class _Connection(SMTP):
             refusal = None
             if self.receiver.stopping:
                 refusal = b"421 4.3.2 shutting down; try again later\r\n"
+            elif len(self.receiver.connections) >= self.receiver.max_connections:
+                refusal = b"421 4.7.0 too many connections; try again later\r\n"
             elif not self.receiver.limits.connect(client):
                 refusal = b"421 4.7.0 too many connections from your address\r\n"
             if refusal is not None:
@@ -107,6 +131,34 @@ class _Connection(SMTP):
             self.client = client
             self.receiver.connections.add(self)
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA, when there is room to receive the message; else 451 before it is sent."""
+        receiver, client = self.receiver, self.client or "?"
+        if (
+            sum(receiver.receiving.values()) >= receiver.max_receiving
+            or receiver.receiving.get(client, 0) >= MAX_RECEIVING_PER_CLIENT
+        ):
+            receiver.log(f"from {client}: 451 at DATA, too many messages arriving at once")
+            await self.push("451 4.3.2 too many messages arriving at once; try again later")
+            return
+        receiver.receiving[client] = receiver.receiving.get(client, 0) + 1
+        self.arriving = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.arrived()
+
+    def arrived(self) -> None:
+        """The message is in (or the connection gone): it no longer counts as arriving.
+        Storing it is counted apart, by the receiver's queue."""
+        if not self.arriving:
+            return
+        self.arriving = False
+        receiving, client = self.receiver.receiving, self.client or "?"
+        receiving[client] -= 1
+        if not receiving[client]:
+            del receiving[client]
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.client is None:
@@ -132,6 +184,9 @@ class BounceReceiver:
         timeout: float = 60.0,
         max_waiting: int = MAX_WAITING,
         max_waiting_per_client: int = MAX_WAITING_PER_CLIENT,
+        max_total_connections: int = MAX_CONNECTIONS,
+        store_deadline: float = STORE_DEADLINE,
+        max_receiving: int = MAX_RECEIVING,
     ) -> None:
         if not settings.bounce_domain:
             raise ValueError("a bounce receiver needs OUTREACH_BOUNCE_DOMAIN")
@@ -141,8 +196,12 @@ class BounceReceiver:
         self.timeout = timeout
         self.connections: set[_Connection] = set()
         self.max_waiting, self.max_waiting_per_client = max_waiting, max_waiting_per_client
-        self.storing = 0  # messages handed to the store thread and not yet answered
+        self.max_connections, self.store_deadline = max_total_connections, store_deadline
+        self.storing = 0  # messages handed to the store thread that it has not finished
         self.waiting: dict[str, int] = {}  # the same, by client address
+        self.parsed = 0  # messages parsed, once each whatever their recipients
+        self.max_receiving = max_receiving
+        self.receiving: dict[str, int] = {}  # messages arriving now (DATA), by client
         self.stopping = False
         self.port: int | None = None
         self.ready = threading.Event()
@@ -211,33 +270,61 @@ class BounceReceiver:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if isinstance(server, _Connection):
+            server.arrived()
         client = _client(session.peer)
         data = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
+        shape = shape_refusal(data)  # before any parsing: a few counts over the bytes
+        if shape is not None:
+            self.log(f"from {client}: 554, {shape}")
+            return f"554 5.6.0 not a bounce we read: {shape}"
         busy = self._busy(client)  # others may have filled the queue since MAIL FROM
         if busy is not None:
             return busy
-        self.storing += 1
-        self.waiting[client] = self.waiting.get(client, 0) + 1
+        stored = self._submit(client, data, recipients)
         try:
-            loop = asyncio.get_running_loop()
-            report = await loop.run_in_executor(self._executor, self._store, data, recipients)
+            # Shielded: a sender that hangs up does not stop the store thread, whose work
+            # stays counted until it is done (`_submit`).
+            report = await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(stored)), self.store_deadline
+            )
+        except TimeoutError:
+            stored.cancel()  # if the store has not started on it; else it is stored anyway
+            self.log(f"from {client}: 451, not stored within {self.store_deadline:g} s")
+            return "451 4.3.2 too busy to store the message now; try again later"
         except DatabaseUnavailable as exc:
             self.log(f"from {client}: 451, {exc}")
             return "451 4.3.0 cannot store the message now; try again later"
         except Exception as exc:  # our bug, not the sender's: keep the message coming back
             self.log(f"from {client}: 451, {type(exc).__name__}: {one_line(exc, 300)}")
             return "451 4.3.0 local error; try again later"
-        finally:
-            self.storing -= 1
-            self.waiting[client] -= 1
-            if not self.waiting[client]:
-                del self.waiting[client]
         to = ", ".join(self._label(r) for r in recipients)
         self.log(f"from {client} to {to}: {report.brief()}")
         for note in report.notes():
             self.log(f"  {note}")
         return "250 OK"
+
+    def _submit(self, client: str, data: bytes, recipients: list[str]) -> Future[IngestReport]:
+        """Hand a message to the store thread; it counts as waiting (overall and for its
+        client) until the thread is done with it or it is withdrawn before it started."""
+        self.storing += 1
+        self.waiting[client] = self.waiting.get(client, 0) + 1
+        loop = asyncio.get_running_loop()
+
+        def release() -> None:
+            self.storing -= 1
+            self.waiting[client] -= 1
+            if not self.waiting[client]:
+                del self.waiting[client]
+
+        def done(_: Future[IngestReport]) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the receiver stopped
+                loop.call_soon_threadsafe(release)
+
+        stored = self._executor.submit(self._store, data, recipients)
+        stored.add_done_callback(done)
+        return stored
 
     def _store(self, data: bytes, recipients: list[str]) -> IngestReport:
         settings = self.settings
@@ -245,8 +332,9 @@ class BounceReceiver:
             ingester = Ingester(
                 session, self.tokens, settings.bounce_domain, settings.soft_bounce_limit
             )
-            for recipient in recipients:
-                ingester.ingest(data, f"smtp:{self._label(recipient)}", envelope_to=recipient)
+            labels = ", ".join(self._label(r) for r in recipients)
+            ingester.ingest_for(data, f"smtp:{labels}", list(recipients))
+            self.parsed += ingester.parsed
             session.commit()  # all recipients or none: a 451 makes the sender send it all again
         return ingester.report
 
@@ -255,7 +343,7 @@ class BounceReceiver:
     def _connection(self) -> _Connection:
         return _Connection(
             self,
-            data_size_limit=MAX_MESSAGE_BYTES,
+            data_size_limit=MAX_RECEIVED_BYTES,
             hostname=self.domain,
             ident="outreach bounces",
             timeout=self.timeout,

@@ -1,16 +1,22 @@
 """Bounces and complaints: attribute what `bounce_parser` read to a delivery we sent, and
-apply the policy (only a missing or disabled address suppresses at once, temporary failures
-after a run, complaints always; policy rejections never).
+apply the policy (only a missing or disabled address, or a domain that does not exist,
+suppresses at once; temporary and other permanent failures after a run of campaigns;
+complaints always; policy rejections never).
 
 Anyone can send mail to the bounce domain, so nothing here believes a message on its word.
 A failure counts only when it is about a delivery we sent: found by its VERP address
-(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery. Only
-an installation without a bounce domain, whose bounces reach the From mailbox and often
-quote nothing of the original, also believes the failing address alone when it received a
-delivery in the last 30 days; with a bounce domain every message we send carries its own
-VERP address, so a report that names only an address (which anyone can write to postmaster@)
-is not about mail of ours. The failing address must be the delivery's recipient.
-Everything else is "not ours" and changes nothing.
+(bounces+TOKEN@DOMAIN, signed), else by the original Message-ID of a stored delivery. The
+failing address must be the delivery's recipient. Everything else is "not ours" and changes
+nothing.
+
+An installation without a bounce domain gets its bounces at the From mailbox, where anyone
+can write, and many quote nothing of the original: there a report that names only an address
+that received a delivery in the last 30 days is recorded (its event says `attribution:
+address`) and listed for staff ("named by address only"), but on its own it suppresses
+nothing and changes no delivery. It counts only with more evidence: as one campaign of a run
+(`failure_run`) that also holds a failure named by our VERP address or Message-ID, which no
+outsider can write. With a bounce domain every message we send carries its own VERP address,
+so a report that names only an address is not about mail of ours at all.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import email.policy
 import hashlib
 import mailbox
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.message import Message
 from pathlib import Path
@@ -40,14 +46,16 @@ from outreach.bounce_parser import (
     Parsed,
     is_auto_reply,
     parse_message,
+    shape_refusal,
     verp_token_of,
 )
 from outreach.errors import UserError
 from outreach.events import record_event
-from outreach.failures import receiving_domain
+from outreach.failures import about_us, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
 from outreach.printable import counted, one_line
+from outreach.subscriptions import declined
 from outreach.suppressions import recipient_of, suppress
 from outreach.tokens import InvalidToken, Tokens
 
@@ -71,6 +79,8 @@ class IngestReport:
     delivered: int = 0  # delivery reports that report no failure (relayed, delivered, …)
     not_bounces: int = 0
     unreadable: list[str] = field(default_factory=list)  # VERP hits with no readable failure
+    # Failures named by their address only (no bounce domain): recorded, not believed alone.
+    unconfirmed: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # over MAX_MESSAGE_BYTES
     truncated: list[str] = field(default_factory=list)  # over MAX_FAILURES recipients
@@ -92,6 +102,7 @@ class IngestReport:
             "delivered": self.delivered,
             "not_bounces": self.not_bounces,
             "unreadable": self.unreadable,
+            "unconfirmed": self.unconfirmed,
             "malformed": self.malformed,
             "refused": self.refused,
             "truncated": self.truncated,
@@ -103,6 +114,7 @@ class IngestReport:
             [f"refused {line}" for line in self.refused]
             + [f"skipped malformed message {line}" for line in self.malformed]
             + [f"unreadable bounce {line}" for line in self.unreadable]
+            + [f"named by address only: {line}" for line in self.unconfirmed]
             + [f"read only the first {MAX_FAILURES} recipients of {x}" for x in self.truncated]
         )
 
@@ -123,6 +135,7 @@ class IngestReport:
                 (self.auto_replies, "auto-reply"),
                 (self.delivered, "delivery report without a failure"),
                 (len(self.unreadable), "unreadable"),
+                (len(self.unconfirmed), "named by address only"),
                 (self.not_bounces, "not a bounce"),
                 (len(self.malformed), "malformed"),
                 (len(self.refused), "refused"),
@@ -141,7 +154,9 @@ class IngestReport:
             f"{self.duplicates} already seen, {self.not_ours} not ours, "
             f"{counted(self.auto_replies, 'auto-reply', 'auto-replies')}, "
             f"{counted(self.delivered, 'delivery report')} without a failure, "
-            f"{len(self.unreadable)} unreadable, {self.not_bounces} not bounces, "
+            f"{len(self.unreadable)} unreadable, "
+            f"{len(self.unconfirmed)} named by address only (not suppressed), "
+            f"{self.not_bounces} not bounces, "
             f"{len(self.malformed)} malformed, {len(self.refused)} refused"
         )
 
@@ -160,20 +175,32 @@ class Ingester:
         self.session, self.tokens = session, tokens
         self.bounce_domain, self.soft_limit = bounce_domain, soft_limit
         self.report = IngestReport()
+        self.parsed = 0  # messages parsed: once each, whatever their recipients
 
     def ingest(self, raw: bytes, source: str, envelope_to: str | None = None) -> None:
         """Read one message and act on it; `envelope_to` is the SMTP recipient when we
         received it ourselves. Database errors propagate (the caller retries later)."""
+        self.ingest_for(raw, source, [envelope_to])
+
+    def ingest_for(self, raw: bytes, source: str, recipients: Sequence[str | None]) -> None:
+        """Read one message, once, and act on it for each of its SMTP recipients (None: not
+        received by us; its headers name the VERP address, if any)."""
         self.report.messages += 1
         source = one_line(source, 300)
         if len(raw) > MAX_MESSAGE_BYTES:
             self.report.refused.append(f"{source}: larger than {MAX_MESSAGE_BYTES // 2**20} MB")
             return
+        shape = shape_refusal(raw)
+        if shape is not None:
+            self.report.refused.append(f"{source}: {shape}, not read")
+            return
         try:
             msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-            if self._mailto_unsubscribe(msg, raw, envelope_to):
+            self.parsed += 1
+            rest = [r for r in recipients if not self._mailto_unsubscribe(msg, raw, r)]
+            if not rest:
                 return
-            parsed = parse_message(msg, raw, self.bounce_domain, envelope_to)
+            parsed = parse_message(msg, raw, self.bounce_domain, rest[0])
         except OperationalError:
             raise  # the database, not the message: the caller retries
         except Exception as exc:
@@ -181,6 +208,14 @@ class Ingester:
             return
         if parsed.truncated:
             self.report.truncated.append(source)
+        for envelope_to in rest:
+            if envelope_to != rest[0]:
+                token = verp_token_of(msg, self.bounce_domain, envelope_to=envelope_to)
+                parsed = replace(parsed, verp_token=token)
+            self._act(parsed, source)
+
+    def _act(self, parsed: Parsed, source: str) -> None:
+        """What one reading of a message changes, for the delivery its VERP token names."""
         if parsed.nature == "auto-reply":
             self.report.auto_replies += 1
             return
@@ -203,7 +238,11 @@ class Ingester:
             if attributed is None:
                 self.report.not_ours += 1
                 continue
-            self._record(parsed, failure, *attributed)
+            delivery, contact = attributed
+            if reference is None:  # by the failing address alone
+                self._unconfirmed(parsed, failure, delivery, contact, source)
+            else:
+                self._record(parsed, failure, delivery, contact)
 
     def _mailto_unsubscribe(self, msg: Message, raw: bytes, envelope_to: str | None) -> bool:
         """The List-Unsubscribe mailto: (unsubscribe+TOKEN@DOMAIN) lands here too."""
@@ -243,6 +282,7 @@ class Ingester:
             campaign_id=delivery.campaign_id,
             detail="mailto unsubscribe",
         )
+        declined(self.session, found.email, found.campaign)
         if contact is not None:
             consent.record(self.session, contact, "withdrawn", source="mailto")
         self.report.unsubscribes += 1
@@ -334,12 +374,18 @@ class Ingester:
                 "failure; recorded, nothing suppressed"
             )
 
-    def _record(
-        self, parsed: Parsed, failure: Failure, delivery: Delivery, contact: Contact
-    ) -> None:
+    def _event(
+        self,
+        parsed: Parsed,
+        failure: Failure,
+        delivery: Delivery,
+        contact: Contact,
+        **extra: Any,
+    ) -> bool:
+        """The failure's event, once per message and address; False for a duplicate."""
         address = contact.email
         kind = "complaint" if failure.kind == "complaint" else "bounce"
-        if not self._add_event(
+        return self._add_event(
             kind,
             delivery,
             contact.id,
@@ -351,8 +397,30 @@ class Ingester:
                 "domain": receiving_domain(address),
                 "diagnostic": one_line(failure.diagnostic or "", 500),
                 "action": failure.action,
+                **extra,
             },
-        ):
+        )
+
+    def _unconfirmed(
+        self, parsed: Parsed, failure: Failure, delivery: Delivery, contact: Contact, source: str
+    ) -> None:
+        """A failure named by its address alone (no bounce domain): recorded and listed, no
+        delivery changed; it may complete a run that a believed failure is part of."""
+        if not self._event(parsed, failure, delivery, contact, attribution="address"):
+            return
+        status = f" {failure.status}" if failure.status else ""
+        self.report.unconfirmed.append(
+            f"{source}: {contact.email} ({failure.kind}{status}) about delivery {delivery.id}; "
+            "recorded, not suppressed: no VERP address or Message-ID of ours confirms it"
+        )
+        if failure.kind in RUN_KINDS:
+            self._run_up(contact, delivery)
+
+    def _record(
+        self, parsed: Parsed, failure: Failure, delivery: Delivery, contact: Contact
+    ) -> None:
+        address = contact.email
+        if not self._event(parsed, failure, delivery, contact):
             return
         if failure.kind == "complaint":
             self.report.complaints += 1
@@ -366,13 +434,20 @@ class Ingester:
             self._suppress(address, "bounced", delivery, one_line(detail, 500))
         elif failure.kind == "soft":
             self.report.soft += 1
-            if soft_streak(self.session, contact.id) >= self.soft_limit:
-                detail = f"{self.soft_limit} soft bounces in a row"
-                self._suppress(address, "bounced", delivery, detail)
+            self._run_up(contact, delivery)
         elif failure.kind == "policy":
             self.report.policy += 1  # our sending's fault: counted by domain, never suppressed
         else:
             self.report.other += 1
+            if not about_us(failure.status):
+                self._run_up(contact, delivery)
+
+    def _run_up(self, contact: Contact, delivery: Delivery) -> None:
+        """Suppress after `soft_limit` campaigns in a row failed, one of them confirmed."""
+        run, confirmed = failure_run(self.session, contact.id)
+        if run >= self.soft_limit and confirmed:
+            detail = f"failures in {run} campaigns in a row"
+            self._suppress(contact.email, "bounced", delivery, detail)
 
     def _mark_bounced(self, delivery: Delivery, failure: Failure) -> None:
         self.session.execute(
@@ -395,32 +470,50 @@ def _code(status: str | None) -> int | None:
     return {"4": 450, "5": 550}.get(status[0]) if status else None
 
 
-def soft_streak(session: Session, contact_id: int) -> int:
-    """Campaigns in a row (newest first) whose message to this contact soft-bounced; a
-    delivery that went out with no bounce since ends the run."""
+# Failures that count toward a run: temporary ones, and permanent ones that say neither that
+# the address is gone nor that we were refused (a bare 550, "permanent error", a DNS server
+# that did not answer for days). Policy rejections are ours to fix and never count.
+RUN_KINDS = ("soft", "other", "hard")
+
+
+def _in_run(data: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether a bounce event counts toward a run, and whether it was believed on its own
+    (named our delivery) rather than by its address alone."""
+    kind, unconfirmed = data.get("kind"), data.get("attribution") == "address"
+    if kind == "other" and about_us(data.get("status")):
+        return False, False
+    if kind in ("soft", "other") or (unconfirmed and kind == "hard"):
+        return True, not unconfirmed
+    return False, False
+
+
+def failure_run(session: Session, contact_id: int) -> tuple[int, bool]:
+    """Campaigns in a row (newest first) whose message to this contact failed (soft, other,
+    or a report named by address alone), and whether any of those failures named our
+    delivery by VERP address or Message-ID. A delivery that went out with no failure since
+    ends the run."""
     session.flush()
-    bounced_campaigns = {
-        campaign_id
-        for campaign_id, data in session.execute(
-            select(Event.campaign_id, Event.data).where(
-                Event.contact_id == contact_id, Event.kind == "bounce"
-            )
+    failed: dict[int, bool] = {}  # campaign -> confirmed
+    for campaign_id, data in session.execute(
+        select(Event.campaign_id, Event.data).where(
+            Event.contact_id == contact_id, Event.kind == "bounce"
         )
-        if (data or {}).get("kind") == "soft"
-    }
-    streak = 0
+    ):
+        counts, confirmed = _in_run(data or {})
+        if counts and campaign_id is not None:
+            failed[campaign_id] = failed.get(campaign_id, False) or confirmed
+    streak, confirmed = 0, False
     for campaign_id, state in session.execute(
         select(Delivery.campaign_id, Delivery.state)
         .where(Delivery.contact_id == contact_id, Delivery.state.in_(("sent", "bounced")))
         .order_by(Delivery.sent_at.desc())
     ):
-        if campaign_id in bounced_campaigns:
+        if campaign_id in failed:
             streak += 1
+            confirmed = confirmed or failed[campaign_id]
         elif state == "sent" and streak:
-            break  # delivered fine after the earlier soft bounces: they no longer count
-        elif state == "sent":
-            continue  # the newest messages may simply not have bounced yet
-    return streak
+            break  # delivered fine after the earlier failures: they no longer count
+    return streak, confirmed
 
 
 class DatabaseUnavailable(UserError):

@@ -275,8 +275,8 @@ class Settings:
 
     def require_secret_key(self, purpose: str) -> str:
         """The key that signs every token, checked: stops with one line when it is missing,
-        too short, or one that has been published (see `secretkey`)."""
-        from outreach.secretkey import check_key
+        too short, guessable, or one that has been published (see `secretkey`)."""
+        from outreach.secretkey import check_key, check_strength
 
         if not self.secret_key:
             raise ConfigError(
@@ -285,6 +285,7 @@ class Settings:
                 "it (the same for every process of this installation)"
             )
         check_key(self.secret_key, "OUTREACH_SECRET_KEY")
+        check_strength(self.secret_key, "OUTREACH_SECRET_KEY")
         for old in self.secret_key_fallbacks:
             check_key(old, "OUTREACH_SECRET_KEY_FALLBACKS")
         return self.secret_key

@@ -37,6 +37,7 @@ from outreach.spreadsheets import (
     write_stream,
     write_table,
 )
+from outreach.subscriptions import erase_requests
 from outreach.suppressions import forgotten_message, suppress
 
 BATCH = 2000
@@ -615,6 +616,9 @@ def forget(session: Session, email: str) -> Contact:
     contact = get_contact(session, email)
     erase_address(session, contact.id, contact.email)
     erase_consent(session, contact.email)
+    # Requests of the same mailbox under another spelling (victim+z@) hold what a stranger
+    # typed about this person too.
+    erase_requests(session, contact.email)
     suppress(session, contact.email, "forgotten", detail="erased on request")
     session.delete(contact)
     session.flush()

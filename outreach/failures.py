@@ -2,12 +2,14 @@
 statuses, shared by bounce ingestion and the SMTP transport.
 
 - ``hard``: the address does not exist or is disabled (RFC 3463 X.1.x about the recipient,
-  X.2.1, or "user unknown" wording under a generic code such as 5.0.0 or a bare 550). Only
-  these suppress the address.
+  X.2.1, or "user unknown" wording under a generic code such as 5.0.0 or a bare 550), or its
+  domain does not exist ("Host or domain name not found"). Only these suppress at once.
 - ``soft``: temporary (4.x.x) or a full mailbox (5.2.2); a run of them suppresses.
 - ``policy``: the receiving system refused *us* — SPF/DKIM/DMARC (Gmail's 5.7.26,
   Microsoft's 5.7.515), spam content, a blocked IP. Our problem, never the recipient's.
-- ``other``: a permanent failure that says neither (message too big, routing loops, …).
+- ``other``: a permanent failure that says neither (a bare 550, routing loops, "Host not
+  found, try again" after days of retries, …); a run of them over campaigns suppresses,
+  except those about our own message or sender (`about_us`: too big, content, our address).
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ _UNKNOWN = re.compile(
     re.I,
 )
 
+# Wording that says the recipient's domain does not exist (DNS answered "no such name"): no
+# address there can receive mail. "Host not found, try again" is a DNS server that did not
+# answer (a temporary failure that outlived the retries), and a refusal of our own sender's
+# domain ("Sender address rejected: Domain not found") is about us.
+_NO_DOMAIN = re.compile(
+    r"host or domain name not found|domain (?:name )?(?:not found|does(?: not|n't) exist)|"
+    r"no such domain|unknown host|host not found(?!,? try again)|nxdomain|"
+    r"unrouteable (?:mail )?domain|domain (?:is )?(?:unknown|invalid)",
+    re.I,
+)
+_OUR_SIDE = re.compile(r"sender|mail from|helo|ehlo|client host|reverse", re.I)
+
 _FULL = re.compile(r"(?:mailbox|mail ?folder|inbox) (?:is )?full|quota|insufficient storage", re.I)
 
 
@@ -98,6 +112,8 @@ def classify(status: str | int | None, text: str | None = None) -> FailureKind:
         return "hard"
     if (subject, detail) == ("2", "2"):
         return "soft"  # mailbox full: it exists
+    if subject == "4" and _no_domain(text):
+        return "hard"  # X.4.4 "unable to route": no such domain
     if detail != "0" and enhanced is not None:
         return "other"  # a specific status that is about neither the address nor us
     # A generic code (5.0.0, 5.1.0, 5.x.0, a bare 550, or none): the wording decides, and a
@@ -105,11 +121,26 @@ def classify(status: str | int | None, text: str | None = None) -> FailureKind:
     text = _NAMES.sub(" ", text)
     if _POLICY.search(text):
         return "policy"
-    if _UNKNOWN.search(text):
+    if _UNKNOWN.search(text) or _no_domain(text):
         return "hard"
     if _FULL.search(text):
         return "soft"
     return "other"
+
+
+def _no_domain(text: str) -> bool:
+    return bool(_NO_DOMAIN.search(text)) and not _OUR_SIDE.search(text)
+
+
+# Permanent failures that are about our message or our sender, not the recipient: our
+# sender address (X.1.7, X.1.8), the message's size (X.3.4) or content (X.6.x).
+_ABOUT_US = re.compile(r"^5\.(?:1\.[78]|3\.4|6\.\d+)$")
+
+
+def about_us(status: str | None) -> bool:
+    """An "other" failure that is about our message or sender: never counted against the
+    recipient's address."""
+    return bool(status and _ABOUT_US.match(status))
 
 
 def receiving_domain(address: str) -> str:

@@ -1,11 +1,14 @@
 """The subscribe form and double opt-in.
 
     GET /subscribe  -> a form with a signed form token (no cookies)
-    POST /subscribe -> per-client limit, token, honeypot, checks; then, unless the address is
-                       suppressed for good, its mailbox was sent 3 confirmations today or the
-                       hourly ceiling is reached, a request row and a confirmation message
-                       queued for the worker; the same page in any case, after the same time
-    GET /confirm/T  -> a page with one button (mail scanners follow links: nothing changes)
+    POST /subscribe -> token, per-client limit, honeypot, checks; then the hourly ceiling and
+                       the shares of it one network or one domain may take ("try again later"
+                       past them, whatever the address); then, unless the mailbox is
+                       suppressed for good, said no in a confirmation, or was sent 3
+                       confirmations today, a request row and a confirmation message queued
+                       for the worker; the same page in any case, after the same time
+    GET /confirm/T  -> a page with one button and what would be saved (mail scanners follow
+                       links: nothing changes)
     POST /confirm/T -> the contact, its consent, its tags; the welcome message; a result
                        notice when the installation advertises (Network Act Art. 50(7))
 
@@ -28,7 +31,7 @@ from typing import Any, cast
 from email_validator import EmailNotValidError, validate_email
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import ColumnElement, Table, and_, case, func, or_, select, update
+from sqlalchemy import Table, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,15 +42,18 @@ from outreach.errors import FileError
 from outreach.events import record_event
 from outreach.fields import mailable_email, normalise_tag, sender_address
 from outreach.i18n import supported, translator
+from outreach.mailboxes import domain_of, mailbox, same_mailbox
 from outreach.models import (
+    Campaign,
     Contact,
     ContactTag,
     RateLimit,
     Subscription,
     Suppression,
+    SystemRecipient,
     utcnow,
 )
-from outreach.system_mail import Sender
+from outreach.system_mail import KINDS, Sender
 from outreach.yamlfile import load_yaml, validation_errors
 
 log = logging.getLogger("outreach.subscriptions")
@@ -55,6 +61,11 @@ CONFIG_PATH = Path("campaigns/subscribe.yaml")
 CONFIRM_DAYS = 7
 PER_ADDRESS_PER_DAY = 3
 CEILING_KEY = "subscribe:confirmations"  # client keys are hex digests: no clash
+# The shares of the hourly ceiling one network (an IPv4 /24, an IPv6 /48) and one mailbox
+# domain may take: one attacker, or one victim's provider, cannot use it all up and leave a
+# real person with nothing. The housekeeping purges every "subscribe:" key.
+NETWORK_SHARE = 5  # a fifth
+DOMAIN_SHARE = 2  # a half
 FORM_HOURS = 12
 MAX_LENGTHS = {"email": 320, "name": 300, "organisation": 300}
 # Suppressions a confirmation never goes to: only the person's own unsubscribe is theirs to undo.
@@ -187,11 +198,26 @@ def client_network(address: str | None) -> str:
     return str(ip)
 
 
+def wider_network(address: str | None) -> str:
+    """The network a client is part of, for the ceiling's shares: the /24 of an IPv4
+    address, the /48 of an IPv6 one (what one site or one provider's customer holds)."""
+    client = client_network(address)
+    try:
+        network = ipaddress.ip_network(client, strict=False)
+    except ValueError:
+        return client
+    prefix = 24 if network.version == 4 else 48
+    return str(network.supernet(new_prefix=prefix))
+
+
+def _hashed(settings: Settings, value: str) -> str:
+    secret = settings.require_secret_key("the subscribe form")
+    return hashlib.sha256(f"{secret}|{value}".encode()).hexdigest()[:24]
+
+
 def client_key(settings: Settings, address: str | None) -> str:
     """A client's address as we keep it: hashed with the key, never stored as it is."""
-    secret = settings.require_secret_key("the subscribe form")
-    client = client_network(address)
-    return hashlib.sha256(f"{secret}|{client}".encode()).hexdigest()[:24]
+    return _hashed(settings, client_network(address))
 
 
 @dataclass(frozen=True)
@@ -331,24 +357,6 @@ def _allow(session: Session, key: str, per_hour: int, now: float | None = None) 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def mailbox_key(email: str) -> str:
-    """The mailbox a normalised address reaches, for the daily limit: without a `+tag`
-    (victim+1@ and victim+2@ are one person's inbox)."""
-    local, _, domain = email.rpartition("@")
-    return f"{local.partition('+')[0]}@{domain}"
-
-
-def _same_mailbox(email: str) -> ColumnElement[bool]:
-    """Requests whose address reaches the mailbox of `email`: itself, or with any +tag."""
-    key = mailbox_key(email)
-    local, _, domain = key.rpartition("@")
-    tagged = and_(
-        Subscription.email.startswith(f"{local}+", autoescape=True),
-        Subscription.email.endswith(f"@{domain}", autoescape=True),
-    )
-    return or_(Subscription.email == key, tagged)
-
-
 def _lock_address(session: Session, email: str) -> None:
     """Serialises requests for one address (the daily count must hold under concurrency).
     SQLite writers are serial already."""
@@ -357,36 +365,108 @@ def _lock_address(session: Session, email: str) -> None:
         session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
+class Busy(Exception):
+    """The hourly ceiling, or the share of it a network or a domain may take, is used up:
+    the visitor is asked to come back (whatever the address, so nothing about it shows)."""
+
+
+def _within_shares(
+    session: Session, config: SubscribeConfig, network: str, domain: str, now: datetime
+) -> None:
+    """Take one confirmation from the network's share, the domain's and the ceiling (keys
+    hashed, as client keys are); raise Busy (logged, one line, no address) when one is used
+    up."""
+    ceiling = config.spec.limits.confirmations_per_hour
+    checks = (
+        (
+            f"subscribe:network:{network}",
+            max(1, ceiling // NETWORK_SHARE),
+            "the share of one network (an IPv4 /24 or IPv6 /48)",
+        ),
+        (
+            f"subscribe:domain:{domain}",
+            max(1, ceiling // DOMAIN_SHARE),
+            "the share of one mail domain",
+        ),
+    )
+    for key, allowed, whose in checks:
+        if not _allow(session, key, allowed, now.timestamp()):
+            log.warning(
+                "subscribe: %s of the confirmation ceiling (%d an hour) is used up: a request "
+                "was asked to come back later (limits.confirmations_per_hour in %s)",
+                whose,
+                allowed,
+                config.path,
+            )
+            raise Busy(whose)
+    if not _allow(session, CEILING_KEY, ceiling, now.timestamp()):
+        log.warning(
+            "subscribe: the ceiling of %d confirmations per hour is reached: a request was "
+            "asked to come back later and nothing queued (limits.confirmations_per_hour in %s)",
+            ceiling,
+            config.path,
+        )
+        raise Busy("the ceiling")
+
+
+CONFIRMATION = KINDS["confirmation"].campaign
+
+
+def refused_for(session: Session, email: str) -> str | None:
+    """Why the form mails no confirmation to this address's mailbox, if it must not: a
+    suppression for good of any spelling of it, or a "no" its owner gave in a confirmation
+    (the unsubscribe link of one). Their own unsubscribe from a campaign is theirs to undo."""
+    for reason, campaign in session.execute(
+        select(Suppression.reason, Campaign.name)
+        .outerjoin(Campaign, Campaign.id == Suppression.campaign_id)
+        .where(same_mailbox(Suppression.email, email))
+    ):
+        if reason in FOR_GOOD:
+            return str(reason)
+        if reason == "unsubscribed" and campaign == CONFIRMATION:
+            return "declined"
+    return None
+
+
+def declined(session: Session, email: str, campaign: Campaign) -> None:
+    """After an unsubscribe of a confirmation message: its suppression says so, even when
+    the address was unsubscribed before (from a campaign, which alone would let the form
+    send again), so that no stranger can have more confirmations sent to it."""
+    if campaign.name != CONFIRMATION:
+        return
+    row = session.scalar(select(Suppression).where(Suppression.email == email))
+    if row is not None and row.reason == "unsubscribed":
+        row.campaign_id, row.detail = campaign.id, "said no to a subscription confirmation"
+
+
 def request(
     session: Session,
     form: SubscribeForm,
     config: SubscribeConfig,
     settings: Settings,
     now: datetime | None = None,
+    network: str = "-",
 ) -> int | None:
     """Queue a confirmation for a form that passed its checks, in the caller's transaction.
-    Returns the campaign to nudge, or None when nothing was queued (an address suppressed
-    for good, or its third confirmation today) — which the answer never reveals."""
+    Returns the campaign to nudge, or None when nothing was queued (a mailbox suppressed for
+    good or that said no, or its third confirmation today) — which the answer never
+    reveals. Raises Busy past the ceiling or a share of it (`network`: `wider_network`);
+    that is checked first, so it reveals nothing of the address either."""
     now = now or utcnow()
-    _lock_address(session, mailbox_key(form.email))
-    reason = session.scalar(select(Suppression.reason).where(Suppression.email == form.email))
-    if reason in FOR_GOOD:
+    network_key, domain_key = _hashed(settings, network), _hashed(settings, domain_of(form.email))
+    _within_shares(session, config, network_key, domain_key, now)
+    _lock_address(session, mailbox(form.email))
+    if refused_for(session, form.email) is not None:
         return None
     recent = session.scalar(
         select(func.count())
         .select_from(Subscription)
-        .where(_same_mailbox(form.email), Subscription.created_at > now - timedelta(days=1))
+        .where(
+            same_mailbox(Subscription.email, form.email),
+            Subscription.created_at > now - timedelta(days=1),
+        )
     )
     if (recent or 0) >= PER_ADDRESS_PER_DAY:
-        return None
-    ceiling = config.spec.limits.confirmations_per_hour
-    if not _allow(session, CEILING_KEY, ceiling, now.timestamp()):
-        log.warning(
-            "subscribe: the ceiling of %d confirmations per hour is reached: a request was "
-            "answered and nothing queued (limits.confirmations_per_hour in %s)",
-            ceiling,
-            config.path,
-        )
         return None
     subscription = Subscription(
         email=form.email,
@@ -413,10 +493,18 @@ def request(
     return campaign_id
 
 
+def erase_requests(session: Session, email: str) -> None:
+    """`contacts forget`: every request for the mailbox, whatever its spelling (a +tag
+    request holds a name and organisation too), and the addresses of their confirmations."""
+    session.execute(delete(Subscription).where(same_mailbox(Subscription.email, email)))
+    session.execute(delete(SystemRecipient).where(same_mailbox(SystemRecipient.email, email)))
+
+
 @dataclass
 class Confirmation:
-    """What a confirmation did: `confirmed` (now or earlier) or `blocked` (the address
-    bounced or complained since); the campaigns to nudge."""
+    """What a confirmation did: `confirmed` (now or earlier), `blocked` (the mailbox
+    bounced, complained or was forgotten since) or `unsubscribed` (confirmed, then left: a
+    link used again does not undo that); the campaigns to nudge."""
 
     status: str
     email: str
@@ -433,6 +521,19 @@ def pending(session: Session, ref: str) -> Subscription | None:
     return found if found is not None and reference(found) == ref else None
 
 
+def standing(session: Session, found: Subscription) -> str:
+    """Where a request stands: `pending`, `confirmed`, `unsubscribed` (confirmed, then
+    left) or `blocked` (its mailbox bounced, complained or was forgotten)."""
+    reason = refused_for(session, found.email)
+    if reason is not None and reason != "declined":
+        return "blocked"
+    if found.confirmed_at is None:
+        return "pending"
+    if session.scalar(select(Suppression.id).where(Suppression.email == found.email)):
+        return "unsubscribed"
+    return "confirmed"
+
+
 def confirm(
     session: Session,
     ref: str,
@@ -445,13 +546,15 @@ def confirm(
     found = pending(session, ref)
     if found is None:
         return None
-    _lock_address(session, found.email)
+    _lock_address(session, mailbox(found.email))
     session.refresh(found)
-    if found.confirmed_at is not None:
-        return Confirmation("confirmed", found.email, found.language, found.confirmed_at)
+    status = standing(session, found)
+    if status != "pending":
+        at = found.confirmed_at if status == "confirmed" and found.confirmed_at else now
+        return Confirmation(status, found.email, found.language, at)
+    # Only the owner's own unsubscribe (or their "no" to a confirmation) is left: the
+    # button pressed in their own mailbox undoes it.
     suppression = session.scalar(select(Suppression).where(Suppression.email == found.email))
-    if suppression is not None and suppression.reason != "unsubscribed":
-        return Confirmation("blocked", found.email, found.language, now)
     contact = session.scalar(select(Contact).where(Contact.email == found.email))
     if contact is None:
         contact = Contact(email=found.email, attributes={})

@@ -23,7 +23,7 @@ def settings_for(db_url: str, tmp_path: Path, **overrides: object) -> Settings:
         queue_url="memory://",
         outbox=tmp_path / "outbox",
         postal_address="Seoul",
-        secret_key="test-secret-0123456789abcdef0123456789",
+        secret_key="_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj",
         rate=Settings().rate,
         retry_delay=0.05,
         max_attempts=4,

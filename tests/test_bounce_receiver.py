@@ -20,8 +20,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from outreach.bounce_receiver import BounceReceiver
-from outreach.bounces import MAX_MESSAGE_BYTES
+from outreach.bounce_receiver import MAX_RECEIVED_BYTES, BounceReceiver
 from outreach.config import Settings
 from outreach.db import engine_for
 from outreach.models import Event
@@ -132,12 +131,14 @@ def test_mail_to_postmaster_naming_an_address_suppresses_nothing(  # type: ignor
     assert sum("1 not ours" in line for line in lines) == 2, lines
 
 
-def test_size_is_capped_at_10_mb(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+def test_size_is_capped_at_2_mb(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """Bounces of our mail are tens of KB; aiosmtpd holds an arriving message as an object
+    per line, so what one connection may send is kept small (issue 21, 1)."""
     settings, info = campaign
-    big = wire(fixture("postfix", info)) + (b"x" * 998 + b"\r\n") * (MAX_MESSAGE_BYTES // 1000 + 1)
+    big = wire(fixture("postfix", info)) + (b"x" * 998 + b"\r\n") * (MAX_RECEIVED_BYTES // 1000 + 1)
     with receiving(settings) as receiver, client(receiver) as smtp:
         smtp.ehlo("mx.example.net")
-        assert smtp.esmtp_features["size"] == str(MAX_MESSAGE_BYTES)
+        assert smtp.esmtp_features["size"] == str(MAX_RECEIVED_BYTES) == str(2 * 1024 * 1024)
         with pytest.raises(smtplib.SMTPSenderRefused) as declared:
             smtp.sendmail("", [verp(info, "postfix")], big)  # smtplib declares SIZE=
         assert declared.value.smtp_code == 552
@@ -148,6 +149,55 @@ def test_size_is_capped_at_10_mb(campaign, session: Session) -> None:  # type: i
         code, _ = smtp.data(big)
         assert code == 552
     assert suppressed(session) == {}
+
+
+def test_one_message_at_a_time_arrives_from_a_client(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """Ten uploads at once from one address took the receiver to 1.28 GB: a client sends one
+    message at a time, and everyone together a few; the others are told to come back."""
+    import socket
+
+    settings, info = campaign
+    session.commit()
+    with receiving(settings, max_receiving=2) as receiver:
+        assert receiver.port is not None
+
+        def open_data(source: str) -> socket.socket:
+            sock = socket.create_connection(
+                ("127.0.0.1", receiver.port), source_address=(source, 0)
+            )
+            reader = sock.makefile("rb")
+            reader.readline()
+            for command in (b"EHLO mx", b"MAIL FROM:<>", f"RCPT TO:<postmaster@{DOMAIN}>".encode()):
+                sock.sendall(command + b"\r\n")
+                while reader.readline()[3:4] == b"-":
+                    pass
+            sock.sendall(b"DATA\r\n")
+            assert reader.readline().startswith(b"354")
+            sock.sendall(b"Subject: half a message\r\n\r\n")
+            return sock
+
+        first = open_data("127.0.0.1")
+        with client(receiver) as smtp:  # the same address
+            smtp.ehlo("mx.example.net")
+            smtp.mail("")
+            smtp.rcpt(f"postmaster@{DOMAIN}")
+            code, reply = smtp.docmd("DATA")
+            assert code == 451 and b"arriving" in reply, reply
+        second = open_data("127.0.0.2")
+        with smtplib.SMTP(
+            "127.0.0.1", receiver.port, timeout=10, source_address=("127.0.0.3", 0)
+        ) as smtp:  # a third address, over the cap for everyone
+            smtp.ehlo("mx.example.net")
+            smtp.mail("")
+            smtp.rcpt(f"postmaster@{DOMAIN}")
+            assert smtp.docmd("DATA")[0] == 451
+        for sock in (first, second):
+            sock.sendall(b"hello\r\n.\r\nQUIT\r\n")
+            sock.close()
+        wait_for(lambda: not receiver.receiving, "the two messages to arrive")
+        with client(receiver) as smtp:
+            assert smtp.sendmail("", [verp(info, "gmail")], wire(fixture("gmail", info))) == {}
+    assert suppressed(session) == {"gmail": "bounced"}
 
 
 def test_an_unreachable_database_answers_451(campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -292,3 +342,117 @@ def test_the_command_needs_a_bounce_domain_and_stops_on_sigterm(  # type: ignore
     assert "1 hard bounce" in out and out.rstrip().endswith("stopped")
     assert "Traceback" not in (tmp_path / "receive.err").read_text()
     assert suppressed(session) == {"gmail": "bounced"}
+
+
+# Issue 21, 1: one crafted message must not stall the receiver.
+
+
+def test_a_message_is_read_once_whatever_its_recipients(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    settings, info = campaign
+    session.commit()
+    recipients = [verp(info, "postfix"), f"postmaster@{DOMAIN}", f"abuse@{DOMAIN}"]
+    recipients += [verp(info, person) for person in ("gmail", "fine", "soft", "qmail")]
+    recipients += [f"Postmaster@{DOMAIN}", f"ABUSE@{DOMAIN}", verp(info, "exchange")]
+    assert len(recipients) == 10
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        assert smtp.sendmail("", recipients, wire(fixture("postfix", info))) == {}
+    assert receiver.parsed == 1
+    assert suppressed(session) == {"postfix": "bounced"}  # only the delivery it is about
+
+
+def test_a_message_of_many_tiny_pieces_is_refused_unparsed(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_bounces import tiny_pieces
+
+    settings, _ = campaign
+    with receiving(settings) as receiver, client(receiver) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("", [f"postmaster@{DOMAIN}"], tiny_pieces("blocks", 5_000))
+        assert refused.value.smtp_code == 554 and b"blank lines" in refused.value.smtp_error
+    assert receiver.parsed == 0 and receiver.storing == 0
+    assert any("554" in line for line in receiver.lines)  # type: ignore[attr-defined]
+
+
+def hang_up_after_data(port: int, recipient: str, data: bytes) -> None:
+    """An SMTP client that sends a whole message and closes the connection at once, without
+    waiting for the reply."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        for command in (b"EHLO mx.example.net", b"MAIL FROM:<>", f"RCPT TO:<{recipient}>".encode()):
+            sock.sendall(command + b"\r\n")
+            while True:
+                line = reader.readline()
+                if line[3:4] != b"-":
+                    break
+        sock.sendall(b"DATA\r\n")
+        assert reader.readline().startswith(b"354")
+        sock.sendall(data + b"\r\n.\r\n")
+
+
+def test_work_stays_counted_after_its_sender_hangs_up(  # type: ignore[no-untyped-def]
+    campaign, session: Session, db_url: str
+) -> None:
+    """Ten clients that send and hang up at once used to leave the counters at zero while
+    the store thread still had all their messages: the queue grew without a limit."""
+    settings, info = campaign
+    session.commit()
+    with receiving(settings, max_waiting=1) as receiver:
+        assert receiver.port is not None
+        with writes_held(db_url):
+            hang_up_after_data(receiver.port, verp(info, "postfix"), wire(fixture("postfix", info)))
+            wait_for(lambda: receiver.storing == 1, "the message handed to the store")
+            time.sleep(0.5)  # the server has seen the connection close by now
+            assert receiver.storing == 1 and receiver.waiting == {"127.0.0.1": 1}
+            with client(receiver) as smtp:
+                smtp.ehlo("mx.example.net")
+                code, reply = smtp.mail("")
+                assert code == 451 and b"waiting" in reply, reply
+        wait_for(lambda: receiver.storing == 0, "the store to finish")
+    assert suppressed(session) == {"postfix": "bounced"}  # stored all the same
+
+
+def test_a_message_the_store_cannot_take_in_time_gets_451(  # type: ignore[no-untyped-def]
+    campaign, session: Session, db_url: str
+) -> None:
+    """A sender waiting on a slow store gets an answer, 451, instead of silence."""
+    settings, info = campaign
+    session.commit()
+    with receiving(settings, store_deadline=1.0) as receiver:
+        with writes_held(db_url), client(receiver) as smtp:
+            started = time.monotonic()
+            with pytest.raises(smtplib.SMTPDataError) as busy:
+                smtp.sendmail("", [verp(info, "gmail")], wire(fixture("gmail", info)))
+            assert busy.value.smtp_code == 451 and time.monotonic() - started < 8
+        wait_for(lambda: receiver.storing == 0, "the store to finish")
+    assert any("not stored within 1 s" in line for line in receiver.lines)  # type: ignore[attr-defined]
+
+
+def test_a_cap_on_connections_from_everyone(campaign) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = campaign
+    with receiving(settings, max_total_connections=3) as receiver:
+        assert receiver.port is not None
+        held = [
+            smtplib.SMTP("127.0.0.1", receiver.port, timeout=10, source_address=(f"127.0.0.{n}", 0))
+            for n in (1, 2, 3)
+        ]
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            smtplib.SMTP("127.0.0.1", receiver.port, timeout=10, source_address=("127.0.0.4", 0))
+        assert refused.value.smtp_code == 421
+        held.pop().quit()
+        smtplib.SMTP("127.0.0.1", receiver.port, timeout=10, source_address=("127.0.0.5", 0)).quit()
+        for smtp in held:
+            smtp.quit()
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    """One subscriber line holds a whole /64: its addresses are one client, as on the web."""
+    from outreach.bounce_receiver import ClientLimits, _client
+
+    limits = ClientLimits(max_connections=2, max_messages=10, window=60)
+    same = [("2001:db8:1:2::1", 25, 0, 0), ("2001:db8:1:2:ffff::9", 25, 0, 0)]
+    assert [limits.connect(_client(peer)) for peer in same] == [True, True]
+    assert not limits.connect(_client(("2001:db8:1:2::abcd", 25, 0, 0)))
+    assert limits.connect(_client(("2001:db8:1:3::1", 25, 0, 0)))  # another /64
+    assert _client(("::ffff:192.0.2.7", 25, 0, 0)) == _client(("192.0.2.7", 25)) == "192.0.2.7"

@@ -38,6 +38,19 @@ MICROSOFT_515 = (
         ("5.0.0", "550 SPF check failed", "policy"),
         ("5.2.2", "mailbox full", "soft"),
         ("4.2.2", "mailbox full", "soft"),
+        # A domain that does not exist is an address that does not exist (issue 21, 10).
+        (
+            None,
+            "Host or domain name not found. Name service error for name=x.example "
+            "type=A: Host not found",
+            "hard",
+        ),
+        (None, "claird@starbase.neosoft.com ... unknown host", "hard"),
+        ("5.4.4", "550 5.4.4 Unrouteable address: domain does not exist", "hard"),
+        ("5.0.0", "DNS Error: Domain name not found", "hard"),
+        (None, "Name service error for domain digicool.com: Host not found, try again", "other"),
+        # Our own sender's domain refused is not about the recipient.
+        (None, "550 <news@citynet-ap.org>: Sender address rejected: Domain not found", "other"),
         ("4.7.1", "greylisted, try again later", "soft"),
         ("5.0.0", "550 This account is over quota", "soft"),
         ("5.3.4", "message too big for system", "other"),

@@ -19,7 +19,7 @@ from outreach.web import create_app
 from tests.conftest import ROOT, write
 from tests.sending_helpers import drain, send, settings_for
 
-SECRET = "test-secret-0123456789abcdef0123456789"
+SECRET = "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj"
 INVITATION = "2026-12-covid19-webinar"
 REMINDER = "2026-12-covid19-webinar-reminder"
 REGISTER = "https://citynet-ap.org/events/covid19-series-7"

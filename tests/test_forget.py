@@ -20,7 +20,7 @@ from tests.conftest import write
 from tests.sending_helpers import drain, project_with, send, settings_for
 from tests.smtp_server import SmtpServer, start_server
 
-SECRET = "forget-test-secret-0123456789abcdefghij"
+SECRET = "jqWrdxVYd3fUd5bTiSMGYpPou_YzRplYKiIe6evX"
 DOMAIN = "bounce.citynet-ap.org"
 PEOPLE = ["rejected", "bounced", "kept"]
 FIXTURE = Path(__file__).parent / "fixtures" / "bounces" / "postfix.eml"

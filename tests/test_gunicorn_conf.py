@@ -61,3 +61,26 @@ def test_a_percent_encoded_link_loses_its_token_too() -> None:
     # Encoded characters that mean something else stay encoded: no line breaks in the log.
     assert redact(f"GET /%75/{TOKEN}%0a%0dX: y HTTP/1.1") == "GET /u/[token] y HTTP/1.1"
     assert redact("GET /subscribe?x=%75 HTTP/1.1") == "GET /subscribe?x=%75 HTTP/1.1"
+
+
+def test_every_spelling_of_a_token_path_loses_its_token() -> None:
+    """Werkzeug merges slashes (/u//TOKEN is /u/TOKEN) and a person may type /U/: whether
+    the app serves, redirects or refuses such a path, the log must not carry the token."""
+    for path in (
+        f"/u//{TOKEN}",
+        f"/u///{TOKEN}",
+        f"//u//{TOKEN}",
+        f"/U/{TOKEN}",
+        f"/Confirm/{TOKEN}",
+        f"/V//{TOKEN}",
+        f"/u\\{TOKEN}",
+        f"/%55/{TOKEN}",
+        f"/u/%2F{TOKEN}",
+        f"/x/../u/{TOKEN}",
+        f"/unsubscribe/{TOKEN}",  # no such door, but the token is still a key to one
+        f"/u/{TOKEN}/",
+    ):
+        line = f'127.0.0.1 - - "GET {path}?lang=ko HTTP/1.1" 404'
+        cleaned = redact(line)
+        assert TOKEN not in cleaned and TOKEN[3:] not in cleaned, (path, cleaned)
+        assert "[token]" in cleaned and cleaned.endswith('?lang=ko HTTP/1.1" 404'), cleaned

@@ -27,7 +27,7 @@ from tests.conftest import write
 from tests.project import CAMPAIGN, CONTACTS, NEWS_EN, make_project
 from tests.sending_helpers import drain, send, settings_for
 
-SETTINGS = Settings(postal_address="Seoul", secret_key="k-0123456789abcdef0123456789abcdef")
+SETTINGS = Settings(postal_address="Seoul", secret_key="9cNXWE6t_eLknMO08CWMIE_BPZaFX0Be0mAo1Uun")
 
 
 def messages(tmp_path: Path) -> dict[str, email.message.EmailMessage]:
@@ -321,3 +321,43 @@ def test_previewing_a_stored_contact_with_such_an_address_is_one_line(
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert f"{UTF8_LOCAL} would get no message: " in result.output
     assert "non-ASCII characters before the @" in result.output
+
+
+# 6. The view-online page of a contact whose value is an unsafe link (issue 21, 13): the
+# site's error page, no traceback, nothing of the value quoted.
+
+
+def test_viewing_online_a_message_with_an_unsafe_link_is_the_plain_error_page(
+    session: Session, db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from outreach.web import create_app
+
+    path = make_project(tmp_path, **{"news.en.mjml": WEBSITE})
+    write(tmp_path / "contacts.csv", UNSAFE_CSV)
+    import_csv(session, tmp_path / "contacts.csv")
+    settings = settings_for(db_url, tmp_path)
+    send(path, settings, session)
+    drain(settings, session)
+    ids = dict(
+        session.execute(
+            select(Contact.email, Delivery.id).join(Delivery, Delivery.contact_id == Contact.id)
+        ).all()
+    )
+    session.commit()
+    tokens = Tokens(settings.secret_key or "")
+    app = create_app(settings, tmp_path)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: an error is a page
+    client = app.test_client()
+    good = client.get(f"/v/{tokens.sign('view', ids['good@suwon.example.org'])}?lang=en")
+    assert good.status_code == 200 and "https://suwon.go.kr/" in good.get_data(as_text=True)
+    other_failure = client.get("/v/999999.forged?lang=en")
+    with caplog.at_level("INFO"):
+        for address in ("js@evil.example.org", "data@evil.example.org"):
+            answer = client.get(f"/v/{tokens.sign('view', ids[address])}?lang=en")
+            page = answer.get_data(as_text=True)
+            assert answer.status_code == other_failure.status_code, (address, answer.status_code)
+            assert page == other_failure.get_data(as_text=True)
+            assert "javascript" not in page and "data:text" not in page
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Traceback" not in logged and "javascript" not in logged, logged
+    assert not any(r.exc_info for r in caplog.records)

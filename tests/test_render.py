@@ -17,7 +17,7 @@ from outreach.validate import validate_campaign
 from tests.project import CAMPAIGN, make_project
 
 POSTAL = "CityNet Secretariat, 38 Jong-ro, Seoul 03188, Republic of Korea"
-SETTINGS = Settings(postal_address=POSTAL, secret_key="s3cret-0123456789abcdef0123456789")
+SETTINGS = Settings(postal_address=POSTAL, secret_key="FF1-g7ItGr7If_tH5i77jDAspupuVobgJwpeoawB")
 LINKS = Links("https://mail.example.org", Tokens("s3cret"))
 
 

@@ -19,7 +19,7 @@ from tests.project import CAMPAIGN
 from tests.sending_helpers import contacts_csv, drain, project_with, send, settings_for
 from tests.test_bounces import fixture
 
-SECRET = "test-secret-0123456789abcdef0123456789"
+SECRET = "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj"
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from tests.project import make_project
 from tests.sending_helpers import drain
 
 OLD_DEVELOPMENT_KEY = "outreach-development-" + "key-not-for-real-mail"  # split: see last test
-GOOD = "k" * 40
+# Random, as keys must be (a key written in a public test file is for tests only).
+GOOD = "XAt_rYgcfHkbSvAMDANLBW6j0PV2f4lEo9c6FlOI"
 
 
 def load(tmp_path: Path, **env: str) -> Settings:
@@ -91,6 +92,8 @@ def test_the_embedded_default_is_a_working_whole(run_cli, tmp_path: Path) -> Non
             "replace-with-output-of-python-c-import-secrets-print-secrets-token-urlsafe-32",
             "published",
         ),
+        ("a" * 32, "guessable"),
+        ("CHANGE-ME-to-a-long-random-string", "placeholder"),
     ],
 )
 @pytest.mark.parametrize(
@@ -133,7 +136,8 @@ def test_no_key_at_all_is_one_line_that_says_how_to_get_one(tmp_path: Path) -> N
 
 
 def test_rotation_old_links_keep_working_new_ones_use_the_new_key(tmp_path: Path) -> None:
-    old, new = "o" * 40, "n" * 40
+    # The new key is random; a key of an earlier release is only ever a fallback.
+    old, new = "o" * 40, "MME3hcLQmo1hwH-VoOzixWGeHODld0IEIgdi5bK0"
     before = Tokens(old).sign("unsubscribe", 7)
     rotated = tokens_for(
         load(tmp_path, secret_key=new, secret_key_fallbacks=f" {old} , {'p' * 40}"), "serve"
@@ -181,3 +185,61 @@ def test_smtp_mail_needs_an_https_base_url(tmp_path: Path) -> None:
 def test_no_published_key_remains_in_the_code() -> None:
     for path in (ROOT / "outreach").rglob("*.py"):
         assert OLD_DEVELOPMENT_KEY not in path.read_text(encoding="utf-8"), path
+
+
+WEAK_KEYS = [
+    "a" * 32,
+    " " * 32,
+    "k" * 40,
+    "passwordpasswordpasswordpassword",
+    "Password1Password1Password1Password1",
+    "0123456789abcdefghijklmnopqrstuvwxyz",
+    "qwertyuiopasdfghjklzxcvbnmqwertyuiop",
+    "test-secret-0123456789abcdef0123456789",
+    "abcabcabcabcabcabcabcabcabcabcabcabc",
+    "2026-12-01-citynet-newsletter-secret-key",
+]
+PLACEHOLDERS = [
+    "CHANGE-ME-CHANGE-ME-CHANGE-ME-CHANGE-ME",
+    "change_me_" + "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj",
+    "ChangeMe" + "FF1-g7ItGr7If_tH5i77jDAspupuVobgJwpeoawB",
+    "Replace With A Random Key Of At Least 32 Characters",
+    "REPLACE_ME_9cNXWE6t_eLknMO08CWMIE_BPZaFX0Be0mAo1Uun",
+    "your-secret-key-here-jqWrdxVYd3fUd5bTiSMGYpPou",
+    "<put a random secret key here, at least 32 characters>",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+]
+
+
+@pytest.mark.parametrize("key", WEAK_KEYS + PLACEHOLDERS)
+def test_a_key_with_little_entropy_or_a_placeholder_is_refused_in_one_line(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(secret_key=key).require_secret_key("serve")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("OUTREACH_SECRET_KEY ")
+    assert "outreach init" in message and "secrets.token_urlsafe" in message, message
+    assert key.strip() not in message or not key.strip()  # the key itself is not printed
+
+
+def test_generated_and_ordinary_random_keys_pass() -> None:
+    import base64
+    import secrets
+    import uuid
+
+    from outreach.secretkey import generate
+
+    keys = [generate() for _ in range(20)]
+    keys += [secrets.token_hex(16) for _ in range(20)]  # openssl rand -hex 16
+    keys += [secrets.token_urlsafe(24) for _ in range(20)]
+    keys += [base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(20)]
+    keys += [str(uuid.uuid4()) for _ in range(20)]  # uuidgen
+    keys += [secrets.token_hex(64)]  # longer than zxcvbn reads at once
+    keys += ["correct horse battery staple: Gangneung, Suwon & Makati 1987"]
+    for key in keys:
+        assert Settings(secret_key=key).require_secret_key("serve") == key
+
+
+def test_a_weak_key_of_an_earlier_release_still_verifies_as_a_fallback(tmp_path: Path) -> None:
+    """The strength rule is for the key that signs; old links must keep working."""
+    settings = load(tmp_path, secret_key=GOOD, secret_key_fallbacks="o" * 40)
+    assert settings.require_secret_key("serve") == GOOD

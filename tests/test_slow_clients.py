@@ -137,7 +137,8 @@ def test_outreach_serve_answers_one_click_while_200_clients_hang(
     with Server(settings, tmp_path / "serve.log", workers=2) as server:
         url = mail_one_message(settings, session, tmp_path, smtp, server.url)
         with slow_connections("127.0.0.1", server.port) as held:
-            assert one_click(url) == 200
+            # From a mail provider's address, not the one holding the connections.
+            assert one_click_from(url, "127.0.0.2", timeout=5)[0] == 200
             assert still_open(held) > SLOW // 2
         # The same recipient again, after the slow clients are gone: still a plain 200.
         assert one_click(url) == 200
@@ -291,3 +292,88 @@ def test_a_percent_encoded_link_is_served_but_never_logged_in_clear(
         text = log.read_text()
         assert text.count("POST /u/[token]") >= 3 and token not in text, (log, text[-2000:])
         assert "POST /u/[token]?lang=ko HTTP/1." in text
+
+
+# Issue 21, 2: 2,100 connections from one address, each a POST header with
+# Content-Length: 16000 and then a byte now and then, made every one-click POST time out.
+
+MANY = 2_100
+
+
+def one_click_from(url: str, source: str, timeout: float) -> tuple[int, float]:
+    """The one-click POST from another address (a mail provider's server); (status or 0,
+    seconds it took)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        connection.request(
+            "POST",
+            parts.path,
+            body=ONE_CLICK,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        status = connection.getresponse().status
+    except OSError:
+        status = 0
+    finally:
+        connection.close()
+    return status, time.monotonic() - started
+
+
+def test_one_click_answers_within_a_second_while_one_address_holds_2100_slow_bodies(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = settings_for(db_url, tmp_path)
+    held: list[socket.socket] = []
+    with Server(settings, tmp_path / "serve.log", workers=2) as server:
+        url = mail_one_message(settings, session, tmp_path, smtp, server.url)
+        try:
+            for i in range(MANY):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                sock.sendall(
+                    (
+                        f"POST /u/slow{i} HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/x-www-form-urlencoded\r\n"
+                        "Content-Length: 16000\r\n\r\nL"
+                    ).encode()
+                )
+                held.append(sock)
+            time.sleep(1)
+            status, took = one_click_from(url, "127.0.0.2", timeout=5)
+            assert status == 200 and took < 1.0, (status, took)
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_body_that_trickles_in_is_dropped_at_the_request_deadline(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """A byte every few seconds meets no per-read timeout: the whole request has one."""
+    from outreach.gunicorn_conf import BODY_TIMEOUT, REQUEST_DEADLINE
+
+    settings = settings_for(db_url, tmp_path)
+    with Server(settings, tmp_path / "serve.log", workers=1) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(
+            b"POST /u/slow HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 16000\r\n\r\n"
+        )
+        started = time.monotonic()
+        closed_after = None
+        try:
+            while time.monotonic() - started < REQUEST_DEADLINE + 10:
+                time.sleep(BODY_TIMEOUT / 3)
+                sock.sendall(b"L")
+        except OSError:
+            closed_after = time.monotonic() - started
+        finally:
+            sock.close()
+    assert closed_after is not None and closed_after < REQUEST_DEADLINE + 5, closed_after

@@ -430,20 +430,7 @@ def test_the_daily_limit_counts_one_mailbox_however_it_is_written(
 
 
 def _post_from(app, remote: str, address: str) -> int:  # type: ignore[no-untyped-def]
-    client = app.test_client()
-    environ = {"REMOTE_ADDR": remote}
-    page = client.get("/subscribe?lang=ko", environ_base=environ).get_data(as_text=True)
-    token = re.search(r'name="token" value="([^"]+)"', page)
-    assert token is not None
-    data = {
-        "token": token.group(1),
-        "lang": "ko",
-        "email": address,
-        "language": "ko",
-        "consent": "yes",
-        "website": "",
-    }
-    return int(client.post("/subscribe", data=data, environ_base=environ).status_code)
+    return int(_post_page(app, remote, address).status_code)
 
 
 def test_an_ipv6_client_is_its_64(settings: Settings, tmp_path: Path, session: Session) -> None:
@@ -462,26 +449,92 @@ def test_an_ipv6_client_is_its_64(settings: Settings, tmp_path: Path, session: S
     assert queued_confirmations(session) == 5
 
 
+BUSY = "지금은 구독 신청이 너무 많습니다"
+
+
+def _post_page(app, remote: str, address: str):  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    environ = {"REMOTE_ADDR": remote}
+    token = form_token_from(client, environ)
+    data = {
+        "token": token,
+        "lang": "ko",
+        "email": address,
+        "language": "ko",
+        "consent": "yes",
+        "website": "",
+    }
+    return client.post("/subscribe", data=data, environ_base=environ)
+
+
+def form_token_from(client: FlaskClient, environ: dict[str, str]) -> str:
+    page = client.get("/subscribe?lang=ko", environ_base=environ).get_data(as_text=True)
+    token = re.search(r'name="token" value="([^"]+)"', page)
+    assert token is not None
+    return token.group(1)
+
+
 def test_a_ceiling_on_confirmations_per_hour_across_all_clients(
     settings: Settings, tmp_path: Path, session: Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Many clients each under their own limit still cannot make us mail strangers without
-    end: past the ceiling the form answers the same page and queues nothing."""
+    end: past the ceiling nothing is queued, and the visitor is told to come back rather
+    than to look in an inbox nothing will reach (issue 21, 4)."""
     subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 2}\n")
     app = create_app(settings, tmp_path)
+    suppress(session, "bounced@example.org", "bounced")
+    session.commit()
     with caplog.at_level("INFO", logger="outreach"):
-        codes = [_post_from(app, f"198.51.100.{n}", f"person{n}@example.org") for n in range(4)]
-    assert codes == [200] * 4
+        answers = [
+            _post_page(app, f"198.51.{n}.1", f"person{n}@city{n}.example.org") for n in range(4)
+        ]
+        # Past the ceiling a suppressed address is answered as any other: no oracle.
+        suppressed = _post_page(app, "198.51.9.1", "bounced@example.org")
+    assert [a.status_code for a in answers] == [200, 200, 429, 429]
+    assert "받은편지함" in answers[0].get_data(as_text=True)
+    busy = answers[2].get_data(as_text=True)
+    assert BUSY in busy and "받은편지함" not in busy
+    assert suppressed.status_code == 429 and suppressed.get_data() == answers[3].get_data()
     assert queued_confirmations(session) == 2
     refused = [r.getMessage() for r in caplog.records if "confirmations per hour" in r.getMessage()]
-    assert len(refused) == 2, refused  # one line for each request answered without mail
+    assert len(refused) == 3, refused  # one line for each request refused
     assert all("\n" not in line and "person" not in line for line in refused)
-    same = app.test_client()
-    bodies = {
-        post_form(same, email="person9@example.org").get_data(),  # over the ceiling
-        post_form(same, email="person9@example.org", website="x").get_data(),  # a robot
-    }
-    assert len(bodies) == 1
+
+
+def test_one_network_cannot_use_up_the_hourly_ceiling(
+    settings: Settings, tmp_path: Path, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Addresses of one /24 (or IPv6 /48) are each a client of their own, but together may
+    take only a fifth of the ceiling: another network's visitor is still mailed."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 10}\n")
+    app = create_app(settings, tmp_path)
+    with caplog.at_level("INFO", logger="outreach"):
+        ipv4 = [_post_page(app, f"198.51.100.{n}", f"v{n}@d{n}.example.org") for n in range(6)]
+        ipv6 = [_post_page(app, f"2001:db8:7:{n}::1", f"w{n}@e{n}.example.org") for n in range(4)]
+    assert [a.status_code for a in ipv4] == [200, 200, 429, 429, 429, 429]
+    assert [a.status_code for a in ipv6] == [200, 200, 429, 429]
+    assert _post_page(app, "203.0.113.9", ADDRESS).status_code == 200
+    assert queued_confirmations(session) == 5
+    shares = [r.getMessage() for r in caplog.records if "share" in r.getMessage()]
+    assert len(shares) == 6 and all("network" in line for line in shares), shares
+    assert not any("198.51.100" in line or "2001:db8" in line for line in shares)
+
+
+def test_one_domain_cannot_use_up_the_hourly_ceiling(
+    settings: Settings, tmp_path: Path, session: Session
+) -> None:
+    """Many networks mailing one domain's addresses take at most half the ceiling: a person
+    at another domain is still mailed."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {confirmations_per_hour: 10}\n")
+    app = create_app(settings, tmp_path)
+    codes = [
+        _post_page(app, f"10.{n}.0.1", f"victim{n}@googlemail.com").status_code for n in range(8)
+    ]
+    # googlemail.com is gmail.com: one domain's share.
+    codes += [_post_page(app, "10.99.0.1", "other@gmail.com").status_code]
+    assert codes == [200] * 5 + [429] * 4
+    assert _post_page(app, "10.100.0.1", ADDRESS).status_code == 200
+    assert queued_confirmations(session) == 6
 
 
 def test_the_ceiling_is_read_from_subscribe_yaml(settings: Settings, tmp_path: Path) -> None:
@@ -541,3 +594,179 @@ def test_padding_sleeps_what_is_left_of_the_floor() -> None:
     assert web.pad_to(0.1, started=50.0, now=50.25, sleep=slept.append) == 0
     assert web.pad_to(0.1, started=50.0, now=49.0, sleep=slept.append) == 0.1  # clock moved
     assert slept == [pytest.approx(0.07), 0.1]
+
+
+# Issue 21: the form as an attacker uses it, and as the person whose address they type sees it.
+
+
+def _confirmations_to(session: Session, *addresses: str) -> int:
+    return sum(queued_confirmations(session, a) for a in addresses)
+
+
+def test_gmail_and_proton_spellings_are_one_mailbox_for_the_daily_limit(
+    settings: Settings, project: Path, session: Session
+) -> None:
+    """Gmail ignores dots and answers at googlemail.com too; Proton ignores dots, hyphens and
+    underscores across its domains: strangers varying them reach one inbox (issue 21, 3)."""
+    app = create_app(settings, project)
+    gmail = [
+        "v.ictimname@gmail.com",
+        "vi.ctimname@gmail.com",
+        "VictimName@googlemail.com",
+        "victim.name+x@GoogleMail.com",
+        "victimname@gmail.com",
+        "v.i.c.t.i.m.n.a.m.e@gmail.com",
+    ]
+    for n, address in enumerate(gmail):
+        assert _post_from(app, f"198.51.{n}.1", address) == 200
+    assert _confirmations_to(session, *[a.lower() for a in gmail]) == 3
+    proton = ["a.lee@proton.me", "alee@pm.me", "a-lee@protonmail.com", "a_lee+z@protonmail.ch"]
+    for n, address in enumerate(proton):
+        assert _post_from(app, f"203.0.{n}.1", address) == 200
+    assert _confirmations_to(session, *proton) == 3
+    # Elsewhere a dot makes another mailbox (Outlook, Naver, a city's own server): each is
+    # its own, so nobody's confirmations are withheld for another's.
+    for n, address in enumerate(["a.kim@outlook.com", "akim@outlook.com", "a.kim@suwon.go.kr"]):
+        assert _post_from(app, f"192.0.{n}.1", address) == 200
+    assert _confirmations_to(session, "a.kim@outlook.com", "akim@outlook.com") == 2
+    assert queued_confirmations(session, "a.kim@suwon.go.kr") == 1
+
+
+def test_the_form_token_is_checked_before_the_visitors_allowance_counts(
+    settings: Settings, tmp_path: Path, session: Session
+) -> None:
+    """Any web page can make a visitor's browser POST the form, but without a token: those
+    requests must not use up the visitor's allowance (issue 21, 5)."""
+    subscribe_project(tmp_path, SUBSCRIBE + "limits: {per_client_per_hour: 3}\n")
+    client = create_app(settings, tmp_path).test_client()
+    for token in ["", "forged.token", *[""] * 18]:
+        assert post_form(client, token=token, email="x@example.org").status_code == 400
+    assert queued_confirmations(session) == 0
+    assert post_form(client).status_code == 200  # the real visitor, with the form's token
+    assert queued_confirmations(session, ADDRESS) == 1
+
+
+def test_a_permanent_suppression_covers_every_spelling_of_the_mailbox(
+    client: FlaskClient, session: Session
+) -> None:
+    """After a hard bounce of xss2@, Xss2+news@ was sent a confirmation (issue 21, 6)."""
+    suppress(session, "xss2@example.org", "bounced")
+    suppress(session, "v.ictim@gmail.com", "complained")
+    suppress(session, "kept+lists@example.org", "manual")
+    session.commit()
+    for address in (
+        "Xss2+news@example.org",
+        "XSS2@example.org",
+        "victim+x@googlemail.com",
+        "Vic.Tim@gmail.com",
+        "kept@example.org",
+        "kept+other@example.org",
+    ):
+        assert post_form(client, email=address).status_code == 200
+    assert queued_confirmations(session) == 0
+    post_form(client, email="xss3@example.org")  # another mailbox
+    assert queued_confirmations(session) == 1
+
+
+def test_forget_covers_every_spelling_and_erases_tagged_requests(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    """After `forget victim@`, Victim+z@ was sent a confirmation, and the +tag request rows
+    kept the name and organisation a stranger typed (issue 21, 6)."""
+    session.add(Contact(email="victim@example.org", name="Victim", attributes={}))
+    session.commit()
+    post_form(client, email="Victim+z@example.org", name="Typed Name", organisation="Typed Org")
+    post_form(client, email="vic.tim+y@gmail.com", name="Gmail Name")
+    session.add(Contact(email="victim@gmail.com", attributes={}))
+    session.commit()
+    assert session.scalar(select(func.count()).select_from(Subscription)) == 2
+    forget(session, "victim@example.org")
+    forget(session, "victim@gmail.com")
+    session.commit()
+    assert session.scalars(select(Subscription.email)).all() == []
+    from outreach.models import SystemRecipient
+
+    assert session.scalars(select(SystemRecipient.email)).all() == []
+    for address in ("Victim+z@example.org", "victim@example.org", "v.ictim+q@googlemail.com"):
+        post_form(client, email=address)
+    assert queued_confirmations(session) == 0  # those before forget were erased; none since
+
+
+def _unsubscribe_from(client: FlaskClient, message) -> int:  # type: ignore[no-untyped-def]
+    match = re.match(r"<([^>]+)>", str(message["List-Unsubscribe"]))
+    assert match is not None
+    answer = client.post(path_of(match.group(1)), data={"List-Unsubscribe": "One-Click"})
+    return int(answer.status_code)
+
+
+def test_an_unsubscribe_from_a_confirmation_stops_further_confirmations(
+    settings: Settings, project: Path, session: Session
+) -> None:
+    """The person a stranger subscribed says no in the confirmation itself: no more
+    confirmations to that mailbox, whoever asks (issue 21, 7)."""
+    app = create_app(settings, project)
+    client = app.test_client()
+    suppress(session, "left@example.org", "unsubscribed")  # left a campaign: may come back
+    session.commit()
+    for address in (ADDRESS, "left@example.org"):
+        post_form(client, email=address)
+    drain(settings, session, "_confirmation")
+    mails = {
+        m["To"].addresses[0].addr_spec: m for m in outbox_messages(settings.outbox, "_confirmation")
+    }
+    assert set(mails) == {ADDRESS, "left@example.org"}
+    for message in mails.values():
+        assert _unsubscribe_from(client, message) == 200
+    for n, address in enumerate([ADDRESS, "New.Person+2@gangneung.example.kr", "left@example.org"]):
+        assert _post_from(app, f"192.0.2.{n}", address) == 200
+    assert _confirmations_to(session, ADDRESS, "left@example.org") == 2  # the first two only
+    assert queued_confirmations(session, "new.person+2@gangneung.example.kr") == 0
+    # Their own link still works: confirming is the owner's yes, and lifts their no.
+    assert client.post(path_of(confirm_link(mails[ADDRESS]))).status_code == 200
+    session.commit()
+    assert session.scalar(select(Suppression).where(Suppression.email == ADDRESS)) is None
+
+
+def test_the_confirm_page_shows_what_will_be_saved(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    """A stranger's name and organisation become the contact's: the owner sees them before
+    pressing the button (issue 21, 8)."""
+    post_form(client, name="<b>Mallory</b> 말로리", organisation="Evil Corp & Co")
+    drain(settings, session, "_confirmation")
+    (message,) = outbox_messages(settings.outbox, "_confirmation")
+    page = client.get(path_of(confirm_link(message))).get_data(as_text=True)
+    assert "&lt;b&gt;Mallory&lt;/b&gt; 말로리" in page and "<b>Mallory" not in page
+    assert "Evil Corp &amp; Co" in page
+    assert "이름" in page and "기관" in page  # labelled, in the reader's language
+    english = client.get(path_of(confirm_link(message)) + "?lang=en").get_data(as_text=True)
+    assert "Name" in english and "Organisation" in english
+    post_form(client, email="plain@example.org", name="", organisation="")
+    drain(settings, session, "_confirmation")
+    plain = next(
+        m
+        for m in outbox_messages(settings.outbox, "_confirmation")
+        if m["To"].addresses[0].addr_spec == "plain@example.org"
+    )
+    shown = client.get(path_of(confirm_link(plain)) + "?lang=en").get_data(as_text=True)
+    assert "Organisation" not in shown  # nothing typed, nothing shown
+
+
+def test_a_replayed_confirm_link_after_an_unsubscribe_does_not_say_confirmed(
+    client: FlaskClient, settings: Settings, session: Session
+) -> None:
+    post_form(client)
+    drain(settings, session, "_confirmation")
+    (message,) = outbox_messages(settings.outbox, "_confirmation")
+    link = path_of(confirm_link(message))
+    assert "구독이 확인되었습니다" in client.post(link).get_data(as_text=True)
+    suppress(session, ADDRESS, "unsubscribed", detail="one-click")
+    session.commit()
+    for answer in (client.post(link), client.get(link)):
+        page = answer.get_data(as_text=True)
+        assert "구독이 확인되었습니다" not in page and "이미 확인" not in page, page
+        assert "수신거부" in page  # it says they unsubscribed since
+    session.commit()
+    assert session.scalar(select(Suppression.reason).where(Suppression.email == ADDRESS)) == (
+        "unsubscribed"
+    )

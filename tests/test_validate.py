@@ -13,7 +13,7 @@ from outreach.validate import validate_campaign
 from tests.conftest import write
 from tests.project import CAMPAIGN, LAYOUT, NEWS_EN, NEWS_KO, make_project
 
-SETTINGS = Settings(postal_address="Seoul", secret_key="k-0123456789abcdef0123456789abcdef")
+SETTINGS = Settings(postal_address="Seoul", secret_key="9cNXWE6t_eLknMO08CWMIE_BPZaFX0Be0mAo1Uun")
 
 
 def errors_for(

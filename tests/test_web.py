@@ -20,7 +20,7 @@ from outreach.web import create_app
 from tests.project import CAMPAIGN
 from tests.sending_helpers import drain, project_with, send, settings_for
 
-SECRET = "test-secret-0123456789abcdef0123456789"
+SECRET = "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach.models import Contact, Delivery
+from outreach.models import Contact, Delivery, Suppression
 from tests.conftest import write
 from tests.project import CAMPAIGN
 from tests.sending_helpers import drain, project_with, send, settings_for
@@ -242,3 +242,43 @@ def test_a_person_subscribes_in_korean_confirms_from_the_mail_and_is_welcomed(
             browser.close()
         session.commit()
         assert [m for m in smtp.handler.received if m.rcpt == address][2:] == []
+
+
+def test_other_spellings_of_a_link_neither_redirect_with_nor_log_the_token(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """/u//TOKEN was answered 308 to /u/TOKEN (the token in a Location header and, in clear,
+    in the log), /U/TOKEN a 404 logged in clear."""
+    log = tmp_path / "serve.log"
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url)
+    path = project_with(tmp_path, session)
+    with Server(settings, log) as server:
+        from dataclasses import replace
+
+        settings = replace(settings, base_url=server.url)
+        send(path, settings, session)
+        drain(settings, session)
+        url = unsubscribe_url(sent_to(smtp, "kim@suwon.example.org"))
+        token = url.rsplit("/", 1)[1]
+        for spelling in (
+            f"/u//{token}",
+            f"/u///{token}?lang=ko",
+            f"/U/{token}",
+            f"/P//{token}",
+            f"/v//{token}",
+            f"/u/{token}/",
+        ):
+            for method in ("GET", "POST"):
+                data = b"List-Unsubscribe=One-Click" if method == "POST" else None
+                status, headers, body = request(server.url + spelling, method, data)
+                assert not 300 <= status < 400, (spelling, method, status)
+                assert token not in headers.get("Location", ""), (spelling, headers)
+                assert token.encode() not in body, spelling
+        assert request(url)[0] == 200  # the link as mailed still works
+        # Werkzeug reads a path's leading slashes as one: //u/TOKEN is the link itself.
+        status, headers, _ = request(f"{server.url}//u/{token}")
+        assert status == 200 and "Location" not in headers
+    session.commit()
+    assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+    text = log.read_text()
+    assert "GET /u/[token]" in text and token not in text, text[-3000:]

@@ -25,7 +25,8 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         {
             "OUTREACH_DATABASE_URL": settings.database_url,
             "OUTREACH_QUEUE_URL": settings.queue_url,
-            "OUTREACH_SECRET_KEY": settings.secret_key or "test-secret-0123456789abcdef0123456789",
+            "OUTREACH_SECRET_KEY": settings.secret_key
+            or "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj",
             "OUTREACH_RATE": "0" if settings.rate.unlimited else f"{settings.rate.per_second}/s",
             "OUTREACH_RETRY_DELAY": str(settings.retry_delay),
             "OUTREACH_MAX_ATTEMPTS": str(settings.max_attempts),

@@ -37,11 +37,13 @@ def bounces_ingest(
 ) -> None:
     """Ingest bounces (RFC 3464 DSNs, common non-standard formats, VERP) and ARF complaints.
 
-    Only failures of mail we sent to that address count (by VERP address, original
-    Message-ID, or a delivery to the failing address in the last 30 days); the rest is
-    reported as not ours. An address that does not exist suppresses at once; temporary
-    failures after OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always.
-    Policy rejections (SPF/DKIM/DMARC, spam, blocked IP) and auto-replies never suppress.
+    Only failures of mail we sent to that address count (by VERP address or original
+    Message-ID); the rest is reported as not ours. Without OUTREACH_BOUNCE_DOMAIN, a report
+    that names only an address mailed in the last 30 days is recorded and listed ("named by
+    address only"), never suppressing on its own. An address or domain that does not exist
+    suppresses at once; temporary and other permanent failures after
+    OUTREACH_SOFT_BOUNCE_LIMIT campaigns in a row; a complaint always. Policy rejections
+    (SPF/DKIM/DMARC, spam, blocked IP) and auto-replies never suppress.
     Ingesting the same message twice counts it once. SOURCE is a file, or - for standard
     input, so an MTA alias can pipe into it: when the database cannot be reached it exits
     75 (EX_TEMPFAIL) and the MTA tries again later.
@@ -85,9 +87,11 @@ def bounces_receive(app: App, host: str, port: int) -> None:
 
     Accepts only bounces+TOKEN@ and unsubscribe+TOKEN@ (with a valid token), postmaster@
     and abuse@ at OUTREACH_BOUNCE_DOMAIN; refuses other recipients with 550, messages over
-    10 MB with 552, and answers 451 (the sender retries) while the database cannot be
-    reached or too many messages wait to be stored (20 in all, 5 from one client).
-    Connections and messages per client address are limited. Point the bounce
+    2 MB with 552, messages of more pieces than any bounce with 554, and answers 451 (the
+    sender retries) while the database cannot be reached, too many messages wait to be
+    stored (20 in all, 5 from one client) or arrive at once (4 in all, 1 from one client),
+    or one waited 30 s. Connections (100 in all) and messages per client (an IPv4 address,
+    an IPv6 /64) are limited. Point the bounce
     domain's MX record at this host, port 25. Stops cleanly on SIGTERM.
 
     \b

@@ -61,6 +61,9 @@ def create_app(settings: Settings, project: Path | None = None) -> Flask:
         static_url_path="/static",
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # Werkzeug answers /u//TOKEN with a redirect to /u/TOKEN: the token would travel in a
+    # Location header and be logged under a path the redaction must guess. One spelling.
+    app.url_map.merge_slashes = False
     install(app.jinja_env)
     config = subscriptions.load_config(settings, root / subscriptions.CONFIG_PATH)
     app.extensions["outreach"] = WebState(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, abort, request
@@ -16,12 +17,14 @@ from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, languages, supported, translator
 from outreach.models import Suppression, utcnow
+from outreach.render import RenderError
 from outreach.store import load as load_recipients
 from outreach.suppressions import suppress_if_new, unsuppress
 from outreach.web.base import (
     VIEW_CSP,
     Addressee,
     banner,
+    invalid,
     language,
     message,
     own_language,
@@ -32,6 +35,7 @@ from outreach.web.base import (
 )
 
 recipients = Blueprint("recipients", __name__)
+log = logging.getLogger("outreach.web")
 
 
 @recipients.get("/u/<token>")
@@ -88,6 +92,7 @@ def unsubscribe(token: str) -> Response:
                 nudge = subscriptions.withdrawal_notice(
                     session, contact, web.subscribe, web.settings
                 )
+        subscriptions.declined(session, addressee.email, addressee.campaign)
         session.commit()
         withdrawn = session.scalar(
             select(Suppression.created_at).where(Suppression.email == addressee.email)
@@ -208,7 +213,17 @@ def view_online(token: str) -> Response:
         assert addressee is not None
         prepared: Prepared = prepare(session, addressee.campaign, web.settings, web.links)
         (recipient,) = load_recipients(session, [addressee.delivery.id])
-        rendered = prepared.composer.render(recipient)
+        try:
+            rendered = prepared.composer.render(recipient)
+        except RenderError as exc:
+            # A value the contact holds now (a `javascript:` link, say) makes no message:
+            # the page any failed link gets, and a line that quotes none of the value.
+            log.warning(
+                "view online of delivery %d: cannot render it (%s)",
+                addressee.delivery.id,
+                type(exc).__name__,
+            )
+            return invalid()
         lang = language(own_language(addressee))
     _ = translator(lang)
     note = escape(

@@ -89,6 +89,13 @@ def _subscribe() -> Response:
     config = _subscribe_config()
     lang = supported(request.form.get("lang", "")) or language()
     _ = translator(lang)
+    assert web.form_tokens is not None
+    checked = subscriptions.read_form(request.form, lang)
+    # The token first: any page on the web can make a visitor's browser POST here, but not
+    # with a token, and such requests must not use up the visitor's own allowance.
+    if not web.form_tokens.valid(request.form.get("token", ""), _client()):
+        checked.errors = {"form": _("The form has expired. Please send it again.")}
+        return _form(lang, 400, errors=checked.errors, values=checked.values)
     with web.writer() as session:
         allowed = subscriptions.allow_client(
             session, _client(), config.spec.limits.per_client_per_hour
@@ -96,18 +103,30 @@ def _subscribe() -> Response:
         session.commit()
     if not allowed:
         abort(429)
-    assert web.form_tokens is not None
-    checked = subscriptions.read_form(request.form, lang)
-    if not web.form_tokens.valid(request.form.get("token", ""), _client()):
-        checked.errors = {"form": _("The form has expired. Please send it again.")}
     if checked.errors:
         return _form(lang, 400, errors=checked.errors, values=checked.values)
     campaign_id = None
     # A robot fills in the field people never see: it gets the same answer, nothing queued.
     if not request.form.get("website") and checked.form is not None:
-        with web.writer() as session:
-            campaign_id = subscriptions.request(session, checked.form, config, web.settings)
-            session.commit()
+        network = subscriptions.wider_network(request.remote_addr)
+        try:
+            with web.writer() as session:
+                campaign_id = subscriptions.request(
+                    session, checked.form, config, web.settings, network=network
+                )
+                session.commit()
+        except subscriptions.Busy:
+            # Honest, and the same for every address: come back, rather than wait for mail
+            # that will not come.
+            return message(
+                lang,
+                _("Please try again later"),
+                _(
+                    "We are receiving too many subscription requests right now, and nothing "
+                    "was sent. Please try again in an hour."
+                ),
+                status=429,
+            )
     web.nudge(campaign_id)
     # The same page whatever the address: new, pending, subscribed, suppressed or limited.
     return page(
@@ -146,16 +165,44 @@ def confirm_page(token: str) -> Response:
             return invalid()
         lang = language(found.language)
         _ = translator(lang)
+        standing = subscriptions.standing(session, found)
+        if standing in ("blocked", "unsubscribed"):
+            return _not_confirmed(lang, standing)
         return page(
             "confirm.html",
             lang,
             email=found.email,
+            # What the person who filled in the form typed becomes the contact's: the owner
+            # of the address sees it before saying yes.
+            name=found.name,
+            organisation=found.organisation,
             sender=_system_sender_name(),
             consent_text=_subscribe_config().consent_text(lang),
-            confirmed=found.confirmed_at is not None,
+            confirmed=standing == "confirmed",
             action=f"/confirm/{token}",
             title=_("Confirm your subscription"),
         )
+
+
+def _not_confirmed(lang: str, standing: str) -> Response:
+    _ = translator(lang)
+    if standing == "unsubscribed":
+        return message(
+            lang,
+            _("Confirm your subscription"),
+            _(
+                "You unsubscribed after confirming this subscription, so we do not send you "
+                "our email. To receive it again, subscribe again with the form."
+            ),
+        )
+    return message(
+        lang,
+        _("Confirm your subscription"),
+        _(
+            "We cannot send to this address (it bounced or was reported as spam). Please "
+            "contact the Secretariat to receive our email again."
+        ),
+    )
 
 
 def _system_sender_name() -> str:
@@ -179,15 +226,8 @@ def confirm(token: str) -> Response:
     web.nudge(*done.nudge)
     lang = language(done.language)
     _ = translator(lang)
-    if done.status == "blocked":
-        return message(
-            lang,
-            _("Confirm your subscription"),
-            _(
-                "We cannot send to this address (it bounced or was reported as spam). Please "
-                "contact the Secretariat to receive our email again."
-            ),
-        )
+    if done.status != "confirmed":
+        return _not_confirmed(lang, done.status)
     return page(
         "confirmed.html",
         lang,
