@@ -687,3 +687,29 @@ def test_ingest_in_the_wrong_folder_creates_no_database(run_cli, tmp_path: Path)
     result = run_cli("bounces", "ingest", "dsn.eml", env={"OUTREACH_SECRET_KEY": SECRET})
     assert result.exit_code == 1 and "not an outreach folder" in result.output
     assert not (tmp_path / "outreach.db").exists()
+
+
+def test_a_bounce_ingested_by_0_1_0_is_not_counted_again(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """0.1.0 keyed a bounce event `bounce:FINGERPRINT:ADDRESS`; the same message ingested
+    again after the upgrade is a duplicate, not a second bounce."""
+    import hashlib
+
+    settings, info = campaign
+    raw = fixture("postfix", info)
+    report = one(session, settings, "postfix", raw)
+    assert report.hard == 1 and report.duplicates == 0
+    session.commit()
+    fingerprint = hashlib.sha256(raw).hexdigest()[:32]
+    # As 0.1.0 stored it.
+    session.execute(
+        update(Event)
+        .where(Event.kind == "bounce")
+        .values(dedupe_key=f"bounce:{fingerprint}:{address_of('postfix')}")
+    )
+    session.commit()
+    again = one(session, settings, "postfix", raw)
+    session.commit()
+    assert again.duplicates == 1 and again.hard == 0
+    assert (
+        session.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")) == 1
+    )
