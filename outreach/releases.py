@@ -25,6 +25,7 @@ from outreach.db import (
     sqlite_file,
 )
 from outreach.errors import UserError
+from outreach.printable import counted
 
 # (version, the schema revision it shipped with), oldest first. Append a line when a
 # release is made: its version, and the head revision of the commit that is released.
@@ -215,15 +216,16 @@ def plan_downgrade(url: str, version: str) -> Plan:
                 n = _count(conn, name)
                 if n:
                     plan.losses.append(
-                        f"{n} rows of {name} (release {target.version} has no such table)"
+                        f"{counted(n, 'row')} of {name} (release {target.version} has no such "
+                        "table)"
                     )
                 continue
             for column in sorted(present[name] - kept[name]):
                 n = _count(conn, name, column)
                 if n:
                     plan.losses.append(
-                        f"{n} values of {name}.{column} (release {target.version} has no "
-                        "such column)"
+                        f"{counted(n, 'value')} of {name}.{column} (release {target.version} "
+                        "has no such column)"
                     )
         for hook in _hooks(now.revision, target.revision):
             plan.losses.extend(hook(conn))
@@ -249,6 +251,6 @@ def downgrade(plan: Plan) -> list[str]:
         for name, n in sorted(before.items()):
             after = _count(conn, name)
             if after < n:
-                removed.append(f"{n - after} rows of {name} removed by the downgrade")
+                removed.append(f"{counted(n - after, 'row')} of {name} removed by the downgrade")
         conn.rollback()
     return removed

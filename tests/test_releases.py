@@ -168,10 +168,10 @@ def test_downgrade_to_0_1_0_says_what_it_cannot_keep_and_keeps_the_rest(
     assert plan.target.revision == "0001" and not plan.noop
     joined = "\n".join(plan.losses)
     for table in ("consents", "consent_notices", "subscriptions", "system_recipients", "workers"):
-        assert f"{filled[table]} rows of {table} (release 0.1.0 has no such table)" in joined
-    assert "values of contacts.consent_source" in joined
-    assert "1 confirmations or notices not yet sent" in joined
-    assert "rows of contacts" not in joined and "rows of suppressions" not in joined
+        assert f"1 row of {table} (release 0.1.0 has no such table)" in joined
+    assert "1 value of contacts.consent_source" in joined
+    assert "1 system message (confirmations, notices) not yet sent" in joined
+    assert " of contacts " not in joined and " of suppressions " not in joined
     result = run_cli("db", "downgrade", "0.1.0", input="n\n", env={"OUTREACH_DATABASE_URL": db_url})
     assert result.exit_code == 1 and "nothing changed" in result.output
     assert current_revision(db_url) == head_revision()

@@ -140,8 +140,8 @@ def losses(conn: sa.Connection) -> list[str]:
     if not waiting:
         return []
     return [
-        f"{waiting} confirmations or notices not yet sent (an earlier release cannot send "
-        "them): skipped"
+        f"{waiting} system message{'s' if waiting != 1 else ''} (confirmations, notices) not "
+        "yet sent: an earlier release cannot send them, so they are skipped"
     ]
 
 
