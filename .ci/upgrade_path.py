@@ -261,6 +261,10 @@ class Path_:
             lambda: self.state("half-sent") == "done" and self.state("sent-after") == "done",
         )
         self.stop(worker)
+        log = (self.work / "worker-new.log").read_text()
+        if "Traceback" in log:
+            raise Failed(f"today's worker, started on 0.1.0's queue, printed a traceback: {log}")
+        self.dropped = [line for line in log.splitlines() if "dropped" in line]
 
     def downgrade(self) -> None:
         start = time.monotonic()
@@ -280,9 +284,15 @@ class Path_:
         listed = self.run("old", "suppressions", "list")
         if self.leaver not in listed:
             raise Failed(f"0.1.0 does not see the unsubscribe made after the upgrade: {listed}")
+        log = self.work / "worker-old.log"
+        log.unlink()
         worker = self.worker("old")
         self.wait("the scheduled campaign to be done", lambda: self.state("scheduled") == "done")
         self.stop(worker)
+        if "Traceback" in log.read_text():
+            raise Failed(
+                f"0.1.0's worker printed a traceback after the downgrade: {log.read_text()}"
+            )
         # A campaign 0.1.0 never saw, as 0.1.0 reads it.
         status = self.run("old", "campaigns", "status", "sent-after")
         if "done" not in status:
@@ -344,6 +354,8 @@ class Path_:
             for part in parts:
                 part()
             print(f"  {self.backend}: {label} ({time.monotonic() - start:.1f} s)", flush=True)
+        for line in self.dropped:
+            print(f"  {self.backend}: today's worker said: {line.split(' WARNING ')[-1]}")
         for line in self.downgrade_output.splitlines():
             if line.startswith("not kept"):
                 print(f"  {self.backend}: db downgrade said: {line}", flush=True)

@@ -179,6 +179,7 @@ def test_downgrade_to_0_1_0_says_what_it_cannot_keep_and_keeps_the_rest(
         assert line in result.output
     result = run_cli("db", "downgrade", "v0.1.0", "--yes", env={"OUTREACH_DATABASE_URL": db_url})
     assert result.exit_code == 0, result.output
+    assert "emptied the queue of 0 tasks" in result.output
     engine_for(db_url).dispose()
     assert current_revision(db_url) == "0001"
     counts = _counts(db_url)

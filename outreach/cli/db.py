@@ -9,7 +9,9 @@ import sys
 import click
 
 from outreach.cli.app import App, console, err_console, labelled, pass_app
+from outreach.config import Settings
 from outreach.errors import UserError
+from outreach.printable import counted
 
 
 @click.group()
@@ -44,6 +46,26 @@ def db_status(app: App, as_json: bool) -> None:
             console.print(line, soft_wrap=True)
     if not found.current:
         sys.exit(1)
+
+
+def empty_queue(settings: Settings) -> str:
+    """The queue's tasks are this release's, which an earlier one cannot read (it would log
+    an error for each); they only nudge workers, so they go: the older worker's sweep finds
+    all the work in the database."""
+    from outreach.tasks import UNREACHABLE, QueueUnavailable, reachable_queue
+
+    try:
+        storage = reachable_queue(settings).huey.storage
+        n = storage.queue_size() + storage.schedule_size()
+        storage.flush_queue()
+        storage.flush_schedule()
+    except (QueueUnavailable, *UNREACHABLE) as exc:
+        return (
+            f"the queue was left as it is ({' '.join(str(exc).split())[:200]}); the older "
+            "worker logs an error for each task of this release it finds there, and loses "
+            "nothing"
+        )
+    return f"emptied the queue of {counted(n, 'task')} (the older worker's sweep finds the work)"
 
 
 @db.command("downgrade")
@@ -84,6 +106,7 @@ def db_downgrade(app: App, version: str, yes: bool) -> None:
         raise UserError("nothing changed")
     for line in downgrade(plan):
         err_console.print(labelled("not kept:", "yellow", line), soft_wrap=True)
+    console.print(empty_queue(app.settings), soft_wrap=True)
     console.print(
         f"the schema is release {plan.target.version}'s ({plan.target.revision}); run "
         f"outreach {plan.target.version} on it, or `outreach init` of a later release to "
