@@ -337,6 +337,7 @@ def run_worker(
     workers: int,
     wait: float = START_WAIT,
     self_check: float = SELF_CHECK_SECONDS,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims.
     Beats (see `heartbeat`) while it runs; waits for the database and the queue at start."""
@@ -371,6 +372,12 @@ def run_worker(
     watch.start()
     check = SelfCheck(queue, heartbeat, self_check)
     check.start()
+    if metrics_port:
+        from outreach.health import check as health_check
+        from outreach.metrics import serve
+
+        serve(metrics_port, lambda: health_check(settings))
+        log.info("figures for Prometheus at http://127.0.0.1:%d/metrics", metrics_port)
     try:
         consumer.run()
         # Ctrl-C is huey's immediate stop, which for threads only sets the stop flag and
@@ -474,7 +481,9 @@ class LeaseWatch:
         self._thread.join(timeout=self.interval + 5)
 
 
-def run_processes(processes: int, threads: int, extra: list[str] | None = None) -> int:
+def run_processes(
+    processes: int, threads: int, extra: list[str] | None = None, metrics_port: int | None = None
+) -> int:
     """Run several single-process workers as children; signals are passed on to them."""
     import subprocess
     import sys
@@ -491,9 +500,10 @@ def run_processes(processes: int, threads: int, extra: list[str] | None = None) 
                 "--workers",
                 str(threads),
                 *(extra or []),
+                *(["--metrics-port", str(metrics_port)] if metrics_port and n == 0 else []),
             ]
         )
-        for _ in range(processes)
+        for n in range(processes)
     ]
 
     def forward(signum: int, _frame: object) -> None:

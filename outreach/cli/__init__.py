@@ -15,6 +15,7 @@ from outreach.cli.consent import consent
 from outreach.cli.contacts import contacts
 from outreach.cli.db import db
 from outreach.cli.demo import demo
+from outreach.cli.health import health
 from outreach.cli.segments import segments
 from outreach.cli.serve import serve
 from outreach.cli.suppressions import suppressions
@@ -80,6 +81,7 @@ cli.add_command(demo)
 cli.add_command(serve)
 cli.add_command(bounces)
 cli.add_command(db)
+cli.add_command(health)
 
 
 def main() -> None:

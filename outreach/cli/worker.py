@@ -60,6 +60,13 @@ from outreach.errors import UserError
     help="Stop cleanly and exit 75 when the heartbeat cannot be written or the queue does "
     "not answer for this long, so that compose or systemd starts a fresh worker.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve the figures of `outreach health` for Prometheus at "
+    "http://127.0.0.1:PORT/metrics (this host only; with --processes, the first process).",
+)
 @pass_app
 def worker(
     app: App,
@@ -69,6 +76,7 @@ def worker(
     within: float,
     wait: float,
     self_check: float,
+    metrics_port: int | None,
 ) -> None:
     """Run the worker (Huey consumer) that renders and sends queued campaigns.
 
@@ -89,6 +97,7 @@ def worker(
     Example:
       OUTREACH_SMTP_URL=smtp://relay:587 OUTREACH_SECRET_KEY=… outreach worker -p 2 -w 4
       outreach worker --check --within 15
+      outreach worker --metrics-port 9464
     """
     if check:
         import socket
@@ -109,5 +118,5 @@ def worker(
     if processes > 1:
         wait_for_services(app.settings, wait)  # one line, not one a process
         extra = ["--wait", str(wait), "--self-check", str(self_check)]
-        sys.exit(run_processes(processes, workers, extra))
-    run_worker(app.settings, workers, wait, self_check)
+        sys.exit(run_processes(processes, workers, extra, metrics_port))
+    run_worker(app.settings, workers, wait, self_check, metrics_port)
