@@ -250,7 +250,7 @@ def _rates(session: Session, now: datetime, limits: Limits) -> list[Problem]:
             problems.append(
                 Problem(
                     "complaints",
-                    f"{name}: {complaints} complaints of {n_sent} sent ("
+                    f"{name}: {counted(complaints, 'complaint')} of {n_sent} sent ("
                     f"{_pct(complaints / n_sent)}; Gmail's limit is {_pct(limits.complaint_rate)})",
                     name,
                 )

@@ -152,7 +152,7 @@ def test_bounce_complaint_and_policy_lines_name_the_campaign_and_the_threshold( 
     code, lines = health()
     assert code == 1
     assert lines == [
-        "complaints: news: 1 complaints of 200 sent (0.5%; Gmail's limit is 0.3%)",
+        "complaints: news: 1 complaint of 200 sent (0.5%; Gmail's limit is 0.3%)",
         "bounces: news: 11 bounced of 200 sent (5.5%; over 5%): clean the list before the next "
         "campaign",
         "policy: news: 1 policy rejection (5.7.x) from gmail.com in the last 24 hours: "
