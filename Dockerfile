@@ -5,11 +5,11 @@ RUN python -m venv /opt/outreach
 ENV PATH=/opt/outreach/bin:$PATH
 WORKDIR /src
 # The dependencies first, in a layer of their own: a change to the code rebuilds only the
-# small layers after it.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install --no-cache-dir -r requirements.txt
-COPY README.md ./
+# small layers after it. Exactly the versions of requirements.lock, each checked against its
+# hash, so that two builds of one commit install the same (DEVELOPERS.md: the lock file).
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
+COPY pyproject.toml README.md ./
 COPY outreach ./outreach
 RUN pip install --no-cache-dir --no-deps . && pip check
 
@@ -20,6 +20,8 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin outreach
 COPY --from=build /opt/outreach /opt/outreach
 WORKDIR /srv/outreach
 # Campaigns and templates are reviewed files; compose mounts the checkout's over these.
+# .dockerignore keeps contact files (*.csv, *.xlsx) out of the build context, so none can
+# come in with them.
 COPY --chown=outreach:outreach campaigns ./campaigns
 COPY --chown=outreach:outreach templates ./templates
 USER outreach

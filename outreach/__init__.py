@@ -1,3 +1,3 @@
 """outreach: CityNet's newsletter and outreach mailing system."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

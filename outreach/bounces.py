@@ -168,6 +168,12 @@ def _dedupe_key(kind: str, fingerprint: str, subject: str) -> str:
     return f"{kind}:{digest}"
 
 
+def _dedupe_key_0_1(kind: str, fingerprint: str, address: str) -> str:
+    """The key outreach 0.1.0 stored for the same event (the address in clear), so that a
+    message ingested before the upgrade is not counted again after it."""
+    return f"{kind}:{fingerprint}:{address}"[:255]
+
+
 class Ingester:
     def __init__(
         self, session: Session, tokens: Tokens, bounce_domain: str | None, soft_limit: int
@@ -345,9 +351,14 @@ class Ingester:
         *,
         dedupe_key: str,
         data: dict[str, Any],
+        earlier_key: str | None = None,
     ) -> bool:
-        """Record an event once: the same message ingested again counts as a duplicate."""
-        recorded = record_event(
+        """Record an event once: the same message ingested again counts as a duplicate,
+        also when an earlier release recorded it under `earlier_key`."""
+        seen = earlier_key is not None and self.session.scalar(
+            select(Event.id).where(Event.dedupe_key == earlier_key)
+        )
+        recorded = not seen and record_event(
             self.session,
             kind,
             campaign_id=delivery.campaign_id,
@@ -390,6 +401,7 @@ class Ingester:
             delivery,
             contact.id,
             dedupe_key=_dedupe_key(kind, parsed.fingerprint, address),
+            earlier_key=_dedupe_key_0_1(kind, parsed.fingerprint, address),
             data={
                 "kind": failure.kind,
                 "status": failure.status,

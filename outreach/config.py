@@ -276,7 +276,7 @@ class Settings:
     def require_secret_key(self, purpose: str) -> str:
         """The key that signs every token, checked: stops with one line when it is missing,
         too short, guessable, or one that has been published (see `secretkey`)."""
-        from outreach.secretkey import check_key, check_strength
+        from outreach.secretkey import check_fallback, check_key, check_strength
 
         if not self.secret_key:
             raise ConfigError(
@@ -287,7 +287,7 @@ class Settings:
         check_key(self.secret_key, "OUTREACH_SECRET_KEY")
         check_strength(self.secret_key, "OUTREACH_SECRET_KEY")
         for old in self.secret_key_fallbacks:
-            check_key(old, "OUTREACH_SECRET_KEY_FALLBACKS")
+            check_fallback(old, "OUTREACH_SECRET_KEY_FALLBACKS")
         return self.secret_key
 
     @classmethod

@@ -22,6 +22,10 @@ from outreach.errors import UserError
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+class DatabaseUnavailable(UserError):
+    """The database does not answer (down, restarting, unreachable): worth trying again."""
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -120,7 +124,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     try:
         command.upgrade(alembic_config(url), revision)
     except OperationalError as exc:
-        raise UserError(f"cannot reach the database {safe_url(url)}: {exc.orig}") from None
+        raise DatabaseUnavailable(
+            f"cannot reach the database {safe_url(url)}: {exc.orig}"
+        ) from None
 
 
 def current_revision(url: str) -> str | None:
@@ -167,7 +173,9 @@ def check_schema(url: str) -> None:
     try:
         revision = current_revision(url)
     except OperationalError as exc:
-        raise UserError(f"cannot reach the database {safe_url(url)}: {exc.orig}") from None
+        raise DatabaseUnavailable(
+            f"cannot reach the database {safe_url(url)}: {exc.orig}"
+        ) from None
     if revision is None:
         raise UserError(f"the database {safe_url(url)} is empty; run `outreach init` first")
     if revision != head_revision():

@@ -1,8 +1,11 @@
-"""Worker heartbeats: every `outreach worker` process writes, every few seconds, that it is
-alive. `campaigns status` reads them to tell "nobody is sending" from "sending slowly", and
-`outreach worker --check` to give a container health check something to ask.
+"""Worker heartbeats: every `outreach worker` process writes, every two seconds, that it is
+alive. `campaigns status` and `outreach health` read them to tell "nobody is sending" from
+"sending slowly", and `outreach worker --check` to give a container health check something
+to ask.
 
 A beat is one small write every BEAT_SECONDS from a thread of its own, never one per message.
+A worker on this host is alive only while its process is (a `kill -9` shows at once); one on
+another host while it beat within ALIVE_SECONDS.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,10 +27,10 @@ from outreach.models import WorkerBeat, utcnow
 
 log = logging.getLogger("outreach.heartbeat")
 
-BEAT_SECONDS = 5.0
-# A worker not heard from for this long is taken for gone (a dozen missed beats: a busy
-# database or a long pause of the process is not death).
-ALIVE_SECONDS = 60.0
+BEAT_SECONDS = 2.0
+# A worker of another host not heard from for this long is taken for gone (seven missed
+# beats: a busy database or a short pause of the process is not death).
+ALIVE_SECONDS = 15.0
 # Rows of workers that died without saying so are kept this long, then dropped.
 KEEP = timedelta(days=1)
 START_HINT = "start `outreach worker`"
@@ -34,6 +38,23 @@ START_HINT = "start `outreach worker`"
 
 def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: it exists
+    return True
+
+
+def is_alive(row: WorkerBeat, now: datetime, within: float = ALIVE_SECONDS) -> bool:
+    """A worker beat within `within` seconds and, on this host, its process still runs."""
+    if row.seen_at < now - timedelta(seconds=within):
+        return False
+    return row.host != socket.gethostname() or _running(row.pid)
 
 
 def beat(session: Session, name: str, *, threads: int, now: datetime | None = None) -> None:
@@ -99,13 +120,11 @@ class Workers:
 
 def workers(session: Session, now: datetime | None = None) -> Workers:
     now = now or utcnow()
-    alive, last = session.execute(
-        select(
-            func.count().filter(WorkerBeat.seen_at >= now - timedelta(seconds=ALIVE_SECONDS)),
-            func.max(WorkerBeat.seen_at),
-        )
-    ).one()
-    return Workers(int(alive or 0), last, now)
+    recent = session.scalars(
+        select(WorkerBeat).where(WorkerBeat.seen_at >= now - timedelta(seconds=ALIVE_SECONDS))
+    ).all()
+    last = session.scalar(select(func.max(WorkerBeat.seen_at)))
+    return Workers(sum(1 for row in recent if is_alive(row, now)), last, now)
 
 
 @dataclass(frozen=True)
@@ -141,7 +160,7 @@ def check_host(
     """The workers of one host (a container's hostname) that beat within `within` seconds."""
     now = now or utcnow()
     rows = list(session.scalars(select(WorkerBeat).where(WorkerBeat.host == host)))
-    alive = [w for w in rows if w.seen_at >= now - timedelta(seconds=within)]
+    alive = [w for w in rows if is_alive(w, now, within)]
     last = max((w.seen_at for w in rows), default=None)
     return HostCheck(host, alive, last, within, now)
 
@@ -155,12 +174,20 @@ class Heartbeat:
         self.name = this_process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outreach-heartbeat", daemon=True)
+        # When a beat was last written (time.monotonic()): the worker's self-check reads it.
+        self.written = 0.0
+        self._failing = False
 
-    def start(self) -> None:
+    def first(self) -> None:
+        """The first beat, written at once (it raises when the database does not answer)."""
         with self.session_factory() as session:
             prune(session)
             beat(session, self.name, threads=self.threads)
             session.commit()
+        self.written = time.monotonic()
+
+    def start(self) -> None:
+        """Beat from now on (after `first`)."""
         self._thread.start()
 
     def _run(self) -> None:
@@ -169,8 +196,14 @@ class Heartbeat:
                 with self.session_factory() as session:
                     beat(session, self.name, threads=self.threads)
                     session.commit()
+                self.written = time.monotonic()
+                if self._failing:
+                    log.info("heartbeat written again")
+                self._failing = False
             except Exception as exc:  # a database hiccup must not stop the worker
-                log.warning("heartbeat not written: %s", exc)
+                if not self._failing:  # one line when it starts failing, not one a beat
+                    log.warning("heartbeat not written: %s", " ".join(str(exc).split())[:300])
+                self._failing = True
 
     def stop(self) -> None:
         self._stop.set()

@@ -10,6 +10,7 @@ placeholder in .env.example) is known to everybody. Length is not randomness: 32
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -106,6 +107,28 @@ def check_strength(key: str, name: str) -> None:
             f"{name} is guessable (repeated, sequential or dictionary characters, not random "
             f"ones): {_HOW}"
         )
+
+
+def check_fallback(key: str, name: str) -> None:
+    """A key kept only to verify links already mailed. A published key is refused as a main
+    key is (anyone could forge with it); a short one, which earlier releases accepted, is
+    taken with a warning, so that an upgrade does not break every unsubscribe link mailed
+    before it."""
+    if is_public(key) or key.startswith(("replace-with", "change-me")):
+        check_key(key, name)
+    if len(key) < MIN_LENGTH and key not in _warned:
+        _warned.add(key)
+        log.warning(
+            "%s holds a key of %d characters (an earlier release's): it only verifies links "
+            "mailed before the rotation to OUTREACH_SECRET_KEY; remove it once they may stop "
+            'working (docs/operations.md, "The secret key": rotating it)',
+            name,
+            len(key),
+        )
+
+
+log = logging.getLogger("outreach.secretkey")
+_warned: set[str] = set()
 
 
 def generate() -> str:

@@ -20,9 +20,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+from huey.exceptions import HueyException
 from redis.exceptions import RedisError
 
 from outreach.config import Settings, mask_password
@@ -41,6 +42,81 @@ UNREACHABLE = (RedisError, sqlite3.Error, OSError)
 
 class QueueUnavailable(UserError):
     """The queue (OUTREACH_QUEUE_URL) cannot be reached."""
+
+
+class _DropsEarlierTasks:
+    """A queue that drops tasks it has no function for, with one line per kind, instead of
+    huey's traceback for each. Earlier releases registered the same tasks under another
+    module (`outreach.queue.outreach.send_campaign` in 0.1.0), and a rolling upgrade may
+    still have an old process queueing them. Dropping loses nothing: a task only says "work
+    on campaign N", and the sweep finds every piece of work in the database."""
+
+    serializer: Any
+    storage: Any
+
+    def deserialize_task(self, data: bytes) -> Any:
+        try:
+            return super().deserialize_task(data)  # type: ignore[misc]
+        except HueyException:
+            name = str(self.serializer.deserialize(data).name)
+            if name not in _dropped:
+                _dropped.add(name)
+                log.warning(
+                    "dropped %s from the queue, and will drop any more of them: a task of "
+                    "another release; nothing is lost (the sweep queues the work again)",
+                    name,
+                )
+            return None
+
+    def dequeue(self) -> Any:
+        while True:  # past the dropped ones at once, not one idle wait each
+            try:
+                data = self.storage.dequeue()
+            except UNREACHABLE as exc:
+                self._unreachable(exc)
+                return None
+            if data is None:
+                return None
+            task = self.deserialize_task(data)
+            if task is not None:
+                return task
+
+    def read_schedule(self, timestamp: Any = None) -> list[Any]:
+        try:
+            tasks = super().read_schedule(timestamp)  # type: ignore[misc]
+        except UNREACHABLE as exc:
+            self._unreachable(exc)
+            return []
+        return [t for t in tasks if t is not None]
+
+    def _unreachable(self, exc: BaseException) -> None:
+        """The queue went away while the worker runs: one line a minute instead of a
+        traceback for every poll, and a pause instead of a busy loop; the worker's
+        self-check decides when to give up."""
+        import time
+
+        now = time.monotonic()
+        if now >= _quiet_until[0]:
+            _quiet_until[0] = now + 60
+            log.warning("the queue does not answer: %s", " ".join(str(exc).split())[:300])
+        time.sleep(1.0)
+
+
+_quiet_until = [0.0]
+# The kinds of task dropped so far by this process: each is said once.
+_dropped: set[str] = set()
+
+
+class _Sqlite(_DropsEarlierTasks, SqliteHuey):
+    pass
+
+
+class _Redis(_DropsEarlierTasks, RedisHuey):
+    pass
+
+
+class _Memory(_DropsEarlierTasks, MemoryHuey):
+    pass
 
 
 def _unreachable(settings: Settings, exc: BaseException, consequence: str) -> QueueUnavailable:
@@ -74,11 +150,11 @@ def make_queue(settings: Settings) -> Queue:
                 f"OUTREACH_QUEUE_URL {mask_password(url)}: the folder {path.parent} does not "
                 "exist; correct the path (the default is outreach-queue.db beside the database)"
             )
-        huey: Huey = SqliteHuey(name, filename=str(path), results=False, utc=True)
+        huey: Huey = _Sqlite(name, filename=str(path), results=False, utc=True)
     elif url.startswith(("redis://", "rediss://")):
-        huey = RedisHuey(name, url=url, results=False, utc=True)
+        huey = _Redis(name, url=url, results=False, utc=True)
     else:
-        huey = MemoryHuey(name, results=False, utc=True)
+        huey = _Memory(name, results=False, utc=True)
     return _register(huey, settings)
 
 
@@ -173,13 +249,112 @@ def enqueuer(settings: Settings) -> Callable[[int, int], None]:
     return enqueue
 
 
-def run_worker(settings: Settings, workers: int) -> None:
+# A worker that cannot reach its database or queue at start waits this long by default
+# (`--wait`), saying so once a minute, then exits with EX_TEMPFAIL for its supervisor.
+START_WAIT = 120.0
+EX_TEMPFAIL = 75
+# A running worker that cannot write its heartbeat or reach its queue for this long
+# (`--self-check`) stops cleanly and exits EX_TEMPFAIL, so that its supervisor (compose's
+# restart policy, systemd's Restart=) starts a fresh one, which waits for them at start.
+SELF_CHECK_SECONDS = 60.0
+
+
+class NotReachable(UserError):
+    """The database or the queue did not answer in time: a supervisor should start the
+    worker again later (EX_TEMPFAIL)."""
+
+    exit_code = EX_TEMPFAIL
+
+
+def _temporary() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from outreach.db import DatabaseUnavailable
+
+    return (DatabaseUnavailable, QueueUnavailable, OperationalError, InterfaceError, *UNREACHABLE)
+
+
+def _why(settings: Settings, exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        return " ".join(str(exc).split()).split(". Start it")[0].split("; ")[0]
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    if isinstance(exc, UNREACHABLE):
+        return f"cannot reach the queue {mask_password(settings.queue_url)}: {reason}"
+    from outreach.db import safe_url
+
+    return f"cannot reach the database {safe_url(settings.database_url)}: {reason}"
+
+
+T = TypeVar("T")
+
+
+def when_reachable(
+    settings: Settings, wait: float, attempt: Callable[[], T], say: Callable[[str], None]
+) -> T:
+    """`attempt()`, tried again while the database or the queue does not answer: one line
+    at the first failure and one a minute, NotReachable (exit 75) after `wait` seconds."""
+    import time
+
+    deadline = time.monotonic() + wait
+    next_line, delay = 0.0, 0.5
+    while True:
+        try:
+            return attempt()
+        except _temporary() as exc:
+            now, why = time.monotonic(), _why(settings, exc)
+            if now >= deadline:
+                raise NotReachable(
+                    f"{why}; gave up after {wait:.0f} s (--wait): exiting with status "
+                    f"{EX_TEMPFAIL} (EX_TEMPFAIL) for a supervisor to start the worker again"
+                ) from None
+            if now >= next_line:
+                say(f"{why}; the worker waits for it (up to {deadline - now:.0f} s more)")
+                next_line = now + 60
+            time.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * 2, 5.0)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def wait_for_services(settings: Settings, wait: float) -> None:
+    """The database answers with this release's schema and the queue answers (for
+    `--processes`, before the children start)."""
+    from outreach.db import check_schema
+
+    def ready() -> None:
+        check_schema(settings.database_url)
+        reachable_queue(settings)
+
+    _configure_logging()
+    when_reachable(settings, wait, ready, log.warning)
+
+
+def run_worker(
+    settings: Settings,
+    workers: int,
+    wait: float = START_WAIT,
+    self_check: float = SELF_CHECK_SECONDS,
+    metrics_port: int | None = None,
+) -> None:
     """Run the Huey consumer until SIGTERM or SIGINT, then release in-flight claims.
-    Beats (see `heartbeat`) while it runs."""
+    Beats (see `heartbeat`) while it runs; waits for the database and the queue at start."""
+    from outreach.db import check_schema
     from outreach.heartbeat import Heartbeat
 
-    queue = reachable_queue(settings, "the worker did not start")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging()
+    heartbeat = Heartbeat(settings.database_url, workers)
+
+    def start() -> Queue:
+        check_schema(settings.database_url)
+        queue = reachable_queue(settings, "the worker did not start")
+        heartbeat.first()
+        queue.sweep()  # resume whatever a previous worker left, now
+        return queue
+
+    queue = when_reachable(settings, wait, start, log.warning)
     # SIGTERM (docker stop, systemd) is huey's graceful signal: senders finish the message
     # in hand, give their other claims back to the queue, and the consumer waits for them.
     consumer = queue.huey.create_consumer(
@@ -192,19 +367,73 @@ def run_worker(settings: Settings, workers: int) -> None:
         graceful_signal="TERM",
     )
     STOP.event = consumer.stop_flag
-    heartbeat = Heartbeat(settings.database_url, workers)
     heartbeat.start()
     watch = LeaseWatch(settings, queue.send_campaign)
     watch.start()
+    check = SelfCheck(queue, heartbeat, self_check)
+    check.start()
+    if metrics_port:
+        from outreach.health import check as health_check
+        from outreach.metrics import serve
+
+        serve(metrics_port, lambda: health_check(settings))
+        log.info("figures for Prometheus at http://127.0.0.1:%d/metrics", metrics_port)
     try:
-        queue.sweep()  # resume whatever a previous worker left, now
         consumer.run()
         # Ctrl-C is huey's immediate stop, which for threads only sets the stop flag and
         # returns: wait, as for SIGTERM, until the senders have given their claims back.
         consumer.stop(graceful=True)
     finally:
+        check.stop()
         watch.stop()
         heartbeat.stop()
+    if check.failed:
+        raise NotReachable(check.failed)
+
+
+class SelfCheck:
+    """The worker's own health: its heartbeat written and its queue answering. After
+    `limit` seconds of either failing it says why in one line and stops the worker as
+    SIGTERM does; `run_worker` then exits EX_TEMPFAIL."""
+
+    def __init__(self, queue: Queue, heartbeat: Any, limit: float, interval: float = 1.0) -> None:
+        self.queue, self.heartbeat, self.limit, self.interval = queue, heartbeat, limit, interval
+        self.failed: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outreach-self-check", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        import os
+        import time
+
+        queue_ok = time.monotonic()
+        while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            try:
+                self.queue.huey.storage.queue_size()
+                queue_ok = now
+            except UNREACHABLE:
+                pass
+            if now - self.heartbeat.written > self.limit:
+                self.failed = f"no heartbeat written for {self.limit:.0f} s (the database)"
+            elif now - queue_ok > self.limit:
+                self.failed = f"the queue has not answered for {self.limit:.0f} s"
+            if self.failed:
+                self.failed += (
+                    f": the worker stopped itself (--self-check), exit status {EX_TEMPFAIL} "
+                    "for a supervisor to start a fresh one"
+                )
+                log.error("self-check failed: %s", self.failed)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.interval + 5)
 
 
 def requeue_expired(settings: Settings, send_campaign: Callable[[int], Any]) -> list[int]:
@@ -252,7 +481,9 @@ class LeaseWatch:
         self._thread.join(timeout=self.interval + 5)
 
 
-def run_processes(processes: int, threads: int) -> int:
+def run_processes(
+    processes: int, threads: int, extra: list[str] | None = None, metrics_port: int | None = None
+) -> int:
     """Run several single-process workers as children; signals are passed on to them."""
     import subprocess
     import sys
@@ -268,9 +499,11 @@ def run_processes(processes: int, threads: int) -> int:
                 "1",
                 "--workers",
                 str(threads),
+                *(extra or []),
+                *(["--metrics-port", str(metrics_port)] if metrics_port and n == 0 else []),
             ]
         )
-        for _ in range(processes)
+        for n in range(processes)
     ]
 
     def forward(signum: int, _frame: object) -> None:

@@ -843,3 +843,27 @@ def test_a_bounce_that_quotes_a_long_message_is_still_read(campaign, session: Se
     raw = fixture("postfix", info).replace(b"To: postfix@", quoted + b"To: postfix@", 1)
     assert raw != fixture("postfix", info)
     assert one(session, settings, "long", raw).hard == 1
+def test_a_bounce_ingested_by_0_1_0_is_not_counted_again(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
+    """0.1.0 keyed a bounce event `bounce:FINGERPRINT:ADDRESS`; the same message ingested
+    again after the upgrade is a duplicate, not a second bounce."""
+    import hashlib
+
+    settings, info = campaign
+    raw = fixture("postfix", info)
+    report = one(session, settings, "postfix", raw)
+    assert report.hard == 1 and report.duplicates == 0
+    session.commit()
+    fingerprint = hashlib.sha256(raw).hexdigest()[:32]
+    # As 0.1.0 stored it.
+    session.execute(
+        update(Event)
+        .where(Event.kind == "bounce")
+        .values(dedupe_key=f"bounce:{fingerprint}:{address_of('postfix')}")
+    )
+    session.commit()
+    again = one(session, settings, "postfix", raw)
+    session.commit()
+    assert again.duplicates == 1 and again.hard == 0
+    assert (
+        session.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")) == 1
+    )

@@ -148,7 +148,8 @@ def test_piped_output_is_never_wrapped_or_cut(run_cli, tmp_path: Path) -> None: 
         ("campaigns", "send", "campaigns/news.yaml"),
     ):
         result = run_cli(*args)
-        assert result.exit_code == 0, result.output
+        # status: 3, the campaign's work is due and no worker runs
+        assert result.exit_code == (3 if args[1] == "status" else 0), result.output
         assert "…" not in result.output, args
         if args[1] == "list":
             assert len(max(result.output.splitlines(), key=len)) > 80

@@ -17,8 +17,10 @@ from outreach.config import _PARSERS, Settings
 from tests.conftest import ROOT
 
 ROLES = ("migrate", "worker", "web", "bounces", "cli")
-# Set by docker-compose.yml for the bundled services, or meaningless in a container.
-NOT_IN_ENV_FILE = {"OUTREACH_DATABASE_URL", "OUTREACH_QUEUE_URL", "OUTREACH_OUTBOX"}
+# Meaningless in a container.
+NOT_IN_ENV_FILE = {"OUTREACH_OUTBOX"}
+# The roles that sign mail: they alone get the DKIM key.
+SIGNING = ("worker", "cli")
 
 
 def compose() -> dict[str, Any]:
@@ -32,14 +34,23 @@ def env_example() -> dict[str, str]:
     return dict(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
 
 
-@pytest.mark.skipif(
+needs_compose = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
     reason="docker-compose is not installed (apt-get install docker-compose; .ci/run installs it)",
 )
-def test_compose_file_validates_with_env_from_the_example(tmp_path: Path) -> None:
-    # As an operator sets it up: the checkout, and .env copied from .env.example.
+
+
+def compose_config(tmp_path: Path, **changes: str | None) -> tuple[int, str]:
+    """`docker-compose config` as an operator's checkout runs it: .env copied from
+    .env.example, with `changes` (None: the line taken out)."""
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)
-    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    lines = [
+        line
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.split("=", 1)[0] not in changes
+    ]
+    lines += [f"{name}={value}" for name, value in changes.items() if value is not None]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
     result = subprocess.run(
         ["docker-compose", "--project-directory", str(tmp_path), "config"],
         capture_output=True,
@@ -47,18 +58,31 @@ def test_compose_file_validates_with_env_from_the_example(tmp_path: Path) -> Non
         cwd=tmp_path,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    return result.returncode, result.stdout if result.returncode == 0 else result.stderr
+
+
+@needs_compose
+def test_compose_file_validates_with_env_from_the_example(tmp_path: Path) -> None:
+    code, out = compose_config(tmp_path)
+    assert code == 0, out
+    services = yaml.safe_load(out)["services"]
     assert {"postgres", "redis", "mailpit", "migrate", "worker", "web", "proxy", "bounces"} <= set(
         services
     )
+    example = env_example()
     for name in ROLES:
         env = services[name]["environment"]
-        assert env["OUTREACH_DATABASE_URL"].startswith("postgresql+psycopg://outreach:")
-        assert env["OUTREACH_QUEUE_URL"] == "redis://redis:6379/0"
+        # As .env says: the bundled services, or any others (below).
+        assert env["OUTREACH_DATABASE_URL"] == example["OUTREACH_DATABASE_URL"]
+        assert env["OUTREACH_QUEUE_URL"] == example["OUTREACH_QUEUE_URL"]
+        assert env["PGPASSWORD"] == example["POSTGRES_PASSWORD"]
         # The settings compose once left out reach every role now (env_file: .env).
         for setting in ("SOFT_BOUNCE_LIMIT", "PAUSE_AFTER_FAILURES", "LEASE_SECONDS", "BATCH_SIZE"):
             assert "OUTREACH_" + setting in env, (name, setting)
+    # The bundled Redis wants the password the queue URL carries.
+    redis = services["redis"]
+    assert redis["command"][-2:] == ["--requirepass", example["REDIS_PASSWORD"]]
+    assert f":{example['REDIS_PASSWORD']}@redis:" in example["OUTREACH_QUEUE_URL"]
     # scalable: no fixed container name or host port on the worker
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     assert (
@@ -66,11 +90,73 @@ def test_compose_file_validates_with_env_from_the_example(tmp_path: Path) -> Non
     )
     for name in ("postgres", "redis", "web"):
         assert "healthcheck" in services[name], name
+    # Every service's log is rotated.
+    for name, service in services.items():
+        assert service["logging"]["options"] == {"max-size": "10m", "max-file": "5"}, name
+
+
+@needs_compose
+def test_the_dkim_key_is_only_where_mail_is_signed(tmp_path: Path) -> None:
+    code, out = compose_config(
+        tmp_path,
+        OUTREACH_DKIM_KEY_FILE="/run/secrets/outreach/dkim.pem",
+        OUTREACH_DKIM_SELECTOR="outreach2026",
+    )
+    assert code == 0, out
+    services = yaml.safe_load(out)["services"]
+    for name in ROLES:
+        mounted = any("/run/secrets/outreach" in str(v) for v in services[name].get("volumes", []))
+        env = services[name]["environment"]
+        if name in SIGNING:
+            assert mounted and env["OUTREACH_DKIM_KEY_FILE"] == "/run/secrets/outreach/dkim.pem"
+        else:
+            assert not mounted, name
+            assert env["OUTREACH_DKIM_KEY_FILE"] == env["OUTREACH_DKIM_SELECTOR"] == "", name
+
+
+@needs_compose
+def test_a_password_with_any_character_and_services_elsewhere(tmp_path: Path) -> None:
+    elsewhere = (
+        "postgresql+psycopg://outreach:p%40ss@db.citynet.internal:5432/outreach"
+        "?sslmode=verify-full&sslrootcert=/run/secrets/outreach/db-ca.pem"
+    )
+    queue = "rediss://:s3cret@queue.citynet.internal:6380/0"
+    code, out = compose_config(
+        tmp_path,
+        POSTGRES_PASSWORD="p@ss",
+        OUTREACH_DATABASE_URL=elsewhere,
+        OUTREACH_QUEUE_URL=queue,
+    )
+    assert code == 0, out
+    services = yaml.safe_load(out)["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "p@ss"
+    for name in ROLES:
+        env = services[name]["environment"]
+        assert env["OUTREACH_DATABASE_URL"] == elsewhere and env["OUTREACH_QUEUE_URL"] == queue
+        assert env["PGPASSWORD"] == "p@ss"
+
+
+@needs_compose
+def test_production_refuses_to_start_without_a_relay(tmp_path: Path) -> None:
+    """Never Mailpit by accident: without OUTREACH_SMTP_URL nothing starts."""
+    code, out = compose_config(tmp_path, OUTREACH_SMTP_URL=None)
+    assert code != 0 and "set OUTREACH_SMTP_URL in .env" in out
+    code, out = compose_config(tmp_path, OUTREACH_SMTP_URL="smtp://mailpit:1025?tls=none")
+    assert code == 0, out
 
 
 def test_compose_refuses_to_run_without_secrets() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for variable in ("POSTGRES_PASSWORD", "OUTREACH_SECRET_KEY", "OUTREACH_BASE_URL", "APP_IMAGE"):
+    for variable in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "OUTREACH_DATABASE_URL",
+        "OUTREACH_QUEUE_URL",
+        "OUTREACH_SMTP_URL",
+        "OUTREACH_SECRET_KEY",
+        "OUTREACH_BASE_URL",
+        "APP_IMAGE",
+    ):
         assert re.search(rf"\${{{variable}:\?", text), variable
 
 
@@ -132,6 +218,27 @@ def test_keys_and_env_stay_out_of_git_and_of_the_image() -> None:
     assert "secrets/" in ignored and ".env" in ignored
     excluded = (ROOT / ".dockerignore").read_text().split()
     assert "secrets" in excluded and ".env" in excluded
+
+
+def test_contact_files_stay_out_of_git_and_of_the_image() -> None:
+    """A members.csv or .xlsx dropped into the checkout (campaigns/ is copied into the
+    image) is neither committed nor built in; the tracked examples and fixtures stay."""
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0
+
+    for path in ("members.csv", "campaigns/members.csv", "templates/x.xlsx", "export.xls"):
+        assert ignored(path), path
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.csv", "*.xlsx", "*.xls"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    assert "examples/contacts.csv" in tracked
+    for path in (*tracked, "tests/fixtures/new.xlsx"):
+        assert not ignored(path), path
+    excluded = (ROOT / ".dockerignore").read_text().split()
+    assert {"**/*.csv", "**/*.xlsx", "**/*.xls"} <= set(excluded)
+    # The package's own example (the demo reads it) is the one exception.
+    assert excluded[-1] == "!outreach/examples/contacts.csv"
 
 
 def test_env_example_documents_every_setting() -> None:

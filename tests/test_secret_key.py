@@ -151,10 +151,27 @@ def test_rotation_old_links_keep_working_new_ones_use_the_new_key(tmp_path: Path
         tokens_for(load(tmp_path, secret_key=new), "serve").verify("unsubscribe", before)
 
 
-def test_a_short_fallback_is_refused_too(tmp_path: Path) -> None:
-    settings = load(tmp_path, secret_key=GOOD, secret_key_fallbacks="old")
-    with pytest.raises(ConfigError, match="OUTREACH_SECRET_KEY_FALLBACKS"):
-        tokens_for(settings, "serve")
+def test_a_short_key_of_an_earlier_release_verifies_as_a_fallback_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0.1.0 took any key: after the upgrade its short key goes to the fallbacks, so links
+    already mailed keep working, while new ones are signed with a key of today's length."""
+    short = "citynet-mail-key-2025"
+    mailed = Tokens(short).sign("unsubscribe", 7)
+    with caplog.at_level("WARNING", logger="outreach.secretkey"):
+        rotated = tokens_for(load(tmp_path, secret_key=GOOD, secret_key_fallbacks=short), "serve")
+    assert rotated.verify("unsubscribe", mailed) == 7
+    assert Tokens(GOOD).verify("unsubscribe", rotated.sign("unsubscribe", 7)) == 7
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "OUTREACH_SECRET_KEY_FALLBACKS" in warning and "21 characters" in warning
+    assert "rotat" in warning and "only verifies" in warning
+    # Never as the key that signs, and never a published key, even to verify.
+    with pytest.raises(ConfigError, match="OUTREACH_SECRET_KEY is 21 characters"):
+        tokens_for(load(tmp_path, secret_key=short), "serve")
+    with pytest.raises(ConfigError, match="OUTREACH_SECRET_KEY_FALLBACKS is a published"):
+        tokens_for(
+            load(tmp_path, secret_key=GOOD, secret_key_fallbacks=OLD_DEVELOPMENT_KEY), "serve"
+        )
 
 
 @pytest.mark.parametrize(

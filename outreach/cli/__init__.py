@@ -13,7 +13,9 @@ from outreach.cli.bounces import bounces
 from outreach.cli.campaigns import campaigns
 from outreach.cli.consent import consent
 from outreach.cli.contacts import contacts
+from outreach.cli.db import db
 from outreach.cli.demo import demo
+from outreach.cli.health import health
 from outreach.cli.segments import segments
 from outreach.cli.serve import serve
 from outreach.cli.suppressions import suppressions
@@ -56,7 +58,9 @@ def init(app: App) -> None:
         settings.require_secret_key("outreach")
     url = settings.database_url
     upgrade(url)
-    console.print(f"database {safe_url(url)} is at schema {head_revision()}")
+    console.print(
+        f"database {safe_url(url)} is at schema {head_revision()} (release {__version__})"
+    )
     if not settings.secret_key:
         toml = Path("outreach.toml")
         secretkey.store(toml)
@@ -76,6 +80,8 @@ cli.add_command(worker)
 cli.add_command(demo)
 cli.add_command(serve)
 cli.add_command(bounces)
+cli.add_command(db)
+cli.add_command(health)
 
 
 def main() -> None:

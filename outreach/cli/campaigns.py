@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from outreach.printable import counted, json_document, printable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+
+    from outreach.lifecycle import Status
 
 
 @click.group()
@@ -313,6 +316,21 @@ def _status_line(status: Any) -> str:
     return printable(f"{status.name} {status.state} {counts} total={status.total}")
 
 
+# `campaigns status`: work is due and no worker is alive to do it.
+NO_WORKER = 3
+
+
+def unattended(current: Status) -> bool:
+    """The campaign has work due now and no worker is alive (`Status.note` says so)."""
+    from outreach.models import utcnow
+
+    if current.note is None:
+        return False
+    if current.state == "scheduled" and current.send_at is not None:
+        return current.send_at <= utcnow()
+    return current.state == "sending"
+
+
 @campaigns.command("status")
 @click.argument("name")
 @click.option("--watch", is_flag=True, help="Refresh until the campaign is done.")
@@ -322,8 +340,9 @@ def _status_line(status: Any) -> str:
 def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: float) -> None:
     """Counts of deliveries in each state, rate and time left.
 
-    When no worker has beaten for a minute (see `outreach worker --check`), it says so
-    instead of a time left that would never come.
+    When no worker is alive (see `outreach worker --check`), it says so instead of a time
+    left that would never come, and (without --watch) exits 3 if the campaign's work is
+    due: for scripts, "nobody is sending this".
 
     \b
     Example:
@@ -340,9 +359,11 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
         current = status(session, name)
         if as_json:
             click.echo(json_document(current.as_json()))
-            return
-        if not watch:
+        elif not watch:
             console.print(status_view(current))
+        if as_json or not watch:
+            if unattended(current):
+                sys.exit(NO_WORKER)
             return
         if not console.is_terminal:
             # Piped: a line per change, each whole, instead of a screen redrawn in place.

@@ -126,7 +126,48 @@ def upgrade() -> None:
         )
 
 
+# Messages of system campaigns (confirmations, notices) that are not sent yet: their
+# recipient lives in system_recipients, which earlier revisions do not have.
+_WAITING = sa.text(
+    "SELECT d.id FROM deliveries d JOIN system_recipients r ON r.delivery_id = d.id "
+    "WHERE d.state IN ('queued', 'deferred', 'sending')"
+)
+
+
+def losses(conn: sa.Connection) -> list[str]:
+    """What `outreach db downgrade` says before undoing this revision."""
+    waiting = len(conn.execute(_WAITING).all())
+    if not waiting:
+        return []
+    return [
+        f"{waiting} system message{'s' if waiting != 1 else ''} (confirmations, notices) not "
+        "yet sent: an earlier release cannot send them, so they are skipped"
+    ]
+
+
 def downgrade() -> None:
+    # Without their recipient an earlier release would skip them as "the contact was
+    # erased"; say why instead.
+    waiting = [row.id for row in op.get_bind().execute(_WAITING)]
+    deliveries = sa.table(
+        "deliveries",
+        sa.column("id"),
+        sa.column("state"),
+        sa.column("last_text"),
+        sa.column("lease_until"),
+        sa.column("worker"),
+    )
+    for start in range(0, len(waiting), 500):
+        op.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(waiting[start : start + 500]))
+            .values(
+                state="skipped",
+                lease_until=None,
+                worker=None,
+                last_text="not sent: the schema went back to a release without system messages",
+            )
+        )
     op.drop_table("system_recipients")
     op.drop_table("subscriptions")
     op.drop_table("consent_notices")
