@@ -843,6 +843,8 @@ def test_a_bounce_that_quotes_a_long_message_is_still_read(campaign, session: Se
     raw = fixture("postfix", info).replace(b"To: postfix@", quoted + b"To: postfix@", 1)
     assert raw != fixture("postfix", info)
     assert one(session, settings, "long", raw).hard == 1
+
+
 def test_a_bounce_ingested_by_0_1_0_is_not_counted_again(campaign, session: Session) -> None:  # type: ignore[no-untyped-def]
     """0.1.0 keyed a bounce event `bounce:FINGERPRINT:ADDRESS`; the same message ingested
     again after the upgrade is a duplicate, not a second bounce."""
