@@ -2,6 +2,9 @@
 
 - Every consent (kind, time, source, text version) is a `ConsentRecord`; the contact's own
   `consent*` columns hold the latest. Withdrawals (unsubscribes) are recorded too.
+- Topics (`topics`): a contact receives every topic until they leave it. Leaving one adds a
+  `TopicLeft` row, joining again removes it; each is a consent record of its own ("left",
+  "joined", with the topic), so what a person chose, when, how and on which wording is kept.
 - Network Act Art. 50(8): a sender of advertising confirms each recipient's consent every
   two years. `queue_notices` mails a notice to every opted-in contact whose consent, or last
   notice, is two years old, once per contact and period (`ConsentNotice` is unique per
@@ -16,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +33,7 @@ from outreach.models import (
     Delivery,
     Subscription,
     SystemRecipient,
+    TopicLeft,
     utcnow,
 )
 from outreach.segments import not_suppressed
@@ -58,6 +63,79 @@ def record(
     session.add(row)
     session.flush()
     return row
+
+
+def leave_topic(
+    session: Session,
+    contact_id: int,
+    topic: str,
+    *,
+    source: str,
+    version: str | None = None,
+    at: datetime | None = None,
+) -> tuple[bool, datetime]:
+    """The contact stops receiving `topic`: whether this call changed that (two requests at
+    once: one of them), and since when it holds. Recorded as a consent record "left"."""
+    at = at or utcnow()
+    dialect = session.get_bind().dialect.name
+    insert_ = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TopicLeft)
+    added = session.execute(
+        insert_.values(contact_id=contact_id, topic=topic, at=at, source=source[:300])
+        .on_conflict_do_nothing(index_elements=["contact_id", "topic"])
+        .returning(TopicLeft.topic)
+    ).first()
+    if added is None:
+        since = session.scalar(
+            select(TopicLeft.at).where(TopicLeft.contact_id == contact_id, TopicLeft.topic == topic)
+        )
+        return False, since or at
+    _topic_record(session, contact_id, topic, "left", source, version, at)
+    return True, at
+
+
+def join_topic(
+    session: Session,
+    contact_id: int,
+    topic: str,
+    *,
+    source: str,
+    version: str | None = None,
+    at: datetime | None = None,
+    chosen: bool = False,
+) -> bool:
+    """The contact receives `topic` again; True when they had left it. `chosen`: the person
+    chose it (the subscribe form), which is recorded even when they had not left it."""
+    at = at or utcnow()
+    removed = session.execute(
+        delete(TopicLeft)
+        .where(TopicLeft.contact_id == contact_id, TopicLeft.topic == topic)
+        .returning(TopicLeft.topic)
+    ).first()
+    if removed is not None or chosen:
+        _topic_record(session, contact_id, topic, "joined", source, version, at)
+    return removed is not None
+
+
+def _topic_record(
+    session: Session,
+    contact_id: int,
+    topic: str,
+    kind: str,
+    source: str,
+    version: str | None,
+    at: datetime,
+) -> None:
+    session.add(
+        ConsentRecord(
+            contact_id=contact_id,
+            kind=kind,
+            topic=topic,
+            at=at,
+            source=source[:300],
+            text_version=version,
+        )
+    )
+    session.flush()
 
 
 def record_current(session: Session, contact_ids: Iterable[int]) -> None:
@@ -97,20 +175,29 @@ class Step:
     what: str
     source: str
     version: str | None
+    topic: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "at": self.at.isoformat(),
             "what": self.what,
+            "topic": self.topic,
             "source": self.source,
             "version": self.version,
         }
 
 
 def history(session: Session, contact_id: int) -> list[Step]:
-    """Consents, withdrawals and consent notices of a contact, oldest first."""
+    """Consents, withdrawals, topics joined and left, and consent notices of a contact,
+    oldest first."""
     steps = [
-        Step(r.at, r.kind, r.source or "", r.text_version)
+        Step(
+            r.at,
+            f"{r.kind} topic {r.topic}" if r.topic else r.kind,
+            r.source or "",
+            r.text_version,
+            r.topic,
+        )
         for r in session.scalars(
             select(ConsentRecord)
             .where(ConsentRecord.contact_id == contact_id)

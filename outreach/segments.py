@@ -34,6 +34,7 @@ from outreach.campaigns import CampaignFile, find_campaigns
 from outreach.errors import FileError, FileErrors, NotFound
 from outreach.fields import KNOWN_COLUMNS, normalise_field
 from outreach.models import Campaign, Contact, ContactTag, Delivery, Event, Suppression, utcnow
+from outreach.topics import receives
 from outreach.yamlfile import Loc, YamlDoc, load_yaml
 
 DEFAULT_PATH = Path("campaigns/segments.yaml")
@@ -481,11 +482,16 @@ def get_segment(
         raise NotFound(f"{path}: no segment {name!r} (known: {known})") from None
 
 
-def audience(include: Sequence[Segment], exclude: Sequence[Segment] = ()) -> ColumnElement[bool]:
-    """Contacts in any included segment, in no excluded one, and not suppressed."""
+def audience(
+    include: Sequence[Segment], exclude: Sequence[Segment] = (), *, topic: str | None = None
+) -> ColumnElement[bool]:
+    """Contacts in any included segment, in no excluded one, not suppressed, and, for a
+    campaign with a topic, who have not left it."""
     condition = or_(*(s.where for s in include)) if include else false()
     if exclude:
         condition = and_(condition, not_(or_(*(s.where for s in exclude))))
+    if topic is not None:
+        return and_(condition, not_suppressed(), receives(topic))
     return and_(condition, not_suppressed())
 
 

@@ -52,9 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    consents = sa.table(
-        "consents", sa.column("topic", sa.String), sa.column("source", sa.String)
-    )
+    consents = sa.table("consents", sa.column("topic", sa.String), sa.column("source", sa.String))
     # The record stays; its topic moves into its source, which an earlier revision shows.
     prefix = sa.literal("topic ") + consents.c.topic + sa.literal(": ")
     op.execute(

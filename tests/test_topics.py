@@ -1,0 +1,312 @@
+"""Topics: people choose what they receive. Leaving a topic by a message's one-click (or
+its page, or its mailto:) stops that topic only; the audience leaves them out at the
+snapshot and again before each message; every join and leave is a consent record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from outreach.config import Settings
+from outreach.models import ConsentRecord, Contact, Delivery, Event, Suppression, TopicLeft
+from outreach.tokens import Tokens
+from outreach.web import create_app
+from tests.sending_helpers import campaign_id, drain, project_with, send, settings_for
+from tests.smtp_server import SmtpServer, start_server
+from tests.topic_helpers import campaign, unsubscribe_path, with_topics
+
+KIM = "kim@suwon.example.org"
+MARIA = "maria@makati.example.com"
+ONE_CLICK = {
+    "data": "List-Unsubscribe=One-Click",
+    "content_type": "application/x-www-form-urlencoded",
+}
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_server()
+    yield server
+    server.stop()
+
+
+def received(smtp: SmtpServer, address: str) -> int:
+    return smtp.handler.count_for(address)
+
+
+def delivery_of(session: Session, name: str, address: str) -> Delivery | None:
+    session.commit()
+    return session.scalar(
+        select(Delivery)
+        .join(Contact, Contact.id == Delivery.contact_id)
+        .where(Delivery.campaign_id == campaign_id(session, name), Contact.email == address)
+    )
+
+
+def left(session: Session, address: str) -> set[str]:
+    session.commit()
+    return set(
+        session.scalars(
+            select(TopicLeft.topic)
+            .join(Contact, Contact.id == TopicLeft.contact_id)
+            .where(Contact.email == address)
+        )
+    )
+
+
+def suppressed(session: Session, address: str) -> bool:
+    session.commit()
+    return session.scalar(select(Suppression.id).where(Suppression.email == address)) is not None
+
+
+def token(settings: Settings, kind: str, delivery: Delivery | None) -> str:
+    assert delivery is not None and settings.secret_key
+    return Tokens(settings.secret_key).sign(kind, delivery.id)
+
+
+@pytest.fixture
+def topics_sent(session: Session, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The test project with topics: `invite` (events) sent to the outbox."""
+    settings = settings_for(db_url, tmp_path)
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    send(campaign(tmp_path, "invite", "events"), settings, session)
+    drain(settings, session, "invite")
+    return settings
+
+
+@pytest.fixture
+def client(topics_sent: Settings, tmp_path: Path) -> FlaskClient:
+    return create_app(topics_sent, tmp_path).test_client()
+
+
+def test_leaving_events_by_one_click_keeps_the_newsletter_and_stops_the_next_events(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """The issue's first promise, over real SMTP: a mail client's one-click on an events
+    message leaves events only — the newsletter still comes, the next events campaign
+    does not, and the address is not suppressed."""
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url)
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    send(campaign(tmp_path, "webinar-1", "events"), settings, session)
+    drain(settings, session, "webinar-1")
+    (raw,) = [r.data for r in smtp.handler.received if r.rcpt == KIM]
+    app = create_app(settings, tmp_path).test_client()
+    answer = app.post(unsubscribe_path(raw), **ONE_CLICK)
+    assert answer.status_code == 200 and "Location" not in answer.headers
+    assert "행사·웨비나 안내" in answer.get_data(as_text=True)
+    assert left(session, KIM) == {"events"} and not suppressed(session, KIM)
+
+    send(campaign(tmp_path, "newsletter-1", "newsletter"), settings, session)
+    drain(settings, session, "newsletter-1")
+    result = send(campaign(tmp_path, "webinar-2", "events"), settings, session)
+    drain(settings, session, "webinar-2")
+    assert received(smtp, KIM) == 2  # webinar-1 and newsletter-1
+    assert received(smtp, MARIA) == 3
+    assert result.added == 2  # webinar-2's snapshot left Kim out
+    assert delivery_of(session, "webinar-2", KIM) is None
+    kim_news = delivery_of(session, "newsletter-1", KIM)
+    assert kim_news is not None and kim_news.state == "sent"
+
+
+def test_a_topic_left_after_the_snapshot_is_skipped_before_its_message(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """Queued before the leave, checked again before sending: skipped, with the reason;
+    the newsletter queued alongside still goes."""
+    from outreach.consent import leave_topic
+    from outreach.db import writer_sessionmaker
+
+    settings = settings_for(db_url, tmp_path)
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    send(campaign(tmp_path, "webinar", "events"), settings, session)
+    send(campaign(tmp_path, "newsletter", "newsletter"), settings, session)
+    kim = session.scalar(select(Contact.id).where(Contact.email == KIM))
+    assert kim is not None
+    with writer_sessionmaker(db_url)() as writer:
+        leave_topic(writer, kim, "events", source="test")
+        writer.commit()
+    drain(settings, session, "webinar")
+    drain(settings, session, "newsletter")
+    skipped = delivery_of(session, "webinar", KIM)
+    assert skipped is not None and skipped.state == "skipped"
+    assert skipped.last_text == "suppressed (left topic events)"
+    news = delivery_of(session, "newsletter", KIM)
+    assert news is not None and news.state == "sent"
+
+
+def test_the_unsubscribe_page_names_the_topic_and_offers_it_or_everything(
+    client: FlaskClient, topics_sent: Settings, session: Session
+) -> None:
+    url = f"/u/{token(topics_sent, 'unsubscribe', delivery_of(session, 'invite', KIM))}"
+    page = client.get(url).get_data(as_text=True)
+    assert "“행사·웨비나 안내”" in page and "invite" not in page  # its title, not its name
+    assert "웨비나, 연수, 총회 초대" in page  # the topic's description
+    # The topic first: the default button of the form (Enter presses it).
+    buttons = re.findall(r'<button type="submit"[^>]*id="([^"]+)"', page)
+    assert buttons == ["leave-topic", "leave-everything"]
+    assert not left(session, KIM)  # a GET changes nothing
+    english = client.get(url + "?lang=en").get_data(as_text=True)
+    assert "“Events and webinars”" in english and "Stop all our email" in english
+
+    done = client.post(url, data={"confirm": "yes", "leave": "topic"})
+    body = done.get_data(as_text=True)
+    assert done.status_code == 200 and "“행사·웨비나 안내”" in body
+    assert left(session, KIM) == {"events"} and not suppressed(session, KIM)
+    assert 'id="undo"' in body and 'id="leave-everything"' in body
+
+    everything = client.post(url, data={"confirm": "yes", "leave": "everything"})
+    assert everything.status_code == 200 and suppressed(session, KIM)
+    assert 'id="done">수신거부되었습니다<' in everything.get_data(as_text=True)
+    assert left(session, KIM) == {"events"}  # kept for the day they subscribe again
+    methods = sorted(
+        (e.data.get("topic") or "everything", e.data["method"])
+        for e in session.scalars(select(Event).where(Event.kind == "unsubscribe"))
+    )
+    assert methods == [("events", "page"), ("everything", "page")]
+    records = session.execute(
+        select(ConsentRecord.kind, ConsentRecord.topic, ConsentRecord.source).order_by(
+            ConsentRecord.id
+        )
+    ).all()
+    assert [tuple(r) for r in records][-2:] == [
+        ("left", "events", "unsubscribe page"),
+        ("withdrawn", None, "unsubscribe page"),
+    ]
+
+
+def test_the_result_page_undoes_the_topic_left(
+    client: FlaskClient, topics_sent: Settings, session: Session
+) -> None:
+    url = f"/u/{token(topics_sent, 'unsubscribe', delivery_of(session, 'invite', KIM))}"
+    done = client.post(url, **ONE_CLICK).get_data(as_text=True)
+    action = re.search(r'<form method="post" action="(/p/[^"]+)">\s*<input[^>]+value="join"', done)
+    assert action is not None
+    undone = client.post(action.group(1), data={"action": "join", "topic": "events"})
+    assert "“행사·웨비나 안내” 메일을 다시 받도록" in undone.get_data(as_text=True)
+    assert not left(session, KIM)
+    kinds = session.execute(
+        select(ConsentRecord.kind, ConsentRecord.source).where(ConsentRecord.topic == "events")
+    ).all()
+    assert sorted(tuple(k) for k in kinds) == [
+        ("joined", "preferences page"),
+        ("left", "one-click"),
+    ]
+
+
+def test_a_message_without_a_topic_still_leaves_everything(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(db_url, tmp_path)
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    send(campaign(tmp_path, "plain", None), settings, session)
+    app = create_app(settings, tmp_path).test_client()
+    url = f"/u/{token(settings, 'unsubscribe', delivery_of(session, 'plain', KIM))}"
+    page = app.get(url).get_data(as_text=True)
+    assert 'id="unsubscribe"' in page and "leave-topic" not in page
+    assert app.post(url, **ONE_CLICK).status_code == 200
+    assert suppressed(session, KIM) and not left(session, KIM)
+
+
+def test_preferences_list_every_topic_and_save_the_choices(
+    client: FlaskClient, topics_sent: Settings, session: Session
+) -> None:
+    url = f"/p/{token(topics_sent, 'preferences', delivery_of(session, 'invite', KIM))}"
+    page = client.get(url).get_data(as_text=True)
+    assert re.search(r'id="topic-newsletter" checked', page)
+    assert re.search(r'id="topic-events" checked', page)
+    assert "시티넷 뉴스레터" in page and "행사·웨비나 안내" in page
+    saved = client.post(url, data={"action": "topics", "topic": ["newsletter"]})
+    assert "저장했습니다" in saved.get_data(as_text=True)
+    assert left(session, KIM) == {"events"}
+    page = saved.get_data(as_text=True)
+    assert re.search(r'id="topic-events"(?! checked)', page)
+    assert re.search(r'id="topic-newsletter" checked', page)
+    # Saving the same choices again records nothing more.
+    client.post(url, data={"action": "topics", "topic": ["newsletter"]})
+    client.post(url, data={"action": "topics", "topic": ["newsletter", "events"]})
+    assert not left(session, KIM)
+    steps = session.execute(
+        select(ConsentRecord.kind, ConsentRecord.topic, ConsentRecord.text_version)
+        .where(ConsentRecord.topic.is_not(None))
+        .order_by(ConsentRecord.id)
+    ).all()
+    assert [(k, t) for k, t, _ in steps] == [("left", "events"), ("joined", "events")]
+    assert all(v and len(v) == 12 for _, _, v in steps)  # the wording chosen on
+    events = session.execute(
+        select(Event.kind, Event.data).where(Event.kind.in_(("unsubscribe", "resubscribe")))
+    ).all()
+    assert sorted((k, d["topic"], d["method"]) for k, d in events) == [
+        ("resubscribe", "events", "preferences"),
+        ("unsubscribe", "events", "preferences"),
+    ]
+    # The language and the own unsubscribe's "subscribe again" stay.
+    lang = client.post(url, data={"action": "language", "language": "en"})
+    assert "Your language is saved" in lang.get_data(as_text=True)
+
+
+def test_preferences_while_unsubscribed_show_topics_without_changing_them(
+    client: FlaskClient, topics_sent: Settings, session: Session
+) -> None:
+    did = delivery_of(session, "invite", KIM)
+    client.post(
+        f"/u/{token(topics_sent, 'unsubscribe', did)}",
+        data={"confirm": "yes", "leave": "everything"},
+    )
+    page = client.get(f"/p/{token(topics_sent, 'preferences', did)}").get_data(as_text=True)
+    assert 'id="resubscribe"' in page
+    assert re.search(r"<fieldset disabled", page)
+
+
+def test_forged_replayed_and_foreign_requests_change_nothing(
+    client: FlaskClient, topics_sent: Settings, session: Session
+) -> None:
+    did = delivery_of(session, "invite", KIM)
+    good = token(topics_sent, "unsubscribe", did)
+    preferences = token(topics_sent, "preferences", did)
+    other_key = Tokens("another-secret-0123456789abcdef012345").sign("unsubscribe", did.id)  # type: ignore[union-attr]
+    for url in (
+        f"/u/{good}x",
+        f"/u/{other_key}",
+        f"/u/{preferences}",  # a preferences token is no unsubscribe
+        f"/p/{good}",
+    ):
+        answer = client.post(url, **ONE_CLICK)
+        assert answer.status_code == 400, url
+        answer = client.post(url, data={"action": "topics", "topic": ["newsletter"]})
+        assert answer.status_code == 400, url
+    assert not left(session, KIM) and not suppressed(session, KIM)
+    # A topic the page does not offer, or a made-up action: 400, nothing changed.
+    assert (
+        client.post(
+            f"/p/{preferences}", data={"action": "topics", "topic": ["newsletter", "x"]}
+        ).status_code
+        == 400
+    )
+    assert (
+        client.post(f"/p/{preferences}", data={"action": "join", "topic": "x"}).status_code == 400
+    )
+    assert (
+        client.post(f"/u/{good}", data={"confirm": "yes", "leave": "newsletter"}).status_code == 400
+    )
+    assert not left(session, KIM)
+    # Replayed: the mail client retries; one leave, one event, one consent record.
+    for _ in range(3):
+        assert client.post(f"/u/{good}", **ONE_CLICK).status_code == 200
+    assert left(session, KIM) == {"events"}
+    count = session.scalar(
+        select(func.count()).select_from(Event).where(Event.kind == "unsubscribe")
+    )
+    records = session.scalar(
+        select(func.count()).select_from(ConsentRecord).where(ConsentRecord.kind == "left")
+    )
+    assert (count, records) == (1, 1)
