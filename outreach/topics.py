@@ -216,8 +216,9 @@ def load_topics(path: Path | str = DEFAULT_PATH) -> Topics:
 
 
 def beside(campaign_path: Path) -> Path:
-    """The topics file of a campaign: in its folder, as segments.yaml is."""
-    return campaign_path.resolve().parent / FILE_NAME
+    """The topics file of a campaign: in its folder, as segments.yaml is (the path as the
+    campaign's was given, for messages)."""
+    return campaign_path.parent / FILE_NAME
 
 
 def receives(topic: str) -> ColumnElement[bool]:

@@ -310,3 +310,54 @@ def test_forged_replayed_and_foreign_requests_change_nothing(
         select(func.count()).select_from(ConsentRecord).where(ConsentRecord.kind == "left")
     )
     assert (count, records) == (1, 1)
+
+
+@pytest.mark.integration
+def test_a_topic_left_during_a_running_campaign_stops_its_messages_within_a_second(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """A real `outreach worker` sends an events campaign at 20 messages a second, the whole
+    campaign one claimed batch; a one-click on an events message two seconds ahead of the
+    worker (twice the bound) stops that person's message, and only theirs."""
+    from outreach.config import parse_rate
+    from outreach.lifecycle import send_campaign
+    from outreach.pipeline import CHECK_SECONDS
+    from outreach.tasks import enqueuer
+    from tests.sending_helpers import contacts_csv, current
+    from tests.workers import Worker, wait_done, wait_for
+
+    n, rate = 100, 20
+    server = start_server()
+    try:
+        settings = settings_for(
+            db_url,
+            tmp_path,
+            smtp_url=server.url,
+            queue_url=f"sqlite:///{tmp_path / 'queue.db'}",
+            rate=parse_rate(f"{rate}/s"),
+            batch_size=n,
+        )
+        project_with(tmp_path, session, csv=contacts_csv(n))
+        with_topics(tmp_path)
+        path = campaign(tmp_path, "webinar", "events")
+        session.commit()
+        send_campaign(path, settings, session, enqueuer(settings))
+        app = create_app(settings, tmp_path).test_client()
+        log = tmp_path / "worker.log"
+        with Worker(settings, log, 1) as worker:
+            wait_for(lambda: len(server.handler.received) >= 10, 30, "sending to start", log)
+            assert current(settings, "webinar").counts["queued"] == 0, "the batch is claimed"
+            late = (
+                f"person{len(server.handler.received) + int(2 * CHECK_SECONDS * rate)}@example.org"
+            )
+            url = f"/u/{token(settings, 'unsubscribe', delivery_of(session, 'webinar', late))}"
+            assert app.post(url, **ONE_CLICK).status_code == 200
+            status = wait_done(settings, 60, log, "webinar")
+            assert worker.terminate() == 0
+    finally:
+        server.stop()
+    assert server.handler.count_for(late) == 0
+    assert status.counts["skipped"] == 1 and status.counts["sent"] == n - 1
+    skipped = delivery_of(session, "webinar", late)
+    assert skipped is not None and skipped.last_text == "suppressed (left topic events)"
+    assert not suppressed(session, late) and left(session, late) == {"events"}
