@@ -361,3 +361,75 @@ def test_a_topic_left_during_a_running_campaign_stops_its_messages_within_a_seco
     skipped = delivery_of(session, "webinar", late)
     assert skipped is not None and skipped.last_text == "suppressed (left topic events)"
     assert not suppressed(session, late) and left(session, late) == {"events"}
+
+
+SEGMENTS = """receives-events:
+  where: {topic: events}
+receives-any:
+  where: {topic: [events, newsletter]}
+left-events:
+  where: {left: events}
+left-lately:
+  where: {left: {topic: events, days: 30}}
+not-events:
+  where: {not: {topic: events}}
+"""
+
+
+def test_segments_on_topics_received_and_left(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from outreach.consent import join_topic, leave_topic
+    from outreach.db import writer_sessionmaker
+    from outreach.models import utcnow
+    from outreach.segments import load_segments, members
+    from tests.conftest import write
+
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    write(tmp_path / "campaigns" / "segments.yaml", SEGMENTS)
+    ids = dict(session.execute(select(Contact.email, Contact.id)).all())
+    with writer_sessionmaker(db_url)() as writer:
+        leave_topic(writer, ids[KIM], "events", source="test")
+        # Maria left events long ago and came back: she receives it, and left it once.
+        long_ago = utcnow() - timedelta(days=90)
+        leave_topic(writer, ids[MARIA], "events", source="test", at=long_ago)
+        join_topic(writer, ids[MARIA], "events", source="test", at=long_ago)
+        writer.commit()
+    session.commit()
+    segments = load_segments(tmp_path / "campaigns" / "segments.yaml", session)
+
+    def who(name: str) -> set[str]:
+        return {c.email for c in members(session, segments[name].where)}
+
+    sato = "sato@yokohama.example.com"
+    assert who("receives-events") == {MARIA, sato}
+    assert who("receives-any") == {KIM, MARIA, sato}
+    assert who("left-events") == {KIM, MARIA}
+    assert who("left-lately") == {KIM}
+    assert who("not-events") == {KIM}
+
+
+def test_an_unknown_topic_in_a_segment_is_located(tmp_path: Path) -> None:
+    from outreach.errors import FileErrors
+    from outreach.segments import load_segments
+    from tests.conftest import write
+
+    with_topics(tmp_path)
+    path = write(
+        tmp_path / "campaigns" / "segments.yaml",
+        "a:\n  where: {topic: evnts}\nb:\n  where: {left: {topic: 7, days: 0}}\n"
+        "c:\n  where: {left: {topc: events}}\n",
+    )
+    with pytest.raises(FileErrors) as caught:
+        load_segments(path)
+    shown = [f"{e.line}: {e.message}" for e in caught.value.errors]
+    assert shown == [
+        "4: left: write the name of a topic of topics.yaml, e.g. left: events",
+        "4: days: a whole number from 1 to 36500, e.g. days: 30",
+        "6: left: unknown key 'topc'; allowed: topic, days",
+        f"2: unknown topic 'evnts' (did you mean 'events'?); the topics in "
+        f"{tmp_path / 'campaigns' / 'topics.yaml'}: newsletter, events",
+    ]
