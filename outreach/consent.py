@@ -93,6 +93,30 @@ def leave_topic(
     return True, at
 
 
+def leave_topics(
+    session: Session,
+    leaves: list[tuple[str, list[str]]],
+    *,
+    source: str,
+    at: datetime | None = None,
+) -> int:
+    """Topics left by address (an import's topics_left column); addresses with no contact
+    (a forgotten one) are passed over. Returns how many were newly left."""
+    added = 0
+    for start in range(0, len(leaves), 1000):
+        chunk = leaves[start : start + 1000]
+        ids = dict(
+            session.execute(
+                select(Contact.email, Contact.id).where(Contact.email.in_([e for e, _ in chunk]))
+            ).all()
+        )
+        for email, topics in chunk:
+            for topic in topics:
+                if email in ids:
+                    added += leave_topic(session, ids[email], topic, source=source, at=at)[0]
+    return added
+
+
 def join_topic(
     session: Session,
     contact_id: int,

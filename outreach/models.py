@@ -106,6 +106,10 @@ class Contact(Base):
         passive_deletes=True,
         order_by="ContactTag.tag",
     )
+    # The topics of campaigns/topics.yaml the contact does not receive.
+    left_topics: Mapped[list[TopicLeft]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="TopicLeft.topic"
+    )
 
     @property
     def tag_names(self) -> list[str]:

@@ -51,7 +51,7 @@ from outreach.topics import Topics, load_topics, receives
 from outreach.yamlfile import Loc, YamlDoc, load_yaml
 
 DEFAULT_PATH = Path("campaigns/segments.yaml")
-FIELDS = tuple(c for c in KNOWN_COLUMNS if c != "consent_date")
+FIELDS = tuple(c for c in KNOWN_COLUMNS if c not in ("consent_date", "topics_left"))
 COMBINATORS = ("all", "any", "not")
 VALUE_OPERATORS = ("in", "not")
 TAG_OPERATORS = ("any", "all", "none")

@@ -433,3 +433,97 @@ def test_an_unknown_topic_in_a_segment_is_located(tmp_path: Path) -> None:
         f"2: unknown topic 'evnts' (did you mean 'events'?); the topics in "
         f"{tmp_path / 'campaigns' / 'topics.yaml'}: newsletter, events",
     ]
+
+
+def test_an_import_after_a_leave_keeps_it_left(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """Imports bring contacts, consents and tags; they never give a topic back. The export
+    carries the topics left, so a re-import is a no-op; a topics_left column can add leaves
+    (a list moved from another tool), checked against topics.yaml."""
+    from outreach.consent import leave_topic
+    from outreach.contacts import export_to_string, import_csv
+    from outreach.db import writer_sessionmaker
+    from tests.conftest import write
+
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    topics = tmp_path / "campaigns" / "topics.yaml"
+    kim = session.scalar(select(Contact.id).where(Contact.email == KIM))
+    assert kim is not None
+    session.commit()
+    with writer_sessionmaker(db_url)() as writer:
+        leave_topic(writer, kim, "events", source="one-click")
+        writer.commit()
+
+    def imported(text: str, name: str = "again.csv"):  # type: ignore[no-untyped-def]
+        with writer_sessionmaker(db_url)() as writer:
+            return import_csv(writer, write(tmp_path / name, text), topics_path=topics)
+
+    # The same people with a fresh opt-in, and a file whose topics_left cell is empty.
+    fresh = imported(
+        "email,name,consent,consent_date\n"
+        f"{KIM},김수진,opt-in,2027-01-05\n{MARIA},Maria Santos,opt-in,2027-01-05\n"
+    )
+    assert fresh.written and fresh.updated == 2
+    assert left(session, KIM) == {"events"}
+    assert imported(f"email,topics_left\n{KIM},\n").written
+    assert left(session, KIM) == {"events"}
+
+    exported = export_to_string(session)
+    header, *rows = exported.splitlines()
+    assert header.split(",")[13] == "topics_left"
+    assert next(r for r in rows if r.startswith(KIM)).split(",")[13] == "events"
+    again = imported(exported, "export.csv")
+    assert (again.unchanged, again.updated, again.topics_left) == (3, 0, 0)
+    assert left(session, KIM) == {"events"}
+
+    # A column of topics left, as from another tool: added, recorded, and only once.
+    moved = imported(f"email,수신거부 주제\n{MARIA},newsletter; events\n", "moved.csv")
+    assert moved.topics_left == 2 and left(session, MARIA) == {"events", "newsletter"}
+    assert imported(f"email,topics_left\n{MARIA},newsletter\n").topics_left == 0
+    sources = session.scalars(
+        select(ConsentRecord.source).where(
+            ConsentRecord.kind == "left", ConsentRecord.contact_id != kim
+        )
+    ).all()
+    assert sources == ["import moved.csv", "import moved.csv"]
+
+    # A topic topics.yaml does not have is the row's error; nothing is written.
+    bad = imported(f"email,name,topics_left\n{KIM},Kim,evnts\n", "bad.csv")
+    assert not bad.written
+    assert [str(e) for e in bad.errors] == [
+        "line 2: topics_left: unknown topic 'evnts' (did you mean 'events'?); the topics in "
+        f"{topics}: newsletter, events"
+    ]
+
+
+def test_contacts_show_lists_the_topics_left_and_their_consent_records(
+    run_cli, session: Session, db_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from outreach.consent import join_topic, leave_topic
+    from outreach.db import writer_sessionmaker
+
+    project_with(tmp_path, session)
+    kim = session.scalar(select(Contact.id).where(Contact.email == KIM))
+    assert kim is not None
+    session.commit()
+    with writer_sessionmaker(db_url)() as writer:
+        leave_topic(writer, kim, "newsletter", source="preferences page", version="abc")
+        join_topic(writer, kim, "newsletter", source="preferences page", version="abc")
+        leave_topic(writer, kim, "events", source="one-click", version="def")
+        writer.commit()
+    env = {"OUTREACH_DATABASE_URL": db_url}
+    doc = json.loads(run_cli("contacts", "show", KIM, "--json", env=env).output)
+    assert [t["topic"] for t in doc["topics_left"]] == ["events"]
+    assert doc["topics_left"][0]["source"] == "one-click"
+    steps = [(s["what"], s["topic"], s["source"], s["version"]) for s in doc["consent_history"]]
+    assert steps[-3:] == [
+        ("left topic newsletter", "newsletter", "preferences page", "abc"),
+        ("joined topic newsletter", "newsletter", "preferences page", "abc"),
+        ("left topic events", "events", "one-click", "def"),
+    ]
+    text = run_cli("contacts", "show", KIM, env=env).output
+    assert "topics left" in text and "events since" in text and "left topic events" in text
