@@ -181,6 +181,16 @@ def test_the_unsubscribe_page_names_the_topic_and_offers_it_or_everything(
         ("left", "events", "unsubscribe page"),
         ("withdrawn", None, "unsubscribe page"),
     ]
+    # The history names the topic left once, with the campaign whose message it was.
+    from outreach.history import contact_history
+
+    kim = session.scalar(select(Contact.id).where(Contact.email == KIM))
+    assert kim is not None
+    history = [(e.campaign, e.what, e.detail) for e in contact_history(session, kim)]
+    assert [h for h in history if "unsubscribe" in h[1] or "topic" in h[1]] == [
+        ("invite", "left topic events", "method=page"),
+        ("invite", "unsubscribe", "method=page"),
+    ]
 
 
 def test_the_result_page_undoes_the_topic_left(
@@ -527,3 +537,10 @@ def test_contacts_show_lists_the_topics_left_and_their_consent_records(
     ]
     text = run_cli("contacts", "show", KIM, env=env).output
     assert "topics left" in text and "events since" in text and "left topic events" in text
+    # Not made through a message (no event): the history shows the consent records.
+    history = [(e["what"], e["detail"]) for e in doc["history"]]
+    assert history == [
+        ("left topic newsletter", "source=preferences page, version=abc"),
+        ("joined topic newsletter", "source=preferences page, version=abc"),
+        ("left topic events", "source=one-click, version=def"),
+    ]
