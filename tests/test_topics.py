@@ -544,3 +544,36 @@ def test_contacts_show_lists_the_topics_left_and_their_consent_records(
         ("joined topic newsletter", "source=preferences page, version=abc"),
         ("left topic events", "source=one-click, version=def"),
     ]
+
+
+def test_the_report_counts_unsubscribes_per_topic_and_everything_apart(
+    client: FlaskClient, topics_sent: Settings, session: Session, run_cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from outreach.reports import build
+
+    sato = "sato@yokohama.example.com"
+    did = {who: delivery_of(session, "invite", who) for who in (KIM, MARIA, sato)}
+    client.post(f"/u/{token(topics_sent, 'unsubscribe', did[KIM])}", **ONE_CLICK)
+    client.post(
+        f"/u/{token(topics_sent, 'unsubscribe', did[MARIA])}",
+        data={"confirm": "yes", "leave": "everything"},
+    )
+    client.post(
+        f"/p/{token(topics_sent, 'preferences', did[sato])}",
+        data={"action": "topics", "topic": ["events"]},
+    )
+    session.commit()
+    from outreach.lifecycle import get_campaign
+
+    report = build(session, get_campaign(session, "invite"))
+    assert report.unsubscribes == {"everything": 1, "by_topic": {"events": 1, "newsletter": 1}}
+    env = {"OUTREACH_DATABASE_URL": topics_sent.database_url}
+    doc = json.loads(run_cli("campaigns", "report", "invite", "--json", env=env).output)
+    assert doc["unsubscribes"] == report.unsubscribes
+    text = run_cli("campaigns", "report", "invite", "--html", "r.html", env=env).output
+    assert re.search(r"topic events\s*│\s*1", text) and re.search(r"everything\s*│\s*1", text)
+    html = (tmp_path / "r.html").read_text()
+    assert '<td>topic newsletter</td><td class="n">1</td>' in html
+    assert '<td>everything (no more email)</td><td class="n">1</td>' in html

@@ -496,8 +496,9 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
 def campaigns_report(
     app: App, name: str, html_path: Path | None, as_json: bool, segments_file: Path
 ) -> None:
-    """Per-state counts, delivery, bounce, unsubscribe, open and click rates, top links,
-    languages, segments, bounces and policy rejections by domain and the send timeline.
+    """Per-state counts, delivery, bounce, unsubscribe, open and click rates, unsubscribes
+    by topic left (and everything apart), top links, languages, segments, bounces and
+    policy rejections by domain and the send timeline.
 
     \b
     Example:
@@ -522,6 +523,14 @@ def campaigns_report(
         [[*report.counts.values(), report.total]],
     )
     print_table("rates", list(pct), [list(pct.values())])
+    left = report.unsubscribes
+    if left["everything"] or left["by_topic"]:
+        print_table(
+            "unsubscribes",
+            ["left", "contacts"],
+            [[f"topic {topic}", n] for topic, n in left["by_topic"].items()]
+            + [["everything", left["everything"]]],
+        )
     if report.top_links:
         print_table(
             "top clicked links",
