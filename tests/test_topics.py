@@ -577,3 +577,70 @@ def test_the_report_counts_unsubscribes_per_topic_and_everything_apart(
     html = (tmp_path / "r.html").read_text()
     assert '<td>topic newsletter</td><td class="n">1</td>' in html
     assert '<td>everything (no more email)</td><td class="n">1</td>' in html
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="Chromium is not installed (.ci/run installs it)"
+)
+def test_in_chromium_a_person_leaves_events_then_chooses_on_the_preferences_page(
+    sqlite_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """Real `outreach serve`, a real message, Chromium: the unsubscribe page names the topic
+    and leaves it by its first button; the result says which; preferences list each topic
+    with its state and save what is ticked."""
+    from dataclasses import replace
+
+    from playwright.sync_api import sync_playwright
+
+    from outreach.db import reader_sessionmaker
+    from outreach.preview import CHROMIUM, CHROMIUM_ARGS
+    from tests.web_helpers import Server
+
+    settings = settings_for(sqlite_url, tmp_path, smtp_url=smtp.url)
+    with reader_sessionmaker(sqlite_url)() as session:
+        project_with(tmp_path, session)
+        with_topics(tmp_path)
+        path = campaign(tmp_path, "webinar", "events")
+        with Server(settings, tmp_path / "serve.log") as server:
+            settings = replace(settings, base_url=server.url)
+            send(path, settings, session)
+            drain(settings, session, "webinar")
+            (raw,) = [r.data for r in smtp.handler.received if r.rcpt == KIM]
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 390, "height": 844})
+                page.goto(server.url + unsubscribe_path(raw))
+                assert page.locator("html").get_attribute("lang") == "ko"
+                intro = page.locator("#intro").inner_text()
+                assert "“행사·웨비나 안내”" in intro and "webinar" not in intro
+                first = page.locator("form button").first
+                assert first.get_attribute("id") == "leave-topic"
+                assert first.inner_text() == "“행사·웨비나 안내”만 수신거부"
+                assert page.locator("#leave-everything").inner_text() == "모든 메일 수신거부"
+                page.screenshot(path=str(tmp_path / "unsubscribe.png"), full_page=True)
+                assert not left(session, KIM)
+                first.click()
+                page.wait_for_selector("#done")
+                assert page.locator("#done").inner_text() == "“행사·웨비나 안내” 수신거부되었습니다"
+                assert "다른 메일은 계속" in page.locator("#still").inner_text()
+                assert "수신동의 철회" in page.locator("#result").inner_text()
+                page.screenshot(path=str(tmp_path / "unsubscribed.png"), full_page=True)
+                assert left(session, KIM) == {"events"} and not suppressed(session, KIM)
+
+                page.click("#preferences")
+                page.wait_for_selector("#topics")
+                assert page.is_checked("#topic-newsletter")
+                assert not page.is_checked("#topic-events")
+                assert page.locator("label[for=topic-events]").inner_text() == "행사·웨비나 안내"
+                page.check("#topic-events")
+                page.uncheck("#topic-newsletter")
+                page.click("#save-topics")
+                page.wait_for_selector("#notice")
+                assert page.locator("#notice").inner_text() == "선택하신 내용을 저장했습니다."
+                assert page.is_checked("#topic-events")
+                assert not page.is_checked("#topic-newsletter")
+                page.screenshot(path=str(tmp_path / "preferences.png"), full_page=True)
+                browser.close()
+            assert left(session, KIM) == {"newsletter"}
