@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from outreach import consent
 from outreach.events import record_event
-from outreach.models import Campaign, Suppression, utcnow
+from outreach.models import Campaign, Contact, Suppression, utcnow
 from outreach.suppressions import DeliveryRecipient, suppress_if_new
 from outreach.topics import Topic
 
@@ -106,8 +106,36 @@ def unsubscribe(
         data=data,
     )
     nudge = None
-    if contact is not None and settings is not None and topic is None:
-        from outreach.subscriptions import withdrawal_notice
-
-        nudge = withdrawal_notice(session, contact, subscribe, settings)
+    if contact is not None and settings is not None:
+        nudge = _result_notice(session, contact, topic, subscribe, settings, at)
     return Unsubscribed(topic, True, since, nudge)
+
+
+def _result_notice(
+    session: Session,
+    contact: Contact,
+    topic: Topic | None,
+    subscribe: SubscribeConfig | None,
+    settings: Settings,
+    at: datetime,
+) -> int | None:
+    """The result by mail, where the installation advertises (Art. 50(7)); the campaign to
+    nudge."""
+    from outreach import system_mail
+    from outreach.subscriptions import system_sender, withdrawal_notice
+
+    if topic is None:
+        return withdrawal_notice(session, contact, subscribe, settings, now=at)
+    if subscribe is None or not subscribe.spec.advertising:
+        return None
+    campaign_id, _ = system_mail.queue(
+        session,
+        "result-topic",
+        system_sender(settings, subscribe),
+        email=contact.email,
+        name=contact.name,
+        language=contact.language,
+        contact_id=contact.id,
+        variables={"result_date": at.date().isoformat(), "topic": topic.title_in(contact.language)},
+    )
+    return campaign_id

@@ -644,3 +644,30 @@ def test_in_chromium_a_person_leaves_events_then_chooses_on_the_preferences_page
                 page.screenshot(path=str(tmp_path / "preferences.png"), full_page=True)
                 browser.close()
             assert left(session, KIM) == {"newsletter"}
+
+
+def test_a_topic_left_gets_its_result_by_mail_when_the_installation_advertises(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """Network Act Art. 50(7): a refusal to receive is answered with its result — for a topic
+    too, naming it, in the person's language; a second press mails nothing more."""
+    from tests.conftest import write
+    from tests.subscribe_helpers import SUBSCRIBE, html_of, outbox_messages
+
+    settings = settings_for(db_url, tmp_path)
+    project_with(tmp_path, session)
+    with_topics(tmp_path)
+    write(tmp_path / "campaigns" / "subscribe.yaml", SUBSCRIBE + "advertising: true\n")
+    send(campaign(tmp_path, "invite", "events"), settings, session)
+    client = create_app(settings, tmp_path).test_client()
+    url = f"/u/{token(settings, 'unsubscribe', delivery_of(session, 'invite', KIM))}"
+    for _ in range(2):
+        assert client.post(url, **ONE_CLICK).status_code == 200
+    session.commit()
+    drain(settings, session, "_result-topic")
+    (notice,) = outbox_messages(settings.outbox, "_result-topic")
+    assert notice["To"].addresses[0].addr_spec == KIM
+    assert notice["Subject"] == "시티넷 사무국 메일 수신 선택이 처리되었습니다"
+    html = html_of(notice)
+    assert "행사·웨비나 안내" in html and "다른 메일은 계속" in html
+    assert "/p/" in html  # where to choose again
