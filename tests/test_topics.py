@@ -671,3 +671,84 @@ def test_a_topic_left_gets_its_result_by_mail_when_the_installation_advertises(
     html = html_of(notice)
     assert "행사·웨비나 안내" in html and "다른 메일은 계속" in html
     assert "/p/" in html  # where to choose again
+
+
+def test_the_subscribe_form_offers_topics_unticked_and_records_the_choice(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """subscribe.yaml's topics: are offered as boxes nobody ticked for the person; ticking
+    none is an error; the topics ticked are joined and the others offered are left on
+    confirmation, each a consent record with the form's text version."""
+    from tests.subscribe_helpers import (
+        SUBSCRIBE,
+        confirm_link,
+        outbox_messages,
+        post_form,
+        queued_confirmations,
+        subscribe_project,
+    )
+
+    settings = settings_for(db_url, tmp_path)
+    subscribe_project(tmp_path, SUBSCRIBE + "topics: [newsletter, events]\n")
+    with_topics(tmp_path)
+    client = create_app(settings, tmp_path).test_client()
+    page = client.get("/subscribe?lang=ko").get_data(as_text=True)
+    boxes = re.findall(r'<input type="checkbox" name="topic" value="(\w+)"[^>]*>', page)
+    assert boxes == ["newsletter", "events"]
+    assert not re.search(r'name="topic"[^>]* checked', page), "nothing ticked for the person"
+    assert "시티넷 뉴스레터" in page and "웨비나, 연수, 총회 초대" in page
+
+    address = "new.person@gangneung.example.kr"
+    none = post_form(client)
+    assert none.status_code == 400 and "받으실 메일을 하나 이상 골라 주세요" in none.get_data(
+        as_text=True
+    )
+    forged = post_form(client, topic="surveys")
+    assert forged.status_code == 400
+    assert queued_confirmations(session, address) == 0
+
+    chose = client.post(
+        "/subscribe",
+        data={
+            "token": re.search(r'name="token" value="([^"]+)"', page).group(1),  # type: ignore[union-attr]
+            "lang": "ko",
+            "email": address,
+            "language": "ko",
+            "consent": "yes",
+            "website": "",
+            "topic": ["events"],
+        },
+    )
+    assert chose.status_code == 200 and queued_confirmations(session, address) == 1
+    drain(settings, session, "_confirmation")
+    (message,) = outbox_messages(settings.outbox, "_confirmation")
+    link = confirm_link(message)
+    assert client.post("/" + link.split("/", 3)[3]).status_code == 200
+    assert left(session, address) == {"newsletter"}
+    steps = session.execute(
+        select(
+            ConsentRecord.kind,
+            ConsentRecord.topic,
+            ConsentRecord.source,
+            ConsentRecord.text_version,
+        )
+        .where(ConsentRecord.topic.is_not(None))
+        .order_by(ConsentRecord.topic)
+    ).all()
+    assert [tuple(s) for s in steps] == [
+        ("joined", "events", "form", "2026-12"),
+        ("left", "newsletter", "form: not chosen", "2026-12"),
+    ]
+
+
+def test_subscribe_yaml_topics_must_be_topics(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.subscribe_helpers import SUBSCRIBE, subscribe_project
+
+    subscribe_project(tmp_path, SUBSCRIBE + "topics: [newsletter, evnts]\n")
+    with_topics(tmp_path)
+    result = run_cli("campaigns", "validate", env={"OUTREACH_POSTAL_ADDRESS": "Seoul"})
+    assert result.exit_code == 1
+    assert (
+        "error: campaigns/subscribe.yaml:9: topics: unknown topic 'evnts' (did you mean "
+        "'events'?); the topics in campaigns/topics.yaml: newsletter, events"
+    ) in result.output
