@@ -130,7 +130,6 @@ class Topics:
 
     path: Path
     by_name: dict[str, Topic] = field(default_factory=dict)
-    lines: dict[str, int | None] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Topic]:
         return iter(self.by_name.values())
@@ -179,7 +178,6 @@ def load_topics(path: Path | str = DEFAULT_PATH) -> Topics:
         )
     errors: list[FileError] = []
     found: dict[str, Topic] = {}
-    lines: dict[str, int | None] = {}
     for key, body in doc.data.items():
         name = str(key)
         line = doc.lines.line_for((name,))
@@ -209,10 +207,9 @@ def load_topics(path: Path | str = DEFAULT_PATH) -> Topics:
         assert isinstance(spec.title, dict)
         description = spec.description if isinstance(spec.description, dict) else {}
         found[name] = Topic(name, spec.title, description)
-        lines[name] = line
     if errors:
         raise FileErrors(errors)
-    return Topics(path, found, lines)
+    return Topics(path, found)
 
 
 def beside(campaign_path: Path) -> Path:

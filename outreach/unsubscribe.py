@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from outreach import consent
 from outreach.events import record_event
 from outreach.models import Campaign, Contact, Suppression, utcnow
-from outreach.suppressions import DeliveryRecipient, suppress_if_new
+from outreach.suppressions import DeliveryRecipient, is_suppressed, suppress_if_new
 from outreach.topics import Topic
 
 if TYPE_CHECKING:
@@ -67,8 +67,9 @@ def unsubscribe(
     subscribe: SubscribeConfig | None = None,
     settings: Settings | None = None,
 ) -> Unsubscribed:
-    """Leave the message's topic, or everything, in the caller's transaction (it commits).
-    `subscribe` and `settings` are for the result notice; without them none is queued."""
+    """Leave the message's topic, or everything, in the caller's transaction (the caller
+    commits). `subscribe` and `settings` are for the result notice; without them none is
+    queued."""
     assert recipient.email is not None, "an erased address has nothing to leave"
     event_method, detail, source = METHODS[method]
     contact, campaign = recipient.contact, recipient.campaign
@@ -126,7 +127,8 @@ def _result_notice(
 
     if topic is None:
         return withdrawal_notice(session, contact, subscribe, settings, now=at)
-    if subscribe is None or not subscribe.spec.advertising:
+    # Whoever had left everything before was told then, and hears nothing more from us.
+    if subscribe is None or not subscribe.spec.advertising or is_suppressed(session, contact.email):
         return None
     campaign_id, _ = system_mail.queue(
         session,

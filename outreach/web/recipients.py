@@ -221,7 +221,8 @@ def _choose_topics(session: Session, addressee: Addressee, chosen: set[str], _: 
 
 def _join_again(session: Session, addressee: Addressee, name: str, _: Any) -> str:
     """ "That was a mistake": the topic just left, received again."""
-    topic = _topics().get(name) or _sent_topic(addressee, name)
+    offered = state().topics
+    topic = (offered.get(name) if offered else None) or _sent_topic(addressee, name)
     if topic is None:
         abort(400)
     _record_join(session, addressee, topic)
