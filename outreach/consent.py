@@ -57,12 +57,7 @@ def record(
     if kind in CONSENTS:
         contact.consent, contact.consent_at = kind, at
         contact.consent_source, contact.consent_version = source, version
-    row = ConsentRecord(
-        contact_id=contact.id, kind=kind, at=at, source=source[:300], text_version=version
-    )
-    session.add(row)
-    session.flush()
-    return row
+    return _add_record(session, contact.id, kind, source, version, at)
 
 
 def leave_topic(
@@ -89,7 +84,7 @@ def leave_topic(
             select(TopicLeft.at).where(TopicLeft.contact_id == contact_id, TopicLeft.topic == topic)
         )
         return False, since or at
-    _topic_record(session, contact_id, topic, "left", source, version, at)
+    _add_record(session, contact_id, "left", source, version, at, topic)
     return True, at
 
 
@@ -136,30 +131,30 @@ def join_topic(
         .returning(TopicLeft.topic)
     ).first()
     if removed is not None or chosen:
-        _topic_record(session, contact_id, topic, "joined", source, version, at)
+        _add_record(session, contact_id, "joined", source, version, at, topic)
     return removed is not None
 
 
-def _topic_record(
+def _add_record(
     session: Session,
     contact_id: int,
-    topic: str,
     kind: str,
     source: str,
     version: str | None,
     at: datetime,
-) -> None:
-    session.add(
-        ConsentRecord(
-            contact_id=contact_id,
-            kind=kind,
-            topic=topic,
-            at=at,
-            source=source[:300],
-            text_version=version,
-        )
+    topic: str | None = None,
+) -> ConsentRecord:
+    row = ConsentRecord(
+        contact_id=contact_id,
+        kind=kind,
+        topic=topic,
+        at=at,
+        source=source[:300],
+        text_version=version,
     )
+    session.add(row)
     session.flush()
+    return row
 
 
 def record_current(session: Session, contact_ids: Iterable[int]) -> None:

@@ -557,26 +557,3 @@ def _choose_topics(
                 version=found.text_version,
                 at=now,
             )
-
-
-def withdrawal_notice(
-    session: Session,
-    contact: Contact,
-    config: SubscribeConfig | None,
-    settings: Settings,
-    now: datetime | None = None,
-) -> int | None:
-    """After an unsubscribe: the result notice by mail when the installation advertises."""
-    if config is None or not config.spec.advertising:
-        return None
-    campaign_id, _ = system_mail.queue(
-        session,
-        "result-withdrawal",
-        system_sender(settings, config),
-        email=contact.email,
-        name=contact.name,
-        language=contact.language,
-        contact_id=contact.id,
-        variables={"result_date": (now or utcnow()).date().isoformat()},
-    )
-    return campaign_id

@@ -120,24 +120,27 @@ def _result_notice(
     settings: Settings,
     at: datetime,
 ) -> int | None:
-    """The result by mail, where the installation advertises (Art. 50(7)); the campaign to
-    nudge."""
+    """The result by mail, where the installation advertises (Art. 50(7)): of leaving
+    everything, or a topic (named in the person's language); the campaign to nudge."""
     from outreach import system_mail
-    from outreach.subscriptions import system_sender, withdrawal_notice
+    from outreach.subscriptions import system_sender
 
-    if topic is None:
-        return withdrawal_notice(session, contact, subscribe, settings, now=at)
-    # Whoever had left everything before was told then, and hears nothing more from us.
-    if subscribe is None or not subscribe.spec.advertising or is_suppressed(session, contact.email):
+    if subscribe is None or not subscribe.spec.advertising:
         return None
+    variables = {"result_date": at.date().isoformat()}
+    if topic is not None:
+        # Whoever had left everything before was told then, and hears nothing more from us.
+        if is_suppressed(session, contact.email):
+            return None
+        variables["topic"] = topic.title_in(contact.language)
     campaign_id, _ = system_mail.queue(
         session,
-        "result-topic",
+        "result-withdrawal" if topic is None else "result-topic",
         system_sender(settings, subscribe),
         email=contact.email,
         name=contact.name,
         language=contact.language,
         contact_id=contact.id,
-        variables={"result_date": at.date().isoformat(), "topic": topic.title_in(contact.language)},
+        variables=variables,
     )
     return campaign_id
