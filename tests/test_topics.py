@@ -752,3 +752,31 @@ def test_subscribe_yaml_topics_must_be_topics(run_cli, tmp_path: Path) -> None: 
         "error: campaigns/subscribe.yaml:9: topics: unknown topic 'evnts' (did you mean "
         "'events'?); the topics in campaigns/topics.yaml: newsletter, events"
     ) in result.output
+
+
+def test_a_mailto_unsubscribe_leaves_the_messages_topic(
+    topics_sent: Settings, session: Session
+) -> None:
+    """The List-Unsubscribe mailto: of an events message does what its one-click does: it
+    leaves events, once (without a topic it leaves everything: tests/test_bounces.py)."""
+    from outreach.bounces import ingest
+
+    assert topics_sent.secret_key
+    tokens = Tokens(topics_sent.secret_key)
+    domain = "bounce.citynet-ap.org"
+
+    def mailto(delivery: Delivery | None) -> bytes:
+        assert delivery is not None
+        return (
+            f"From: {KIM}\r\nTo: <unsubscribe+{tokens.sign('bounce', delivery.id)}@{domain}>\r\n"
+            "Subject: unsubscribe\r\n\r\nunsubscribe\r\n"
+        ).encode()
+
+    raw = mailto(delivery_of(session, "invite", KIM))
+    report = ingest(session, tokens, domain, 3, iter([("a", raw, None), ("b", raw, None)]))
+    assert (report.unsubscribes, report.duplicates) == (1, 1)
+    assert left(session, KIM) == {"events"} and not suppressed(session, KIM)
+    (event,) = session.scalars(select(Event).where(Event.kind == "unsubscribe"))
+    assert event.data == {"method": "mailto", "topic": "events"}
+    record = session.scalar(select(ConsentRecord).where(ConsentRecord.kind == "left"))
+    assert record is not None and (record.topic, record.source) == ("events", "mailto")
