@@ -39,7 +39,6 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from outreach import consent
 from outreach.bounce_parser import (
     MAX_FAILURES,
     Failure,
@@ -55,9 +54,9 @@ from outreach.failures import about_us, receiving_domain
 from outreach.fields import normalise_email
 from outreach.models import Contact, Delivery, Event, utcnow
 from outreach.printable import counted, one_line
-from outreach.subscriptions import declined
 from outreach.suppressions import recipient_of, suppress
 from outreach.tokens import InvalidToken, Tokens
+from outreach.unsubscribe import unsubscribe
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 RECENT = timedelta(days=30)
@@ -271,27 +270,11 @@ class Ingester:
         if found is None or found.email is None:
             self.report.not_ours += 1
             return True
-        delivery, contact = found.delivery, found.contact
-        fingerprint = hashlib.sha256(raw).hexdigest()[:32]
-        if not self._add_event(
-            "unsubscribe",
-            delivery,
-            contact.id if contact else None,
-            dedupe_key=f"unsubscribe:{fingerprint}",
-            data={"method": "mailto"},
-        ):
-            return True
-        suppress(
-            self.session,
-            found.email,
-            "unsubscribed",
-            campaign_id=delivery.campaign_id,
-            detail="mailto unsubscribe",
-        )
-        declined(self.session, found.email, found.campaign)
-        if contact is not None:
-            consent.record(self.session, contact, "withdrawn", source="mailto")
-        self.report.unsubscribes += 1
+        # As the one-click of the same message: its topic, or everything when it has none.
+        if unsubscribe(self.session, found, "mailto").changed:
+            self.report.unsubscribes += 1
+        else:
+            self.report.duplicates += 1
         return True
 
     def _delivery(self, parsed: Parsed) -> Delivery | None:

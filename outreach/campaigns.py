@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
 from outreach.fields import normalise_language
+from outreach.topics import NAME as TOPIC_NAME
+from outreach.topics import beside as topics_beside
 from outreach.yamlfile import Loc, YamlDoc, load_yaml, validation_errors
 
 RESERVED = frozenset(
@@ -65,6 +67,9 @@ class CampaignSpec(BaseModel):
     archive: bool = False
     # The welcome message: each newly confirmed subscriber gets it once; it has no audience.
     welcome: bool = False
+    # One of campaigns/topics.yaml: whoever left it is not mailed, and the message's one-click
+    # unsubscribe leaves it (without one, the unsubscribe leaves everything).
+    topic: str | None = None
     context: dict[str, Any] = {}
 
     @field_validator("name")
@@ -73,6 +78,15 @@ class CampaignSpec(BaseModel):
         if v is not None and not _NAME.match(v):
             raise ValueError(
                 "use lower-case letters, digits, '.', '_' and '-', e.g. 2026-12-newsletter"
+            )
+        return v
+
+    @field_validator("topic", mode="before")
+    @classmethod
+    def _topic(cls, v: Any) -> Any:
+        if v is not None and not (isinstance(v, str) and TOPIC_NAME.match(v)):
+            raise ValueError(
+                "write the name of a topic of campaigns/topics.yaml, e.g. topic: newsletter"
             )
         return v
 
@@ -148,6 +162,7 @@ class CampaignFile:
     doc: YamlDoc
     templates_dir: Path
     segments_path: Path
+    topics_path: Path
 
     @property
     def name(self) -> str:
@@ -257,11 +272,12 @@ def load_campaign(path: Path | str, root: Path | None = None) -> CampaignFile:
         doc=doc,
         templates_dir=root / "templates",
         segments_path=path.resolve().parent / "segments.yaml",
+        topics_path=topics_beside(path),
     )
 
 
 # Files in campaigns/ that are not campaigns.
-NOT_CAMPAIGNS = frozenset({"segments.yaml", "subscribe.yaml"})
+NOT_CAMPAIGNS = frozenset({"segments.yaml", "subscribe.yaml", "topics.yaml"})
 
 
 def find_campaigns(directory: Path = Path("campaigns")) -> list[Path]:

@@ -2,6 +2,9 @@
 
 - Every consent (kind, time, source, text version) is a `ConsentRecord`; the contact's own
   `consent*` columns hold the latest. Withdrawals (unsubscribes) are recorded too.
+- Topics (`topics`): a contact receives every topic until they leave it. Leaving one adds a
+  `TopicLeft` row, joining again removes it; each is a consent record of its own ("left",
+  "joined", with the topic), so what a person chose, when, how and on which wording is kept.
 - Network Act Art. 50(8): a sender of advertising confirms each recipient's consent every
   two years. `queue_notices` mails a notice to every opted-in contact whose consent, or last
   notice, is two years old, once per contact and period (`ConsentNotice` is unique per
@@ -16,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +33,7 @@ from outreach.models import (
     Delivery,
     Subscription,
     SystemRecipient,
+    TopicLeft,
     utcnow,
 )
 from outreach.segments import not_suppressed
@@ -52,8 +57,100 @@ def record(
     if kind in CONSENTS:
         contact.consent, contact.consent_at = kind, at
         contact.consent_source, contact.consent_version = source, version
+    return _add_record(session, contact.id, kind, source, version, at)
+
+
+def leave_topic(
+    session: Session,
+    contact_id: int,
+    topic: str,
+    *,
+    source: str,
+    version: str | None = None,
+    at: datetime | None = None,
+) -> tuple[bool, datetime]:
+    """The contact stops receiving `topic`: whether this call changed that (two requests at
+    once: one of them), and since when it holds. Recorded as a consent record "left"."""
+    at = at or utcnow()
+    dialect = session.get_bind().dialect.name
+    insert_ = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TopicLeft)
+    added = session.execute(
+        insert_.values(contact_id=contact_id, topic=topic, at=at, source=source[:300])
+        .on_conflict_do_nothing(index_elements=["contact_id", "topic"])
+        .returning(TopicLeft.topic)
+    ).first()
+    if added is None:
+        since = session.scalar(
+            select(TopicLeft.at).where(TopicLeft.contact_id == contact_id, TopicLeft.topic == topic)
+        )
+        return False, since or at
+    _add_record(session, contact_id, "left", source, version, at, topic)
+    return True, at
+
+
+def leave_topics(
+    session: Session,
+    leaves: list[tuple[str, list[str]]],
+    *,
+    source: str,
+    at: datetime | None = None,
+) -> int:
+    """Topics left by address (an import's topics_left column); addresses with no contact
+    (a forgotten one) are passed over. Returns how many were newly left."""
+    added = 0
+    for start in range(0, len(leaves), 1000):
+        chunk = leaves[start : start + 1000]
+        ids = dict(
+            session.execute(
+                select(Contact.email, Contact.id).where(Contact.email.in_([e for e, _ in chunk]))
+            ).all()
+        )
+        for email, topics in chunk:
+            for topic in topics:
+                if email in ids:
+                    added += leave_topic(session, ids[email], topic, source=source, at=at)[0]
+    return added
+
+
+def join_topic(
+    session: Session,
+    contact_id: int,
+    topic: str,
+    *,
+    source: str,
+    version: str | None = None,
+    at: datetime | None = None,
+    chosen: bool = False,
+) -> bool:
+    """The contact receives `topic` again; True when they had left it. `chosen`: the person
+    chose it (the subscribe form), which is recorded even when they had not left it."""
+    at = at or utcnow()
+    removed = session.execute(
+        delete(TopicLeft)
+        .where(TopicLeft.contact_id == contact_id, TopicLeft.topic == topic)
+        .returning(TopicLeft.topic)
+    ).first()
+    if removed is not None or chosen:
+        _add_record(session, contact_id, "joined", source, version, at, topic)
+    return removed is not None
+
+
+def _add_record(
+    session: Session,
+    contact_id: int,
+    kind: str,
+    source: str,
+    version: str | None,
+    at: datetime,
+    topic: str | None = None,
+) -> ConsentRecord:
     row = ConsentRecord(
-        contact_id=contact.id, kind=kind, at=at, source=source[:300], text_version=version
+        contact_id=contact_id,
+        kind=kind,
+        topic=topic,
+        at=at,
+        source=source[:300],
+        text_version=version,
     )
     session.add(row)
     session.flush()
@@ -97,20 +194,29 @@ class Step:
     what: str
     source: str
     version: str | None
+    topic: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "at": self.at.isoformat(),
             "what": self.what,
+            "topic": self.topic,
             "source": self.source,
             "version": self.version,
         }
 
 
 def history(session: Session, contact_id: int) -> list[Step]:
-    """Consents, withdrawals and consent notices of a contact, oldest first."""
+    """Consents, withdrawals, topics joined and left, and consent notices of a contact,
+    oldest first."""
     steps = [
-        Step(r.at, r.kind, r.source or "", r.text_version)
+        Step(
+            r.at,
+            f"{r.kind} topic {r.topic}" if r.topic else r.kind,
+            r.source or "",
+            r.text_version,
+            r.topic,
+        )
         for r in session.scalars(
             select(ConsentRecord)
             .where(ConsentRecord.contact_id == contact_id)

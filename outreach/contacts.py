@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from outreach.consent import erase as erase_consent
 from outreach.consent import history as consent_history
-from outreach.consent import record_current
+from outreach.consent import leave_topics, record_current
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import (
     KNOWN_COLUMNS,
@@ -39,12 +39,17 @@ from outreach.spreadsheets import (
 )
 from outreach.subscriptions import erase_requests
 from outreach.suppressions import forgotten_message, suppress
+from outreach.topics import NAME as TOPIC_NAME
+from outreach.topics import Topics, load_topics
 
 BATCH = 2000
 MAX_REPORTED = 50
 _KNOWN = frozenset(KNOWN_COLUMNS)
-# Columns that land in a contact's own column (consent_date is stored as consent_at).
-COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("email", "tags", "consent_date"))
+# Columns that land in a contact's own column (consent_date is stored as consent_at;
+# topics_left are rows of their own).
+COLUMNS = tuple(
+    c for c in KNOWN_COLUMNS if c not in ("email", "tags", "consent_date", "topics_left")
+)
 _NORMALISERS = [(c, partial(normalise_field, c)) for c in COLUMNS]
 
 
@@ -66,6 +71,7 @@ class ImportResult:
     unchanged: int = 0  # rows equal to what is stored: not written, updated_at stays
     suppressed: int = 0
     forgotten: int = 0  # rows of forgotten addresses, not imported: their data stays erased
+    topics_left: int = 0  # topics contacts left by this import (a topics_left column)
     errors: list[RowError] = field(default_factory=list)
     written: bool = False
     attribute_columns: list[str] = field(default_factory=list)
@@ -194,10 +200,27 @@ def _parse_date(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _topics_left(cell: str, topics: Topics | None, errors: list[str]) -> list[str]:
+    """A topics_left cell: topic names separated by ;, each a topic of topics.yaml when
+    there is one."""
+    names = list(dict.fromkeys(t.strip() for t in cell.split(";") if t.strip()))
+    for name in names:
+        if not TOPIC_NAME.match(name):
+            errors.append(f"topics_left: {name!r} is not a topic name (e.g. events)")
+        elif topics is not None and topics.exists and name not in topics:
+            errors.append(f"topics_left: {topics.unknown(name)}")
+    return names
+
+
 def _validate(
-    raw: dict[str, str], now: datetime, problems: list[str] | None, source: str = "import"
+    raw: dict[str, str],
+    now: datetime,
+    problems: list[str] | None,
+    source: str = "import",
+    topics: Topics | None = None,
 ) -> tuple[dict[str, Any], list[str] | None]:
-    """One row to column values and tags; raises ValueError with every reason it has."""
+    """One row to column values and tags; raises ValueError with every reason it has. The
+    topics the row left, if it says, are under "topics_left"."""
     if problems and not raw:  # a row that could not be read into columns
         raise ValueError("; ".join(problems))
     errors = problems or []
@@ -228,6 +251,8 @@ def _validate(
             values["consent_source"] = source if values["consent"] else None
         if "consent_version" not in raw:
             values["consent_version"] = None
+    if "topics_left" in raw:
+        values["topics_left"] = _topics_left(raw["topics_left"], topics, errors)
     if errors:
         raise ValueError("; ".join(errors))
     attributes = {k: v.strip() for k, v in raw.items() if k not in _KNOWN and v.strip()}
@@ -244,6 +269,7 @@ def import_csv(
     dry_run: bool = False,
     skip_invalid: bool = False,
     mapping: Mapping[str, str] | None = None,
+    topics_path: Path | None = None,
 ) -> ImportResult:
     """Upsert contacts from a CSV file, or an .xlsx one (by its name).
 
@@ -251,6 +277,8 @@ def import_csv(
     after `mapping` (a header → a column name) is applied.
     All or nothing by default: rows are written in batches inside one transaction, and the
     transaction is rolled back when any row is invalid (unless skip_invalid) or on a dry run.
+    A topics_left column adds the topics it names to those the contact left (checked against
+    the topics file `topics_path`, when it exists); an import never gives a topic back.
     """
     path = Path(path)
     result = ImportResult(str(path))
@@ -259,6 +287,7 @@ def import_csv(
     batch: list[tuple[dict[str, Any], list[str] | None]] = []
     columns, rows = _rows(path, encoding, mapping or {})
     result.attribute_columns = [c for c in columns if c and c not in _KNOWN]
+    topics = load_topics(topics_path) if topics_path and "topics_left" in columns else None
     has_free_columns = bool(result.attribute_columns)
     # A consent's date, source and version are kept when the same consent is imported
     # again, unless the file gives them.
@@ -273,10 +302,11 @@ def import_csv(
     )
     source = f"import {path.name}"
     collecting = True
+    leaves: list[tuple[str, list[str]]] = []
     for line, raw, problems in rows:
         result.rows += 1
         try:
-            values, tags = _validate(raw, now, problems, source)
+            values, tags = _validate(raw, now, problems, source, topics)
             first = seen.get(values["email"])
             if first is not None:
                 raise ValueError(f"duplicate of line {first} ({values['email']})")
@@ -287,7 +317,10 @@ def import_csv(
                 collecting = False  # keep validating to report every problem, write nothing
                 batch.clear()
             continue
+        left = values.pop("topics_left", None)
         if collecting:  # a dry run counts every valid row as the import would
+            if left:
+                leaves.append((values["email"], left))
             batch.append((values, tags))
             if len(batch) >= BATCH:
                 _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
@@ -300,6 +333,7 @@ def import_csv(
             result.unchanged = result.suppressed = result.forgotten = 0  # nothing imported
         return result
     _count_written(session, now, result)
+    result.topics_left = leave_topics(session, leaves, source=source, at=now)
     result.written = True
     session.commit()
     return result
@@ -606,6 +640,10 @@ def describe(session: Session, email: str) -> dict[str, Any]:
             "since": suppression.created_at.isoformat(),
             "detail": suppression.detail,
         },
+        "topics_left": [
+            {"topic": left.topic, "since": left.at.isoformat(), "source": left.source}
+            for left in contact.left_topics
+        ],
         "consent_history": [step.as_json() for step in consent_history(session, contact.id)],
         "history": [entry.as_json() for entry in contact_history(session, contact.id)],
     }
@@ -639,7 +677,11 @@ def _consent_date(at: datetime | None) -> str:
 
 
 def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int:
-    query = select(Contact).options(selectinload(Contact.tags)).order_by(Contact.id)
+    query = (
+        select(Contact)
+        .options(selectinload(Contact.tags), selectinload(Contact.left_topics))
+        .order_by(Contact.id)
+    )
     if where is not None:
         query = query.where(where)
     # Attribute columns are the union over the exported contacts: one pass to find them.
@@ -665,6 +707,7 @@ def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int
             _consent_date(contact.consent_at),
             contact.consent_source or "",
             contact.consent_version or "",
+            ";".join(left.topic for left in contact.left_topics),
             *(str((contact.attributes or {}).get(k, "")) for k in attribute_columns),
         ]
         try:

@@ -25,6 +25,7 @@ KNOWN_COLUMNS = (
     "consent_date",
     "consent_source",
     "consent_version",
+    "topics_left",
 )
 # How lists staff receive name the known columns, in English and Korean. Compared without
 # case, spaces, "_", "-", "." or "*", so "E-mail", "e_mail" and "EMAIL *" are all email.
@@ -138,6 +139,12 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
         "consent text version",
         "동의 문구 버전",
         "동의서 버전",
+    ),
+    "topics_left": (
+        "left topics",
+        "topics unsubscribed",
+        "수신거부 주제",
+        "수신 거부 주제",
     ),
 }
 _SPELLING = re.compile(r"[\s_\-.*]+")

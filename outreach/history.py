@@ -1,5 +1,5 @@
-"""A contact's history: its deliveries and the events that followed them, and erasing the
-address from that history when the contact is forgotten."""
+"""A contact's history: its deliveries, the events that followed them, the topics it joined
+and left, and erasing the address from that history when the contact is forgotten."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.orm import Session
 
-from outreach.models import Campaign, Delivery, Event
+from outreach.models import Campaign, ConsentRecord, Delivery, Event
 
 # What a forgotten address becomes in stored text: the rest of an SMTP reply stays readable.
 ERASED = "[forgotten]"
+# An event and the consent record written with it in one transaction.
+SAME_MOMENT = timedelta(seconds=5)
 
 
 @dataclass
@@ -56,10 +58,48 @@ def contact_history(session: Session, contact_id: int) -> list[Entry]:
         .outerjoin(Campaign, Campaign.id == Event.campaign_id)
         .where(Event.contact_id == contact_id)
     )
+    through_messages: list[tuple[str, str, datetime]] = []
     for event, campaign in events:
-        detail = ", ".join(f"{k}={v}" for k, v in sorted((event.data or {}).items()))
-        entries.append(Entry(event.created_at, campaign or "", event.kind, detail))
+        data = dict(event.data or {})
+        what = event.kind
+        topic = data.pop("topic", None) if event.kind in TOPIC_EVENTS else None
+        if topic is not None:
+            what = f"{TOPIC_EVENTS[event.kind]} topic {topic}"
+            through_messages.append((TOPIC_EVENTS[event.kind], str(topic), event.created_at))
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(data.items()))
+        entries.append(Entry(event.created_at, campaign or "", what, detail))
+    entries += _topic_records(session, contact_id, through_messages)
     entries.sort(key=lambda e: e.at)
+    return entries
+
+
+# A topic left or joined through a message's link is an event of that message's campaign.
+TOPIC_EVENTS = {"unsubscribe": "left", "resubscribe": "joined"}
+
+
+def _topic_records(
+    session: Session, contact_id: int, through_messages: list[tuple[str, str, datetime]]
+) -> list[Entry]:
+    """Topics joined and left otherwise (an import's topics_left, the subscribe form): their
+    consent record is all there is. Those made through a message's link are its events
+    already (recorded in the same transaction, a moment apart)."""
+    entries = []
+    for record in session.scalars(
+        select(ConsentRecord).where(
+            ConsentRecord.contact_id == contact_id, ConsentRecord.topic.is_not(None)
+        )
+    ):
+        if any(
+            kind == record.kind and topic == record.topic and abs(at - record.at) < SAME_MOMENT
+            for kind, topic, at in through_messages
+        ):
+            continue
+        detail = ", ".join(
+            f"{k}={v}"
+            for k, v in (("source", record.source), ("version", record.text_version))
+            if v
+        )
+        entries.append(Entry(record.at, "", f"{record.kind} topic {record.topic}", detail))
     return entries
 
 

@@ -125,8 +125,11 @@ def send_campaign(
     # changes language after the send is written to in theirs.
     compiled = _compiled(validation)
     _store_compiled(session, campaign, spec, compiled, settings)
+    if validation.topic is not None:  # see Campaign.topic
+        topic = {"topic": validation.topic.name, "topic_as_sent": validation.topic.as_sent()}
+        campaign.definition = {**campaign.definition, **topic}
     include, exclude = _segments(spec, session)
-    added = store.snapshot(session, campaign.id, audience(include, exclude))
+    added = store.snapshot(session, campaign.id, audience(include, exclude, topic=campaign.topic))
     _open(session, campaign, added)
     total = store.total(session, campaign.id)
     # As the file writes it (its own offset), not as stored (UTC).

@@ -106,6 +106,10 @@ class Contact(Base):
         passive_deletes=True,
         order_by="ContactTag.tag",
     )
+    # The topics of campaigns/topics.yaml the contact does not receive.
+    left_topics: Mapped[list[TopicLeft]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="TopicLeft.topic"
+    )
 
     @property
     def tag_names(self) -> list[str]:
@@ -162,6 +166,14 @@ class Campaign(Base):
     variants: Mapped[list[CampaignVariant]] = relationship(
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    @property
+    def topic(self) -> str | None:
+        """The topic of `campaigns/topics.yaml` the campaign was sent under: its one-click
+        unsubscribe leaves that topic, and whoever left it is not mailed. None: no topic
+        (system mail, or a campaign sent without one), whose unsubscribe leaves everything."""
+        found = (self.definition or {}).get("topic")
+        return found if isinstance(found, str) else None
 
     def tracks(self, kind: str) -> bool:
         """Whether the campaign as sent tracks "opens" or "clicks" (not stated: no, as the
@@ -271,8 +283,9 @@ class WorkerBeat(Base):
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
-# A consent record's kinds: the three consents, and a withdrawal (an unsubscribe).
-CONSENT_RECORD_KINDS = (*CONSENTS, "withdrawn")
+# A consent record's kinds: the three consents, and a withdrawal (an unsubscribe); and for
+# one topic (`topic` set), joining it or leaving it.
+CONSENT_RECORD_KINDS = (*CONSENTS, "withdrawn", "joined", "left")
 
 
 class ConsentRecord(Base):
@@ -290,6 +303,23 @@ class ConsentRecord(Base):
     source: Mapped[str | None] = mapped_column(String(300))
     text_version: Mapped[str | None] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set for a topic's "joined" or "left"; None for the contact's consent as a whole.
+    topic: Mapped[str | None] = mapped_column(String(64))
+
+
+class TopicLeft(Base):
+    """A topic of `campaigns/topics.yaml` a contact does not receive: they left it (or did
+    not choose it on the subscribe form). A contact receives every other topic; joining
+    again deletes the row. Its consent records keep the history."""
+
+    __tablename__ = "topics_left"
+
+    contact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str | None] = mapped_column(String(300))
 
 
 class ConsentNotice(Base):
@@ -326,6 +356,8 @@ class Subscription(Base):
     contact_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("contacts.id", ondelete="SET NULL")
     )
+    # The topics the person ticked, when the form offered topics (None: it offered none).
+    topics: Mapped[list[str] | None] = mapped_column(JSONType)
 
     # The per-address daily limit counts an address's recent requests.
     __table_args__ = (Index("ix_subscriptions_email_created", "email", "created_at"),)

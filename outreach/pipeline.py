@@ -81,6 +81,7 @@ class Sender:
     relay_failures: int = 0
     policy_failures: int = 0
     campaign_id: int = field(default=0, init=False)
+    topic: str | None = field(default=None, init=False)  # whoever left it is skipped
 
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
@@ -111,7 +112,7 @@ class Sender:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.state != "sending":
             return
-        self.campaign_id = campaign_id
+        self.campaign_id, self.topic = campaign_id, campaign.topic
         prepared = prepare(session, campaign, self.settings, self.links)
         limits = [Limit("global", self.settings.rate.per_second)]
         if prepared.rate:
@@ -165,7 +166,8 @@ class Sender:
         """Addresses of the batch that must not get this campaign's message, with why. (A
         subscription's confirmation still goes to a person's own unsubscribe.)"""
         try:
-            found = store.suppressed(self.reader_conn, [r.email for r in recipients if r.email])
+            emails = [r.email for r in recipients if r.email]
+            found = store.suppressed(self.reader_conn, emails, self.topic)
         finally:
             self.reader_conn.rollback()
         return {e: why for e, why in found.items() if prepared.blocked_by(why)}

@@ -43,6 +43,8 @@ class Report:
     policy_by_domain: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     timeline_unit: str = "minute"
+    # Unsubscribes through this campaign's messages: each topic left, and everything apart.
+    unsubscribes: dict[str, Any] = field(default_factory=lambda: {"everything": 0, "by_topic": {}})
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +109,26 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         policy_by_domain=_policy_by_domain(session, cid),
         timeline=timeline,
         timeline_unit=unit,
+        unsubscribes=_unsubscribes(session, cid),
     )
+
+
+def _unsubscribes(session: Session, cid: int) -> dict[str, Any]:
+    """Who left what through this campaign's messages (a one-click, the page, mailto:, the
+    preferences page): a topic, or everything (a suppression)."""
+    topic = Event.data["topic"].as_string()
+    by_topic: dict[str, int] = {}
+    everything = 0
+    for name, n in session.execute(
+        select(topic, func.count())
+        .where(Event.campaign_id == cid, Event.kind == "unsubscribe")
+        .group_by(topic)
+    ):
+        if name is None:
+            everything = int(n)
+        else:
+            by_topic[str(name)] = int(n)
+    return {"everything": everything, "by_topic": dict(sorted(by_topic.items()))}
 
 
 def _events(session: Session, cid: int) -> dict[str, dict[str, int]]:

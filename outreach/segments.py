@@ -3,7 +3,9 @@
 A segment never loads contacts into Python to filter them; it is a WHERE clause the
 database evaluates, and suppressed addresses are excluded by the same query. Conditions on
 a contact's history with earlier campaigns (`received`, `clicked`, `engaged`...) are EXISTS
-subqueries over deliveries and events in that same WHERE clause.
+subqueries over deliveries and events in that same WHERE clause; `topic: events` (receives
+it) and `left: {topic: events, days: N}` (left it: a consent record) read the topics of
+campaigns/topics.yaml beside the file.
 """
 
 from __future__ import annotations
@@ -33,11 +35,23 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from outreach.campaigns import CampaignFile, find_campaigns
 from outreach.errors import FileError, FileErrors, NotFound
 from outreach.fields import KNOWN_COLUMNS, normalise_field
-from outreach.models import Campaign, Contact, ContactTag, Delivery, Event, Suppression, utcnow
+from outreach.models import (
+    Campaign,
+    ConsentRecord,
+    Contact,
+    ContactTag,
+    Delivery,
+    Event,
+    Suppression,
+    utcnow,
+)
+from outreach.topics import FILE_NAME as TOPICS_FILE
+from outreach.topics import NAME as TOPIC_NAME
+from outreach.topics import Topics, load_topics, receives
 from outreach.yamlfile import Loc, YamlDoc, load_yaml
 
 DEFAULT_PATH = Path("campaigns/segments.yaml")
-FIELDS = tuple(c for c in KNOWN_COLUMNS if c != "consent_date")
+FIELDS = tuple(c for c in KNOWN_COLUMNS if c not in ("consent_date", "topics_left"))
 COMBINATORS = ("all", "any", "not")
 VALUE_OPERATORS = ("in", "not")
 TAG_OPERATORS = ("any", "all", "none")
@@ -58,6 +72,9 @@ HISTORY_KEYS = {
     "clicked": ("campaign", "url", "days"),
     "engaged": ("days",),
 }
+# Topics (campaigns/topics.yaml): who receives one, and who left one (in the last N days).
+TOPIC_KEYS = ("topic", "left")
+LEFT_KEYS = ("topic", "days")
 MAX_DAYS = 36500
 MAX_URL = 2000
 
@@ -78,8 +95,10 @@ class _Compiler:
     def __init__(self, doc: YamlDoc) -> None:
         self.doc = doc
         self.errors: list[FileError] = []
-        # Campaign names the conditions mention, with where: checked once all is parsed.
+        # Campaign and topic names the conditions mention, with where: checked once all is
+        # parsed.
         self.campaigns: list[tuple[str, Loc]] = []
+        self.topics: list[tuple[str, Loc]] = []
         self.references: list[tuple[str, str]] = []
 
     def error(self, loc: Loc, message: str) -> ColumnElement[bool]:
@@ -109,13 +128,19 @@ class _Compiler:
             return self.tags(value, loc)
         if key in HISTORY_EVENTS:
             return self.history(key, value, loc)
+        if key == "topic":
+            return self.value(key, value, loc, lambda v: self.topic(v, loc))
+        if key == "left":
+            return self.left(value, loc)
         if key.startswith("attributes."):
             name = key.split(".", 1)[1]
             if not name:
                 return self.error(loc, "write attributes.KEY, e.g. attributes.region")
             return self.value(key, value, loc, lambda v: _attribute_equals(name, v))
         if key not in FIELDS:
-            allowed = ", ".join((*COMBINATORS, *FIELDS, "attributes.KEY", *HISTORY_EVENTS))
+            allowed = ", ".join(
+                (*COMBINATORS, *FIELDS, "attributes.KEY", *HISTORY_EVENTS, *TOPIC_KEYS)
+            )
             return self.error(loc, f"unknown field or operator {key!r}; allowed: {allowed}")
         column: InstrumentedAttribute[Any] = getattr(Contact, key)
 
@@ -232,6 +257,49 @@ class _Compiler:
             self.campaigns.append((campaign, (*loc, "campaign")))
             self.references.append((key, campaign))
         return _history(key, campaign, days, url)
+
+    def topic(self, value: Scalar, loc: Loc) -> ColumnElement[bool]:
+        """`topic: events`: contacts who receive it (have not left it)."""
+        name = self.topic_name("topic", value, loc)
+        return false() if name is None else receives(name)
+
+    def left(self, value: Any, loc: Loc) -> ColumnElement[bool]:
+        """`left: events` or `left: {topic: events, days: 30}`: contacts who left the topic
+        (in the last N days), whether or not they joined it again since."""
+        spec = value if isinstance(value, dict) else {"topic": value}
+        for k in spec:
+            if k not in LEFT_KEYS:
+                return self.error(
+                    (*loc, k), f"left: unknown key {k!r}; allowed: {', '.join(LEFT_KEYS)}"
+                )
+        if "topic" not in spec:
+            return self.error(loc, "left: needs topic:, e.g. left: {topic: events, days: 30}")
+        here = (*loc, "topic") if isinstance(value, dict) else loc
+        name = self.topic_name("left", spec["topic"], here)
+        days = self.days(spec["days"], (*loc, "days")) if "days" in spec else None
+        if name is None or ("days" in spec and days is None):
+            return false()
+        record = aliased(ConsentRecord)
+        conditions = [
+            record.contact_id == Contact.id,
+            record.kind == "left",
+            record.topic == name,
+        ]
+        if days is not None:
+            conditions.append(record.at >= _since(days))
+        return exists().where(*conditions)
+
+    def topic_name(self, key: str, value: Any, loc: Loc) -> str | None:
+        if not isinstance(value, str) or not TOPIC_NAME.match(value):
+            self.error(loc, f"{key}: write the name of a topic of topics.yaml, e.g. {key}: events")
+            return None
+        self.topics.append((value, loc))
+        return value
+
+    def check_topics(self, topics: Topics) -> None:
+        for name, loc in self.topics:
+            if name not in topics:
+                self.error(loc, topics.unknown(name))
 
     def campaign_name(self, key: str, value: Any, loc: Loc) -> str | None:
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -455,6 +523,8 @@ def parse_segments(doc: YamlDoc, session: Session | None = None) -> dict[str, Se
             " and the database" if session is not None else ""
         )
         compiler.check_campaigns(known_campaigns(folder, session), sources)
+    if compiler.topics:
+        compiler.check_topics(load_topics(doc.path.parent / TOPICS_FILE))
     if compiler.errors:
         raise FileErrors(compiler.errors)
     return segments
@@ -481,11 +551,16 @@ def get_segment(
         raise NotFound(f"{path}: no segment {name!r} (known: {known})") from None
 
 
-def audience(include: Sequence[Segment], exclude: Sequence[Segment] = ()) -> ColumnElement[bool]:
-    """Contacts in any included segment, in no excluded one, and not suppressed."""
+def audience(
+    include: Sequence[Segment], exclude: Sequence[Segment] = (), *, topic: str | None = None
+) -> ColumnElement[bool]:
+    """Contacts in any included segment, in no excluded one, not suppressed, and, for a
+    campaign with a topic, who have not left it."""
     condition = or_(*(s.where for s in include)) if include else false()
     if exclude:
         condition = and_(condition, not_(or_(*(s.where for s in exclude))))
+    if topic is not None:
+        return and_(condition, not_suppressed(), receives(topic))
     return and_(condition, not_suppressed())
 
 

@@ -16,7 +16,9 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Integer,
+    Select,
     String,
     Table,
     Text,
@@ -44,6 +46,7 @@ from outreach.models import (
     Delivery,
     Suppression,
     SystemRecipient,
+    TopicLeft,
     UTCDateTime,
     utcnow,
 )
@@ -273,14 +276,32 @@ def _system_recipients(conn: Connection, recipients: list[Recipient]) -> list[Re
     return out
 
 
-def suppressed(conn: Connection, emails: list[str]) -> dict[str, str]:
-    """The suppression reason of each of `emails` that is suppressed, in one query."""
+def suppressed(conn: Connection, emails: list[str], topic: str | None = None) -> dict[str, str]:
+    """The suppression reason of each of `emails` that is suppressed, in one query; with a
+    campaign's topic, those who left it too (in the same query), as "left topic NAME"."""
     if not emails:
         return {}
-    rows = conn.execute(
-        select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+    suppressions = select(Suppression.email, Suppression.reason).where(
+        Suppression.email.in_(emails)
     )
-    return {str(email): str(reason) for email, reason in rows}
+    query: Select[str, str] | CompoundSelect[str, str] = suppressions
+    if topic is not None:
+        # A probe of the topics-left key per contact of the batch (found by address): the
+        # plan does not hang on statistics, which a join's does (a seq scan, 20-30 ms on
+        # PostgreSQL with 10,000 rows not yet analysed).
+        left = select(TopicLeft.topic).where(
+            TopicLeft.contact_id == Contact.id, TopicLeft.topic == topic
+        )
+        query = suppressions.union_all(
+            select(Contact.email, literal(f"left topic {topic}")).where(
+                Contact.email.in_(emails), left.scalar_subquery().is_not(None)
+            )
+        )
+    found: dict[str, str] = {}
+    for email, reason in conn.execute(query):
+        if found.get(str(email)) in (None, f"left topic {topic}"):  # a suppression says more
+            found[str(email)] = str(reason)
+    return found
 
 
 _p_state = bindparam("p_state", type_=String)

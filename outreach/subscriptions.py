@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from outreach import consent, system_mail
 from outreach.advertising import sender_contact
 from outreach.config import Settings
-from outreach.errors import FileError
+from outreach.errors import FileError, FileErrors
 from outreach.events import record_event
 from outreach.fields import mailable_email, normalise_tag, sender_address
 from outreach.i18n import supported, translator
@@ -54,7 +54,9 @@ from outreach.models import (
     utcnow,
 )
 from outreach.system_mail import KINDS, Sender
-from outreach.yamlfile import load_yaml, validation_errors
+from outreach.topics import FILE_NAME as TOPICS_FILE
+from outreach.topics import load_topics
+from outreach.yamlfile import YamlDoc, load_yaml, validation_errors
 
 log = logging.getLogger("outreach.subscriptions")
 CONFIG_PATH = Path("campaigns/subscribe.yaml")
@@ -111,6 +113,9 @@ class SubscribeSpec(BaseModel):
     # The installation sends advertising: consents and withdrawals get a result notice by mail.
     advertising: bool = False
     limits: LimitsSpec = LimitsSpec()
+    # Topics of topics.yaml the form offers as boxes nobody ticked for the person: those
+    # ticked are joined on confirmation, the others offered left.
+    topics: list[str] = []
 
     @field_validator("from_", "reply_to")
     @classmethod
@@ -159,7 +164,21 @@ def load_config(settings: Settings, path: Path = CONFIG_PATH) -> SubscribeConfig
         raise validation_errors(doc, exc, allowed) from None
     config = SubscribeConfig(spec, path)
     system_sender(settings, config)  # a From is needed to send confirmations
+    _check_topics(doc, spec.topics)
     return config
+
+
+def _check_topics(doc: YamlDoc, names: list[str]) -> None:
+    if not names:
+        return
+    topics = load_topics(doc.path.parent / TOPICS_FILE)
+    errors = [
+        FileError(doc.path, f"topics: {topics.unknown(name)}", doc.lines.line_for(("topics", i)))
+        for i, name in enumerate(names)
+        if name not in topics
+    ]
+    if errors:
+        raise FileErrors(errors)
 
 
 def system_sender(settings: Settings, config: SubscribeConfig | None) -> Sender:
@@ -284,6 +303,7 @@ class SubscribeForm:
     name: str | None
     organisation: str | None
     language: str
+    topics: list[str] | None = None  # ticked, when the form offers topics
 
 
 @dataclass
@@ -291,10 +311,17 @@ class FormResult:
     form: SubscribeForm | None = None
     errors: dict[str, str] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
+    topics: list[str] = field(default_factory=list)
 
 
-def read_form(data: Mapping[str, str], page_language: str) -> FormResult:
-    """The form's fields checked; errors (in the page's language) by field."""
+def read_form(
+    data: Mapping[str, str],
+    page_language: str,
+    offered: list[str] | None = None,
+    ticked: list[str] | None = None,
+) -> FormResult:
+    """The form's fields checked; errors (in the page's language) by field. `ticked`: the
+    topics ticked among those `offered`."""
     _ = translator(page_language)
     result = FormResult()
     values = {key: str(data.get(key, "")) for key in ("email", "name", "organisation", "language")}
@@ -321,6 +348,12 @@ def read_form(data: Mapping[str, str], page_language: str) -> FormResult:
         result.errors["language"] = _("Choose the language of our email.")
     if data.get("consent") != "yes":
         result.errors["consent"] = _("Tick the box to agree to receive our email.")
+    if offered:
+        result.topics = list(dict.fromkeys(ticked or ()))
+        if not set(result.topics) <= set(offered):
+            result.errors["topics"] = _("Choose among the kinds of email shown.")
+        elif not result.topics:
+            result.errors["topics"] = _("Tick at least one kind of email to receive.")
     if not result.errors:
         assert language is not None
         result.form = SubscribeForm(
@@ -328,6 +361,7 @@ def read_form(data: Mapping[str, str], page_language: str) -> FormResult:
             name=values["name"].strip() or None,
             organisation=values["organisation"].strip() or None,
             language=language,
+            topics=result.topics if offered else None,
         )
     return result
 
@@ -475,6 +509,7 @@ def request(
         language=form.language,
         text_version=config.version,
         created_at=now,
+        topics=form.topics,
     )
     session.add(subscription)
     session.flush()
@@ -564,6 +599,7 @@ def confirm(
     contact.language = found.language
     session.flush()
     consent.record(session, contact, "opt-in", source="form", at=now, version=found.text_version)
+    _choose_topics(session, contact.id, config.spec.topics, found, now)
     have = set(session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id)))
     for tag in config.spec.tags:
         if tag not in have:
@@ -594,24 +630,33 @@ def confirm(
     return done
 
 
-def withdrawal_notice(
+def _choose_topics(
     session: Session,
-    contact: Contact,
-    config: SubscribeConfig | None,
-    settings: Settings,
-    now: datetime | None = None,
-) -> int | None:
-    """After an unsubscribe: the result notice by mail when the installation advertises."""
-    if config is None or not config.spec.advertising:
-        return None
-    campaign_id, _ = system_mail.queue(
-        session,
-        "result-withdrawal",
-        system_sender(settings, config),
-        email=contact.email,
-        name=contact.name,
-        language=contact.language,
-        contact_id=contact.id,
-        variables={"result_date": (now or utcnow()).date().isoformat()},
-    )
-    return campaign_id
+    contact_id: int,
+    offered: list[str],
+    found: Subscription,
+    now: datetime,
+) -> None:
+    """The topics ticked on the form are received, the others it offered left."""
+    if found.topics is None:
+        return
+    for topic in offered:
+        if topic in found.topics:
+            consent.join_topic(
+                session,
+                contact_id,
+                topic,
+                source="form",
+                version=found.text_version,
+                at=now,
+                chosen=True,
+            )
+        else:
+            consent.leave_topic(
+                session,
+                contact_id,
+                topic,
+                source="form: not chosen",
+                version=found.text_version,
+                at=now,
+            )

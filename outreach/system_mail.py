@@ -67,6 +67,13 @@ KINDS: dict[str, Kind] = {
         N_("Your unsubscription from %(sender)s is processed"),
         to_unsubscribed=True,
     ),
+    # A topic left (campaigns/topics.yaml): the person still receives the others.
+    "result-topic": Kind(
+        "_result-topic",
+        "result_topic.mjml",
+        N_("Your choice of email from %(sender)s is processed"),
+        to_unsubscribed=True,
+    ),
 }
 _BY_CAMPAIGN = {kind.campaign: kind for kind in KINDS.values()}
 

@@ -40,6 +40,7 @@ from outreach.render import (
 )
 from outreach.segments import audience, audience_of, count, untracked
 from outreach.tokens import Links, Tokens
+from outreach.topics import Topic, load_topics
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Validation:
     audience_size: int | None = None
     languages: dict[str, int] = field(default_factory=dict)
     compiled: CompiledCampaign | None = None
+    # The campaign's topic as campaigns/topics.yaml defines it (None: it names none).
+    topic: Topic | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,6 +76,7 @@ def validate_campaign(
         validation.errors += located(exc)
         return validation
     validation.errors += segment_errors
+    validation.topic = _check_topic(campaign, validation)
     validation.warnings += untracked([*include, *exclude], campaign.segments_path.parent, session)
     validation.errors += check_addresses(campaign, settings)
     validation.errors += _check_advertising(campaign, settings)
@@ -93,7 +97,8 @@ def validate_campaign(
     if campaign.spec.welcome:  # no audience: any language a new subscriber may read
         validation.languages = dict.fromkeys(sorted(available), 0)
     elif session is not None and not segment_errors:
-        where = audience(include, exclude)
+        topic = validation.topic.name if validation.topic else None
+        where = audience(include, exclude, topic=topic)
         needed = _audience(campaign, session, where, available, validation)
         if campaign.spec.advertising:
             validation.warnings += _left_out(campaign, session, include, exclude)
@@ -119,6 +124,29 @@ def validate_campaign(
     validation.warnings += data.empty_value_warnings()
     validation.warnings += data.link_warnings()
     return validation
+
+
+def _check_topic(campaign: CampaignFile, validation: Validation) -> Topic | None:
+    """The campaign's topic: an unknown one is an error; none, where topics exist, a warning
+    (its one-click unsubscribe would leave everything)."""
+    try:
+        topics = load_topics(campaign.topics_path)
+    except (FileError, FileErrors) as exc:
+        validation.errors += located(exc)
+        return None
+    name = campaign.spec.topic
+    if name is None:
+        if topics.exists and not campaign.spec.welcome:
+            validation.warnings.append(
+                f"{campaign.path}: no topic: its unsubscribe link leaves all our email, and "
+                f"nobody can leave this kind of mail alone; add topic: with one of "
+                f"{topics.listing()} ({topics.path.name})"
+            )
+        return None
+    topic = topics.get(name)
+    if topic is None:
+        validation.errors.append(campaign.error(topics.unknown(name), "topic"))
+    return topic
 
 
 def check_addresses(campaign: CampaignFile, settings: Settings) -> list[FileError]:

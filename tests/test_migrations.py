@@ -131,3 +131,53 @@ def test_system_campaigns_stored_before_0007_keep_mailing_the_unsubscribed(db_ur
         "_result-withdrawal": True,
         "news": None,
     }
+
+
+def test_downgrading_below_topics_keeps_every_consent_record(db_url: str) -> None:
+    """0008 → 0007: the consent record of a topic stays, naming its topic in its source; the
+    topics left go (0007 knows no topics), and the contact and its other records stay."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from outreach.db import alembic_config
+
+    t = "2026-01-01 00:00:00"
+    with engine_for(db_url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO contacts (id, email, attributes, created_at, updated_at) "
+                "VALUES (1, 'kim@example.org', '{}', :t, :t)"
+            ),
+            {"t": t},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO topics_left (contact_id, topic, at, source) VALUES (1, 'events', :t, 'one-click')"
+            ),
+            {"t": t},
+        )
+        for kind, topic, source in (
+            ("opt-in", None, "form"),
+            ("left", "events", "one-click"),
+            ("joined", "newsletter", None),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO consents (contact_id, kind, at, source, recorded_at, topic) "
+                    "VALUES (1, :kind, :t, :source, :t, :topic)"
+                ),
+                {"kind": kind, "t": t, "source": source, "topic": topic},
+            )
+    command.downgrade(alembic_config(db_url), "0007")
+    with engine_for(db_url).connect() as conn:
+        rows = conn.execute(text("SELECT kind, source FROM consents ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [
+            ("opt-in", "form"),
+            ("left", "topic events: one-click"),
+            ("joined", "topic newsletter: "),
+        ]
+        assert "topics_left" not in inspect(conn).get_table_names()
+        assert conn.execute(text("SELECT count(*) FROM contacts")).scalar() == 1
+    upgrade(db_url)
+    with engine_for(db_url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM consents")).scalar() == 3

@@ -46,13 +46,13 @@ def campaigns() -> None:
 def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     """Check campaign files, their segments and templates; exit 0 only when all is well.
 
-    Checks YAML and keys, segments, From/Reply-To, every template variant, Jinja and MJML
-    errors, undefined variables (rendered for stand-in
-    contacts), links, and the unsubscribe link. Warns about what the audience's data will
+    Checks YAML and keys, segments, the topic, From/Reply-To, every template variant, Jinja
+    and MJML errors, undefined variables (rendered for stand-in contacts), links, and the
+    unsubscribe link. Warns about what the audience's data will
     do: languages without a variant, values empty for some readers, links made of
     recipients' values. Without FILES, every campaigns/*.yaml is checked, and
-    campaigns/subscribe.yaml (the subscribe form's settings) by its own rules; named,
-    campaigns/segments.yaml is checked as segments.
+    campaigns/topics.yaml and campaigns/subscribe.yaml (the subscribe form's settings) by
+    their own rules; named, campaigns/segments.yaml is checked as segments.
 
     \b
     Example:
@@ -60,8 +60,10 @@ def campaigns_validate(app: App, files: tuple[Path, ...]) -> None:
     """
     from outreach.campaigns import find_campaigns
     from outreach.subscriptions import CONFIG_PATH
+    from outreach.topics import DEFAULT_PATH as TOPICS_PATH
 
-    paths = list(files) or [*find_campaigns(), *([CONFIG_PATH] if CONFIG_PATH.is_file() else [])]
+    shared = [path for path in (TOPICS_PATH, CONFIG_PATH) if path.is_file()]
+    paths = list(files) or [*find_campaigns(), *shared]
     if not paths:
         raise UserError("no campaign files: pass FILE or add campaigns/*.yaml")
     # An error in a shared file (segments.yaml, a layout) is one problem, however many
@@ -103,7 +105,8 @@ def local_and_utc(when: datetime) -> str:
 def _validate_one(
     app: App, path: Path, session: Session | None
 ) -> tuple[list[Any], list[str], str | None]:
-    """(errors, warnings, the ok line) of one file: a campaign, or the subscribe settings."""
+    """(errors, warnings, the ok line) of one file: a campaign, the topics, the segments or
+    the subscribe settings."""
     from outreach.errors import FileError, located
     from outreach.subscriptions import load_config
     from outreach.validate import validate_campaign
@@ -114,6 +117,16 @@ def _validate_one(
         except (FileError, FileErrors) as exc:
             return located(exc), [], None
         return [], [], f"{path}: the subscribe form's settings"
+    if path.name == "topics.yaml":  # checked with every campaign too
+        from outreach.topics import load_topics
+
+        try:
+            topics = load_topics(path)
+        except (FileError, FileErrors) as exc:
+            return located(exc), [], None
+        if not path.is_file():
+            return [FileError(path, "no such file")], [], None
+        return [], [], f"{path}: {counted(len(topics), 'topic')}: {topics.listing()}"
     if path.name == "segments.yaml":  # checked with every campaign, or named alone
         from outreach.segments import load_segments
 
@@ -504,8 +517,9 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
 def campaigns_report(
     app: App, name: str, html_path: Path | None, as_json: bool, segments_file: Path
 ) -> None:
-    """Per-state counts, delivery, bounce, unsubscribe, open and click rates, top links,
-    languages, segments, bounces and policy rejections by domain and the send timeline.
+    """Per-state counts, delivery, bounce, unsubscribe, open and click rates, unsubscribes
+    by topic left (and everything apart), top links, languages, segments, bounces and
+    policy rejections by domain and the send timeline.
 
     \b
     Example:
@@ -530,6 +544,14 @@ def campaigns_report(
         [[*report.counts.values(), report.total]],
     )
     print_table("rates", list(pct), [list(pct.values())])
+    left = report.unsubscribes
+    if left["everything"] or left["by_topic"]:
+        print_table(
+            "unsubscribes",
+            ["left", "contacts"],
+            [[f"topic {topic}", n] for topic, n in left["by_topic"].items()]
+            + [["everything", left["everything"]]],
+        )
     if report.top_links:
         print_table(
             "top clicked links",

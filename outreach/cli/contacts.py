@@ -61,11 +61,12 @@ def contacts_import(
     """Upsert contacts from a CSV or .xlsx file with a header row and an email column.
 
     Known columns: name, organisation, organisation_type, city, country, language,
-    membership, tags (separated by ;), consent, consent_date; common English and Korean
+    membership, tags (separated by ;), consent, consent_date, topics_left (topics of
+    campaigns/topics.yaml the contact left, separated by ;); common English and Korean
     headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
     any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
     written when any row is invalid. Suppressed addresses stay suppressed; forgotten ones are
-    not imported.
+    not imported; a topic a contact left is never given back.
 
     \b
     Example:
@@ -73,6 +74,7 @@ def contacts_import(
       outreach contacts import 회원명단.xlsx --map "Mail Adr=email"
     """
     from outreach.contacts import MAX_REPORTED, import_csv, parse_mapping
+    from outreach.topics import DEFAULT_PATH as TOPICS_PATH
 
     mapping = parse_mapping(maps)
     with app.session() as session:
@@ -83,6 +85,7 @@ def contacts_import(
             dry_run=dry_run,
             skip_invalid=skip_invalid,
             mapping=mapping,
+            topics_path=TOPICS_PATH,
         )
     for error in result.errors[:MAX_REPORTED]:
         err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
@@ -98,6 +101,8 @@ def contacts_import(
     if result.forgotten:
         summary += f"; {counted(result.forgotten, 'forgotten address', 'forgotten addresses')} "
         summary += "not imported"
+    if result.topics_left:
+        summary += f"; {counted(result.topics_left, 'topic')} left"
     if dry_run:
         console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
     elif result.written:
@@ -202,9 +207,20 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
                 "suppression",
                 "history",
                 "consent_history",
+                "topics_left",
             )
         ]
         rows.append(["tags", ", ".join(doc["tags"])])
+        rows.append(
+            [
+                "topics left",
+                "; ".join(
+                    f"{t['topic']} since {t['since'][:10]} ({t['source']})"
+                    for t in doc["topics_left"]
+                )
+                or "none",
+            ]
+        )
         rows += [[f"attributes.{k}", v] for k, v in sorted(doc["attributes"].items())]
         rows.append(
             [

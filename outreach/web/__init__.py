@@ -29,6 +29,8 @@ from outreach.i18n import N_, install, translator
 from outreach.subscriptions import ConfirmTokens, FormTokens
 from outreach.tasks import Nudger
 from outreach.tokens import Links, tokens_for
+from outreach.topics import FILE_NAME as TOPICS_FILE
+from outreach.topics import load_topics
 from outreach.web.archive import archive_door
 from outreach.web.base import WebState, both, message, state
 from outreach.web.recipients import recipients
@@ -50,8 +52,8 @@ site = Blueprint("site", __name__)
 
 
 def create_app(settings: Settings, project: Path | None = None) -> Flask:
-    """The app; `project` is the folder with campaigns/ (subscribe.yaml, archived campaigns),
-    the working directory by default."""
+    """The app; `project` is the folder with campaigns/ (subscribe.yaml, topics.yaml,
+    archived campaigns), the working directory by default."""
     tokens = tokens_for(settings, "outreach serve")
     root = Path.cwd() if project is None else project
     app = Flask(
@@ -77,6 +79,7 @@ def create_app(settings: Settings, project: Path | None = None) -> Flask:
         form_tokens=FormTokens.of(settings),
         confirm_tokens=ConfirmTokens(settings),
         nudge=Nudger(settings),
+        topics=load_topics(root / "campaigns" / TOPICS_FILE),
     )
     for door in (site, recipients, tracking, subscribe_door, archive_door):
         app.register_blueprint(door)

@@ -19,6 +19,7 @@ from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
 from outreach.suppressions import recipient_of
 from outreach.tasks import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens
+from outreach.topics import Topics
 
 # The view-online and archive pages show an email itself: its inline styles and images.
 VIEW_CSP = (
@@ -41,6 +42,8 @@ class WebState:
     form_tokens: FormTokens | None = None
     confirm_tokens: ConfirmTokens | None = None
     nudge: Nudger = field(default_factory=lambda: Nudger(Settings()))
+    # campaigns/topics.yaml: what the preferences page offers (none without the file).
+    topics: Topics | None = None
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The pages a recipient reaches from a message of ours: the one-click unsubscribe
-(RFC 8058) and its confirm page, preferences, and the message viewed online."""
+(RFC 8058) and its confirm page, preferences (topics, subscribe again, language), and the
+message viewed online. What an unsubscribe does is `unsubscribe`; here is only the door."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from outreach import consent, subscriptions
+from outreach import consent
+from outreach import unsubscribe as leaving
 from outreach.compose import Prepared, prepare
 from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, languages, supported, translator
-from outreach.models import Suppression, utcnow
+from outreach.models import Suppression
 from outreach.render import RenderError
 from outreach.store import load as load_recipients
-from outreach.suppressions import suppress_if_new, unsuppress
+from outreach.suppressions import DeliveryRecipient, is_suppressed, unsuppress
+from outreach.topics import Topic, Topics, left_by
 from outreach.web.base import (
     VIEW_CSP,
     Addressee,
@@ -36,6 +39,8 @@ from outreach.web.base import (
 
 recipients = Blueprint("recipients", __name__)
 log = logging.getLogger("outreach.web")
+# The source of the consent records of what is chosen on the preferences page.
+SOURCE = "preferences page"
 
 
 @recipients.get("/u/<token>")
@@ -46,12 +51,14 @@ def unsubscribe_page(token: str) -> Response:
             return other
         assert addressee is not None
         lang = language(own_language(addressee))
+        topic = _topic(addressee)
         return page(
             "unsubscribe.html",
             lang,
             email=addressee.email,
             sender=addressee.sender,
-            campaign=addressee.campaign.name,
+            topic=topic.title_in(lang) if topic else None,
+            description=topic.description_in(lang) if topic else None,
             action=f"/u/{token}",
             title=translator(lang)("Unsubscribe"),
         )
@@ -59,57 +66,61 @@ def unsubscribe_page(token: str) -> Response:
 
 @recipients.post("/u/<token>")
 def unsubscribe(token: str) -> Response:
+    """A mail client's one-click (RFC 8058) and the page's default button leave the
+    message's topic; the page's other button (leave=everything) leaves everything."""
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     confirmed = request.form.get("confirm") == "yes"
     if not (one_click or confirmed):
         abort(400)
+    leave = "topic" if one_click else request.form.get("leave", "topic")
+    if leave not in ("topic", "everything"):
+        abort(400)
     web = state()
-    nudge: int | None = None
     with web.writer() as session:
         addressee, other = resolve("unsubscribe", token, session)
         if other is not None:
             return other
         assert addressee is not None and addressee.email is not None
-        contact = addressee.contact
-        method = "one-click" if one_click else "unsubscribe page"
-        if suppress_if_new(
+        done = leaving.unsubscribe(
             session,
-            addressee.email,
-            "unsubscribed",
-            campaign_id=addressee.campaign.id,
-            detail=method,
-        ):
-            record_event(
-                session,
-                "unsubscribe",
-                campaign_id=addressee.campaign.id,
-                delivery_id=addressee.delivery.id,
-                contact_id=contact.id if contact else None,
-                data={"method": "one-click" if one_click else "page"},
-            )
-            if contact is not None:
-                consent.record(session, contact, "withdrawn", source=method)
-                nudge = subscriptions.withdrawal_notice(
-                    session, contact, web.subscribe, web.settings
-                )
-        subscriptions.declined(session, addressee.email, addressee.campaign)
-        session.commit()
-        withdrawn = session.scalar(
-            select(Suppression.created_at).where(Suppression.email == addressee.email)
+            DeliveryRecipient(
+                addressee.delivery, addressee.campaign, addressee.contact, addressee.email
+            ),
+            "one-click" if one_click else "page",
+            everything=leave == "everything",
+            subscribe=web.subscribe,
+            settings=web.settings,
         )
+        session.commit()
         lang = language(own_language(addressee))
+        _ = translator(lang)
+        topic = done.topic.title_in(lang) if done.topic else None
         response = page(
             "unsubscribed.html",
             lang,
             email=addressee.email,
             sender=addressee.sender,
+            topic=topic,
+            topic_name=done.topic.name if done.topic else None,
+            suppressed=done.topic is not None and is_suppressed(session, addressee.email),
+            action=f"/u/{token}",
             preferences=f"/p/{web.tokens.sign('preferences', addressee.delivery.id)}",
-            result="withdrawn",
-            result_date=(withdrawn or utcnow()).date().isoformat(),
-            title=translator(lang)("You are unsubscribed"),
+            result="left" if done.topic else "withdrawn",
+            result_date=done.since.date().isoformat(),
+            title=_("You have left “%(topic)s”") % {"topic": topic}
+            if topic
+            else _("You are unsubscribed"),
         )
-    web.nudge(nudge)
+    web.nudge(done.nudge)
     return response
+
+
+def _topic(addressee: Addressee) -> Topic | None:
+    """The topic a message's unsubscribe leaves, as the message was sent under it; None when
+    it leaves everything (no topic, or a system message's recipient who is no contact)."""
+    if addressee.contact is None:
+        return None
+    return leaving.topic_of(addressee.campaign)
 
 
 @recipients.route("/p/<token>", methods=["GET", "POST"])
@@ -139,6 +150,7 @@ def preferences(token: str) -> Response:
             status = "unsubscribed"
         else:
             status = "blocked"
+        left = left_by(session, contact.id)
         return page(
             "preferences.html",
             lang,
@@ -146,6 +158,15 @@ def preferences(token: str) -> Response:
             notice=notice,
             standing=status,
             can_resubscribe=suppression is not None and suppression.reason == "unsubscribed",
+            topics=[
+                {
+                    "name": topic.name,
+                    "title": topic.title_in(lang),
+                    "description": topic.description_in(lang),
+                    "receives": topic.name not in left,
+                }
+                for topic in web.topics or ()
+            ],
             unsubscribe=f"/u/{web.tokens.sign('unsubscribe', addressee.delivery.id)}",
             contact_language=supported(contact.language) or DEFAULT,
             title=translator(lang)("Your preferences"),
@@ -156,8 +177,13 @@ def _change_preferences(session: Session, addressee: Addressee) -> str:
     assert addressee.contact is not None
     contact = addressee.contact
     action = request.form.get("action")
+    _ = translator(language(contact.language))
     if action == "resubscribe":
-        notice = _resubscribe(session, addressee, translator(language(contact.language)))
+        notice = _resubscribe(session, addressee, _)
+    elif action == "topics":
+        notice = _choose_topics(session, addressee, set(request.form.getlist("topic")), _)
+    elif action == "join":
+        notice = _join_again(session, addressee, request.form.get("topic", ""), _)
     elif action == "language":
         try:
             chosen = normalise_language(request.form.get("language", ""))
@@ -172,6 +198,74 @@ def _change_preferences(session: Session, addressee: Addressee) -> str:
         abort(400)
     session.commit()
     return notice
+
+
+def _topics() -> Topics:
+    found = state().topics
+    if found is None or not found.exists:
+        abort(400)  # a page of ours offers no topics then
+    return found
+
+
+def _choose_topics(session: Session, addressee: Addressee, chosen: set[str], _: Any) -> str:
+    """The topics ticked are received, the others left; a name we do not offer changes
+    nothing at all."""
+    topics = _topics()
+    if chosen - set(topics.by_name):
+        abort(400)
+    assert addressee.contact is not None
+    left = left_by(session, addressee.contact.id)
+    for topic in topics:
+        if topic.name in chosen and topic.name in left:
+            _record_join(session, addressee, topic)
+        elif topic.name not in chosen and topic.name not in left:
+            _record_leave(session, addressee, topic)
+    return str(_("Your choices are saved."))
+
+
+def _join_again(session: Session, addressee: Addressee, name: str, _: Any) -> str:
+    """ "That was a mistake": the topic just left, received again."""
+    offered = state().topics
+    topic = (offered.get(name) if offered else None) or _sent_topic(addressee, name)
+    if topic is None:
+        abort(400)
+    _record_join(session, addressee, topic)
+    assert addressee.contact is not None
+    title = topic.title_in(language(addressee.contact.language))
+    return str(_("You will receive “%(topic)s” again.") % {"topic": title})
+
+
+def _sent_topic(addressee: Addressee, name: str) -> Topic | None:
+    topic = leaving.topic_of(addressee.campaign)
+    return topic if topic is not None and topic.name == name else None
+
+
+def _record_join(session: Session, addressee: Addressee, topic: Topic) -> None:
+    assert addressee.contact is not None
+    if consent.join_topic(
+        session, addressee.contact.id, topic.name, source=SOURCE, version=topic.version
+    ):
+        _topic_event(session, addressee, "resubscribe", topic)
+
+
+def _record_leave(session: Session, addressee: Addressee, topic: Topic) -> None:
+    assert addressee.contact is not None
+    changed, _ = consent.leave_topic(
+        session, addressee.contact.id, topic.name, source=SOURCE, version=topic.version
+    )
+    if changed:
+        _topic_event(session, addressee, "unsubscribe", topic)
+
+
+def _topic_event(session: Session, addressee: Addressee, kind: str, topic: Topic) -> None:
+    record_event(
+        session,
+        kind,
+        campaign_id=addressee.campaign.id,
+        delivery_id=addressee.delivery.id,
+        contact_id=addressee.contact.id if addressee.contact else None,
+        data={"method": "preferences", "topic": topic.name},
+    )
 
 
 def _resubscribe(session: Session, addressee: Addressee, _: Any) -> str:

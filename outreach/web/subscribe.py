@@ -42,6 +42,12 @@ def _form(lang: str, status: int = 200, **values: Any) -> Response:
         status,
         token=web.form_tokens.issue(_client()),
         consent_text=config.consent_text(lang),
+        topics=[
+            {"name": t.name, "title": t.title_in(lang), "description": t.description_in(lang)}
+            for t in (web.topics.get(name) for name in config.spec.topics if web.topics)
+            if t is not None
+        ],
+        ticked=values.pop("ticked", []),
         errors=values.pop("errors", {}),
         values=values.pop("values", {"language": lang}),
         title=_("Subscribe"),
@@ -90,12 +96,14 @@ def _subscribe() -> Response:
     lang = supported(request.form.get("lang", "")) or language()
     _ = translator(lang)
     assert web.form_tokens is not None
-    checked = subscriptions.read_form(request.form, lang)
+    checked = subscriptions.read_form(
+        request.form, lang, config.spec.topics, request.form.getlist("topic")
+    )
     # The token first: any page on the web can make a visitor's browser POST here, but not
     # with a token, and such requests must not use up the visitor's own allowance.
     if not web.form_tokens.valid(request.form.get("token", ""), _client()):
         checked.errors = {"form": _("The form has expired. Please send it again.")}
-        return _form(lang, 400, errors=checked.errors, values=checked.values)
+        return _form(lang, 400, errors=checked.errors, values=checked.values, ticked=checked.topics)
     with web.writer() as session:
         allowed = subscriptions.allow_client(
             session, _client(), config.spec.limits.per_client_per_hour
@@ -104,7 +112,7 @@ def _subscribe() -> Response:
     if not allowed:
         abort(429)
     if checked.errors:
-        return _form(lang, 400, errors=checked.errors, values=checked.values)
+        return _form(lang, 400, errors=checked.errors, values=checked.values, ticked=checked.topics)
     campaign_id = None
     # A robot fills in the field people never see: it gets the same answer, nothing queued.
     if not request.form.get("website") and checked.form is not None:
