@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
+from outreach import spellings
 from outreach.models import CONSENTS, MEMBERSHIPS
 
 # Columns with a place of their own on a contact; anything else is a free attribute.
@@ -262,19 +263,44 @@ def sender_address(value: str) -> str:
 
 
 def normalise_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code, from the code or a name as offices write it (`대한민국`,
+    `한국`, `South Korea`, `KOR`: KR)."""
     code = value.strip().upper()
-    if code not in _countries():
-        raise ValueError(f"unknown country {value!r}: use an ISO 3166-1 alpha-2 code such as KR")
-    return code
+    if code in _countries():
+        return code
+    named = spellings.countries().get(value)
+    if named is not None:
+        return named
+    raise ValueError(
+        f"unknown country {value!r}: write an ISO 3166-1 code or the country's name, e.g. "
+        f"{spellings.countries().examples}{spellings.countries().suggestion(value)}"
+    )
+
+
+@lru_cache(maxsize=1)
+def _two_letter() -> dict[str, str]:
+    """ISO 639 three-letter codes that have a two-letter one (kor: ko): BCP 47 uses the
+    shortest."""
+    import pycountry
+
+    return {lang.alpha_3: lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2")}
 
 
 def normalise_language(value: str) -> str:
-    """BCP 47 in canonical case: `ko`, `en-GB`, `zh-Hant-TW`."""
+    """BCP 47 in canonical case: `ko`, `en-GB`, `zh-Hant-TW`; from a tag, or a language's
+    name as offices write it (`한국어`, `영어`, `English`, `중국어(번체)`)."""
     text = value.strip().replace("_", "-")
     match = _BCP47.match(text)
     if not match or match.group("lang").lower() not in _languages():
-        raise ValueError(f"unknown language {value!r}: use a BCP 47 tag such as ko or en")
-    parts = [match.group("lang").lower()]
+        named = spellings.languages().get(value)
+        if named is not None:
+            return named
+        raise ValueError(
+            f"unknown language {value!r}: write a BCP 47 tag or the language's name, e.g. "
+            f"{spellings.languages().examples}{spellings.languages().suggestion(value)}"
+        )
+    primary = match.group("lang").lower()
+    parts = [_two_letter().get(primary, primary)]
     if match.group("script"):
         parts.append(match.group("script").title())
     if match.group("region"):
@@ -285,11 +311,21 @@ def normalise_language(value: str) -> str:
 
 
 def normalise_choice(field: str, value: str) -> str:
+    """One of MEMBERSHIPS or CONSENTS, from the code or a word as offices write it
+    (`정회원`: full, `수신동의`: opt-in; see `spellings`)."""
     choices = {"membership": MEMBERSHIPS, "consent": CONSENTS}[field]
     text = value.strip().lower()
-    if text not in choices:
-        raise ValueError(f"unknown {field} {value!r}: choose one of {', '.join(choices)}")
-    return text
+    if text in choices:
+        return text
+    words = spellings.memberships() if field == "membership" else spellings.consents()
+    found = words.get(value)
+    if found is not None:
+        return found
+    if field == "membership" and spellings.key(value) in spellings.AMBIGUOUS_MEMBERSHIP:
+        raise ValueError(
+            f"membership {value!r} could be full (정회원) or associate (준회원): write which"
+        )
+    raise ValueError(f"unknown {field} {value!r}: choose one of {words.examples}")
 
 
 def normalise_organisation_type(value: str) -> str:
