@@ -56,6 +56,52 @@ class RowError:
         return f"line {self.line}: {self.reason}"
 
 
+# Fields a recipient can set on their own preferences page, and the column that says when
+# they did: an import keeps such a value unless staff override it.
+RECIPIENT_CHOICES = {"language": "language_chosen_at"}
+
+
+def record_choice(contact: Contact, field: str, value: str) -> None:
+    """A value the recipient chose themselves (on their preferences page): set, and marked
+    as theirs, so that a re-import of the office's list does not undo it."""
+    setattr(contact, field, value)
+    setattr(contact, RECIPIENT_CHOICES[field], utcnow())
+
+
+Shown = str | None
+
+
+def _shown(value: Any) -> Shown:
+    """A stored or imported value as a person reads it in a list of changes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+@dataclass
+class RowChange:
+    """What importing one row changes (a dry run lists them): a new contact, or each field
+    with its stored value and the file's; `kept` are the file's values not taken because
+    the recipient chose theirs."""
+
+    line: int
+    email: str
+    new: bool = False
+    fields: dict[str, tuple[Shown, Shown]] = field(default_factory=dict)
+    kept: dict[str, tuple[Shown, Shown]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "email": self.email,
+            "new": self.new,
+            "fields": {k: {"from": a, "to": b} for k, (a, b) in self.fields.items()},
+            "kept": {k: {"recipient": a, "file": b} for k, (a, b) in self.kept.items()},
+        }
+
+
 @dataclass
 class ImportResult:
     path: str
@@ -65,13 +111,34 @@ class ImportResult:
     unchanged: int = 0  # rows equal to what is stored: not written, updated_at stays
     suppressed: int = 0
     forgotten: int = 0  # rows of forgotten addresses, not imported: their data stays erased
+    # Rows whose file value lost to a value the recipient chose (RECIPIENT_CHOICES).
+    kept: int = 0
+    kept_fields: set[str] = field(default_factory=set)
     errors: list[RowError] = field(default_factory=list)
     written: bool = False
     attribute_columns: list[str] = field(default_factory=list)
+    # Under --dry-run: every row that would change something, in file order.
+    changes: list[RowChange] = field(default_factory=list)
 
     @property
     def valid(self) -> int:
         return self.rows - len(self.errors)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "rows": self.rows,
+            "new": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "invalid": len(self.errors),
+            "kept_recipient_choices": self.kept,
+            "suppressed": self.suppressed,
+            "forgotten": self.forgotten,
+            "written": self.written,
+            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "changes": [change.as_json() for change in self.changes],
+        }
 
 
 def parse_mapping(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -243,6 +310,7 @@ def import_csv(
     dry_run: bool = False,
     skip_invalid: bool = False,
     mapping: Mapping[str, str] | None = None,
+    override_recipient_choices: bool = False,
 ) -> ImportResult:
     """Upsert contacts from a CSV file, or an .xlsx one (by its name).
 
@@ -250,18 +318,21 @@ def import_csv(
     after `mapping` (a header → a column name) is applied.
     All or nothing by default: rows are written in batches inside one transaction, and the
     transaction is rolled back when any row is invalid (unless skip_invalid) or on a dry run.
+    A value the recipient chose themselves (RECIPIENT_CHOICES) is kept unless
+    `override_recipient_choices`; a dry run lists what each row would change.
     """
     path = Path(path)
     result = ImportResult(str(path))
     now = utcnow()
     seen: dict[str, int] = {}
-    batch: list[tuple[dict[str, Any], list[str] | None]] = []
+    batch: list[Line] = []
+    upsert = _Upsert(now, override_recipient_choices, dry_run)
     columns, rows = _rows(path, encoding, mapping or {})
     result.attribute_columns = [c for c in columns if c and c not in _KNOWN]
-    has_free_columns = bool(result.attribute_columns)
+    upsert.has_free_columns = bool(result.attribute_columns)
     # A consent's date, source and version are kept when the same consent is imported
     # again, unless the file gives them.
-    keep = frozenset(
+    upsert.keep = frozenset(
         column
         for column, given in (
             ("consent_at", "consent_date"),
@@ -287,16 +358,17 @@ def import_csv(
                 batch.clear()
             continue
         if collecting:  # a dry run counts every valid row as the import would
-            batch.append((values, tags))
+            batch.append((line, values, tags))
             if len(batch) >= BATCH:
-                _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
+                _import_batch(session, batch, result, upsert)
                 batch.clear()
     if collecting and batch:
-        _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
+        _import_batch(session, batch, result, upsert)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
-        if not dry_run:
-            result.unchanged = result.suppressed = result.forgotten = 0  # nothing imported
+        if not dry_run:  # nothing imported
+            result.unchanged = result.suppressed = result.forgotten = result.kept = 0
+            result.kept_fields.clear()
         return result
     _count_written(session, now, result)
     result.written = True
@@ -331,65 +403,103 @@ def _stored(
     return found
 
 
-def _unchanged(
-    values: dict[str, Any],
-    tags: list[str] | None,
-    stored: tuple[dict[str, Any], set[str]],
-    keep: frozenset[str],
-    now: datetime,
-) -> bool:
-    """Whether the upsert would leave the contact as it is: the rules of `_assignments`
-    (the same consent keeps its date, source and version) applied in Python."""
+Values = dict[str, Any]
+Tags = list[str] | None
+Line = tuple[int, Values, Tags]
+
+
+@dataclass
+class _Upsert:
+    """How this import writes: its time, what the file leaves as stored, and whether the
+    file's values replace those recipients chose themselves."""
+
+    now: datetime
+    override: bool = False
+    dry_run: bool = False
+    has_free_columns: bool = False
+    keep: frozenset[str] = frozenset(("consent_at",))
+
+
+def _differences(
+    values: Values, tags: Tags, stored: tuple[dict[str, Any], set[str]], upsert: _Upsert
+) -> dict[str, tuple[Shown, Shown]]:
+    """What the upsert would change, field by field (stored value, file value): the rules
+    of `_assignments` (the same consent keeps its date, source and version) in Python."""
     old, old_tags = stored
     same_consent = old.get("consent") == values.get("consent")
+    changed: dict[str, tuple[Shown, Shown]] = {}
     for column, was in old.items():
+        if column not in values:
+            continue  # read for what it says about another (when a choice was made)
         new = values[column]
-        if same_consent and (column in keep or (column == "consent_at" and new == now)):
+        kept = column in upsert.keep or (column == "consent_at" and new == upsert.now)
+        if same_consent and kept:
             continue  # kept as recorded
         if column == "attributes":
             was = was or {}
-        if new != was:
-            return False
-    return tags is None or set(tags) == old_tags
+            for key in sorted({*was, *new}):
+                if was.get(key) != new.get(key):
+                    changed[f"attributes.{key}"] = (_shown(was.get(key)), _shown(new.get(key)))
+        elif new != was:
+            changed[column] = (_shown(was), _shown(new))
+    if tags is not None and set(tags) != old_tags:
+        changed["tags"] = (_shown(";".join(sorted(old_tags))), _shown(";".join(tags)))
+    return changed
 
 
 def _import_batch(
-    session: Session,
-    batch: list[tuple[dict[str, Any], list[str] | None]],
-    result: ImportResult,
-    has_free_columns: bool,
-    now: datetime,
-    keep: frozenset[str],
-    dry_run: bool,
+    session: Session, batch: list[Line], result: ImportResult, upsert: _Upsert
 ) -> None:
     """Sort a batch out with two queries, and write (unless a dry run) what changes.
 
     A forgotten address is left out: forgetting erased its personal data, and no import
     brings it back (nor a consent record for it). A row equal to what is stored is counted
-    as unchanged and not written, so its updated_at stays."""
+    as unchanged and not written, so its updated_at stays. A value the recipient chose is
+    kept (and counted) unless the import overrides recipients' choices."""
     conn = session.connection()
-    reasons = _suppressions(conn, [values["email"] for values, _ in batch])
-    rows = [row for row in batch if reasons.get(row[0]["email"]) != "forgotten"]
+    reasons = _suppressions(conn, [values["email"] for _, values, _ in batch])
+    rows = [row for row in batch if reasons.get(row[1]["email"]) != "forgotten"]
     result.forgotten += len(batch) - len(rows)
     if not rows:
         return
-    compared = [c for c in rows[0][0] if c != "email" and (c != "attributes" or has_free_columns)]
-    with_tags = rows[0][1] is not None
-    stored = _stored(conn, [values["email"] for values, _ in rows], compared, with_tags)
+    first = rows[0][1]
+    compared = [c for c in first if c != "email" and (c != "attributes" or upsert.has_free_columns)]
+    chosen = [RECIPIENT_CHOICES[c] for c in compared if c in RECIPIENT_CHOICES]
+    with_tags = rows[0][2] is not None
+    emails = [values["email"] for _, values, _ in rows]
+    stored = _stored(conn, emails, [*compared, *chosen], with_tags)
     changed = []
-    for values, tags in rows:
-        old = stored.get(values["email"])
-        if old is not None and _unchanged(values, tags, old, keep, now):
+    for line, values, tags in rows:
+        email = values["email"]
+        old = stored.get(email)
+        if old is None:
+            changed.append((values, tags))
+            if upsert.dry_run:
+                result.created += 1
+                result.suppressed += email in reasons
+                result.changes.append(RowChange(line, email, new=True))
+            continue
+        fields = _differences(values, tags, old, upsert)
+        kept = {}
+        for name, when in RECIPIENT_CHOICES.items():
+            if name in fields and old[0].get(when) is not None and not upsert.override:
+                kept[name] = fields.pop(name)  # the recipient's own choice stays
+        if kept:
+            result.kept += 1
+            result.kept_fields.update(kept)
+        if not fields:
             result.unchanged += 1
-            result.suppressed += values["email"] in reasons
+            result.suppressed += email in reasons
+            if kept and upsert.dry_run:
+                result.changes.append(RowChange(line, email, kept=kept))
             continue
         changed.append((values, tags))
-        if dry_run:  # a real import counts what it wrote, in _count_written
-            result.created += old is None
-            result.updated += old is not None
-            result.suppressed += values["email"] in reasons
-    if changed and not dry_run:
-        _write(session, changed, has_free_columns, now, keep)
+        if upsert.dry_run:  # a real import counts what it wrote, in _count_written
+            result.updated += 1
+            result.suppressed += email in reasons
+            result.changes.append(RowChange(line, email, fields=fields, kept=kept))
+    if changed and not upsert.dry_run:
+        _write(session, changed, upsert)
 
 
 def _count_written(session: Session, now: datetime, result: ImportResult) -> None:
@@ -422,13 +532,7 @@ def _count_written(session: Session, now: datetime, result: ImportResult) -> Non
     result.updated = touched - result.created
 
 
-def _write(
-    session: Session,
-    batch: list[tuple[dict[str, Any], list[str] | None]],
-    has_free_columns: bool,
-    now: datetime,
-    keep: frozenset[str] = frozenset(("consent_at",)),
-) -> None:
+def _write(session: Session, batch: list[tuple[Values, Tags]], upsert: _Upsert) -> None:
     """Upsert one batch with a single multi-row INSERT … ON CONFLICT … RETURNING.
 
     Written as plain SQL on purpose: one statement per thousands of rows, no per-row
@@ -438,8 +542,8 @@ def _write(
     postgres = conn.dialect.name == "postgresql"
     mark = "%s" if postgres else "?"
     columns = [*batch[0][0], "created_at", "updated_at"]
-    params, stamp = _parameters(conn, batch, columns, now)
-    assignments, extra = _assignments(columns, has_free_columns, keep, postgres, mark)
+    params, stamp = _parameters(conn, batch, columns, upsert.now)
+    assignments, extra = _assignments(columns, upsert, postgres, mark)
     params += [stamp] * extra
     one = (
         "("
@@ -501,15 +605,18 @@ def _parameters(
 
 
 def _assignments(
-    columns: list[str], has_free_columns: bool, keep: frozenset[str], postgres: bool, mark: str
+    columns: list[str], upsert: _Upsert, postgres: bool, mark: str
 ) -> tuple[list[str], int]:
     """The ON CONFLICT … SET list, and how many more parameters (the import's time) it takes.
 
-    Only what the file has is updated: a column absent from the file keeps its stored value."""
+    Only what the file has is updated: a column absent from the file keeps its stored value.
+    A value the recipient chose stays unless the import overrides; overridden, it is no
+    longer theirs (unless the file says the same)."""
+    keep = upsert.keep
     updates = [
         c
         for c in columns
-        if c not in ("email", "created_at") and (c != "attributes" or has_free_columns)
+        if c not in ("email", "created_at") and (c != "attributes" or upsert.has_free_columns)
     ]
     same = "IS NOT DISTINCT FROM" if postgres else "IS"
     assignments = [
@@ -520,6 +627,18 @@ def _assignments(
         else f"{c} = excluded.{c}"
         for c in updates
     ]
+    for c, when in RECIPIENT_CHOICES.items():
+        if c not in updates:
+            continue
+        if upsert.override:
+            assignments.append(
+                f"{when} = CASE WHEN contacts.{c} {same} excluded.{c} "
+                f"THEN contacts.{when} ELSE NULL END"
+            )
+        else:
+            assignments[updates.index(c)] = (
+                f"{c} = CASE WHEN contacts.{when} IS NULL THEN excluded.{c} ELSE contacts.{c} END"
+            )
     if "consent_at" in updates and "consent_at" not in keep:
         # A file with dates, but an empty cell: the same consent keeps its recorded date.
         assignments[updates.index("consent_at")] = (
@@ -594,6 +713,10 @@ def describe(session: Session, email: str) -> dict[str, Any]:
         "forgotten": False,
         **{column: getattr(contact, column) for column in COLUMNS},
         "consent_at": contact.consent_at.isoformat() if contact.consent_at else None,
+        **{
+            when: value.isoformat() if (value := getattr(contact, when)) else None
+            for when in RECIPIENT_CHOICES.values()
+        },
         "tags": contact.tag_names,
         "attributes": contact.attributes or {},
         "created_at": contact.created_at.isoformat(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,8 +35,14 @@ def contacts() -> None:
 
 @contacts.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Check and count, write nothing.")
-@click.option("--skip-invalid", is_flag=True, help="Write the valid rows even if some are invalid.")
+@click.option(
+    "--dry-run", is_flag=True, help="Check and count, write nothing; list what would change."
+)
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Write the valid rows even if some are invalid (reported; exit status 0).",
+)
 @click.option(
     "--encoding",
     default="utf-8",
@@ -49,6 +56,13 @@ def contacts() -> None:
     metavar="SRC=DEST",
     help="Read the file's column SRC as DEST (a known column or an attribute name); repeatable.",
 )
+@click.option(
+    "--override-recipient-choices",
+    is_flag=True,
+    help="Let the file replace what recipients chose on their preferences page (their "
+    "language); without it their choice is kept.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @pass_app
 def contacts_import(
     app: App,
@@ -57,20 +71,28 @@ def contacts_import(
     skip_invalid: bool,
     encoding: str,
     maps: tuple[str, ...],
+    override_recipient_choices: bool,
+    as_json: bool,
 ) -> None:
     """Upsert contacts from a CSV or .xlsx file with a header row and an email column.
 
     Known columns: name, organisation, organisation_type, city, country, language,
     membership, tags (separated by ;), consent, consent_date; common English and Korean
     headers for them (E-mail, 이메일, 이름, 기관명, 국가, 언어, …) are understood, and --map names
-    any other. Any other column becomes a free attribute. Without --skip-invalid nothing is
-    written when any row is invalid. Suppressed addresses stay suppressed; forgotten ones are
-    not imported.
+    any other. Values may be written as Korean offices do (대한민국, 한국어, 정회원, 동의). Any
+    other column becomes a free attribute. Without --skip-invalid nothing is written when
+    any row is invalid (exit status 1); with it, the valid rows are (exit status 0), dry
+    run or not. Suppressed addresses stay suppressed; forgotten ones are not imported.
+
+    A language a recipient chose on their own preferences page is kept, and the summary
+    says how many rows kept one; --override-recipient-choices lets the file win. --dry-run
+    lists every row that would change, field by field.
 
     \b
     Example:
       outreach contacts import members.csv --encoding cp949 --dry-run
       outreach contacts import 회원명단.xlsx --map "Mail Adr=email"
+      outreach contacts import corrected.csv --override-recipient-choices
     """
     from outreach.contacts import MAX_REPORTED, import_csv, parse_mapping
 
@@ -83,7 +105,15 @@ def contacts_import(
             dry_run=dry_run,
             skip_invalid=skip_invalid,
             mapping=mapping,
+            override_recipient_choices=override_recipient_choices,
         )
+    # One rule, dry run or not: invalid rows fail the command unless --skip-invalid.
+    failed = bool(result.errors) and not skip_invalid
+    if as_json:
+        click.echo(json_document(result.as_json()))
+        if failed:
+            sys.exit(1)
+        return
     for error in result.errors[:MAX_REPORTED]:
         err_console.print(f"{file}:{error.line}: {error.reason}", soft_wrap=True)
     if len(result.errors) > MAX_REPORTED:
@@ -93,6 +123,12 @@ def contacts_import(
         f"{counted(result.rows, 'row')}: {result.created} new, {result.updated} updated, "
         f"{result.unchanged} unchanged, {len(result.errors)} invalid"
     )
+    if result.kept:
+        summary += (
+            f"; {result.kept} kept a recipient's own choice "
+            f"({', '.join(sorted(result.kept_fields))}, set on their preferences page: "
+            "--override-recipient-choices lets the file replace it)"
+        )
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
     if result.forgotten:
@@ -100,6 +136,7 @@ def contacts_import(
         summary += "not imported"
     if dry_run:
         console.print(f"dry run, nothing written. {summary}", soft_wrap=True)
+        _print_changes(result)
     elif result.written:
         console.print(f"imported. {summary}", soft_wrap=True)
     else:
@@ -112,8 +149,32 @@ def contacts_import(
             ),
             soft_wrap=True,
         )
-    if result.errors and not (skip_invalid and result.written):
+    if failed:
         sys.exit(1)
+
+
+MAX_CHANGES = 200
+
+
+def _print_changes(result: Any) -> None:
+    """A dry run's changes: a line per field of each row that would change."""
+    rows: list[list[Any]] = []
+    for change in result.changes:
+        if change.new:
+            rows.append([change.line, change.email, "(new contact)", "", "", "added"])
+        for name, (was, new) in change.fields.items():
+            rows.append([change.line, change.email, name, was, new, "changes"])
+        for name, (theirs, in_file) in change.kept.items():
+            rows.append(
+                [change.line, change.email, name, theirs, in_file, "kept: the recipient's choice"]
+            )
+    if not rows:
+        return
+    shown = rows[:MAX_CHANGES]
+    title = "what the import would change"
+    if len(rows) > MAX_CHANGES:
+        title += f" (the first {MAX_CHANGES} of {len(rows)}; --json lists every one)"
+    print_table(title, ["line", "email", "field", "now", "in the file", "result"], shown)
 
 
 @contacts.command("export")

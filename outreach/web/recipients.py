@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from outreach import consent, subscriptions
 from outreach.compose import Prepared, prepare
+from outreach.contacts import record_choice
 from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, languages, supported, translator
@@ -160,7 +161,7 @@ def _change_preferences(session: Session, addressee: Addressee) -> str:
             abort(400)
         if chosen not in languages():
             abort(400)
-        contact.language = chosen
+        record_choice(contact, "language", chosen)  # kept by later imports (contacts.py)
         _ = translator(chosen)
         notice = _("Your language is saved.")
     else:
