@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import partial
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from outreach.consent import erase as erase_consent
 from outreach.consent import history as consent_history
@@ -20,6 +20,7 @@ from outreach.consent import record_current
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import (
     KNOWN_COLUMNS,
+    STATUS_COLUMNS,
     column_for,
     mailable_email,
     normalise_email,
@@ -27,7 +28,7 @@ from outreach.fields import (
     split_tags,
 )
 from outreach.history import contact_history, erase_address
-from outreach.models import Contact, ContactTag, Suppression, utcnow
+from outreach.models import SUPPRESSION_REASONS, Contact, ContactTag, Suppression, utcnow
 from outreach.spreadsheets import (
     CONTROL,
     CellError,
@@ -41,7 +42,7 @@ from outreach.suppressions import forgotten_message, suppress
 
 BATCH = 2000
 MAX_REPORTED = 50
-_KNOWN = frozenset(KNOWN_COLUMNS)
+_KNOWN = frozenset((*KNOWN_COLUMNS, *STATUS_COLUMNS))
 # Columns that land in a contact's own column (consent_date is stored as consent_at).
 COLUMNS = tuple(c for c in KNOWN_COLUMNS if c not in ("email", "tags", "consent_date"))
 _NORMALISERS = [(c, partial(normalise_field, c)) for c in COLUMNS]
@@ -111,6 +112,8 @@ class ImportResult:
     unchanged: int = 0  # rows equal to what is stored: not written, updated_at stays
     suppressed: int = 0
     forgotten: int = 0  # rows of forgotten addresses, not imported: their data stays erased
+    # Addresses the file's status columns suppress (an export restored: who left stays out).
+    newly_suppressed: int = 0
     # Rows whose file value lost to a value the recipient chose (RECIPIENT_CHOICES).
     kept: int = 0
     kept_fields: set[str] = field(default_factory=set)
@@ -134,6 +137,7 @@ class ImportResult:
             "invalid": len(self.errors),
             "kept_recipient_choices": self.kept,
             "suppressed": self.suppressed,
+            "newly_suppressed": self.newly_suppressed,
             "forgotten": self.forgotten,
             "written": self.written,
             "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
@@ -248,7 +252,7 @@ def _records(
         yield line, row, problems
 
 
-def _parse_date(value: str) -> datetime:
+def _parse_date(value: str, column: str = "consent_date") -> datetime:
     text = value.strip()
     try:
         if len(text) == 10:
@@ -256,14 +260,42 @@ def _parse_date(value: str) -> datetime:
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"consent_date {value!r} is not a date such as 2026-03-31") from None
+        raise ValueError(f"{column} {value!r} is not a date such as 2026-03-31") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# The reasons an export (or a person) can give in suppressed_reason: not "forgotten",
+# which only `contacts forget` gives (and whose contacts are never exported).
+IMPORTED_REASONS = tuple(r for r in SUPPRESSION_REASONS if r != "forgotten")
+_YES = frozenset(("yes", "y", "true", "1", "예", "o"))
+_NO = frozenset(("no", "n", "false", "0", "아니오", "아니요", "x", ""))
+Wanted = tuple[str, datetime]  # a suppression the file asks for: reason, since
+
+
+def _status(raw: dict[str, str], now: datetime, errors: list[str]) -> Wanted | None:
+    """The suppression a row's status columns ask for (an export's `suppressed: yes`)."""
+    flag = raw.get("suppressed", "").strip()
+    if flag.lower() not in _YES | _NO:
+        errors.append(f"suppressed {flag!r}: write yes or no")
+        return None
+    reason = raw.get("suppressed_reason", "").strip().lower() or "manual"
+    since = raw.get("suppressed_since", "").strip()
+    if reason not in IMPORTED_REASONS:
+        errors.append(f"suppressed_reason {reason!r}: write one of {', '.join(IMPORTED_REASONS)}")
+        return None
+    try:
+        at = _parse_date(since, "suppressed_since") if since else now
+    except ValueError as exc:
+        errors.append(str(exc))
+        return None
+    return (reason, at) if flag.lower() in _YES else None
 
 
 def _validate(
     raw: dict[str, str], now: datetime, problems: list[str] | None, source: str = "import"
-) -> tuple[dict[str, Any], list[str] | None]:
-    """One row to column values and tags; raises ValueError with every reason it has."""
+) -> tuple[dict[str, Any], list[str] | None, Wanted | None]:
+    """One row to column values, tags and the suppression its status columns ask for;
+    raises ValueError with every reason it has."""
     if problems and not raw:  # a row that could not be read into columns
         raise ValueError("; ".join(problems))
     errors = problems or []
@@ -294,12 +326,13 @@ def _validate(
             values["consent_source"] = source if values["consent"] else None
         if "consent_version" not in raw:
             values["consent_version"] = None
+    wanted = _status(raw, now, errors) if "suppressed" in raw else None
     if errors:
         raise ValueError("; ".join(errors))
     attributes = {k: v.strip() for k, v in raw.items() if k not in _KNOWN and v.strip()}
     values["attributes"] = attributes
     tags = split_tags(raw["tags"]) if "tags" in raw else None
-    return values, tags
+    return values, tags, wanted
 
 
 def import_csv(
@@ -327,6 +360,7 @@ def import_csv(
     seen: dict[str, int] = {}
     batch: list[Line] = []
     upsert = _Upsert(now, override_recipient_choices, dry_run)
+    suppressions: dict[str, Wanted] = {}
     columns, rows = _rows(path, encoding, mapping or {})
     result.attribute_columns = [c for c in columns if c and c not in _KNOWN]
     upsert.has_free_columns = bool(result.attribute_columns)
@@ -346,11 +380,13 @@ def import_csv(
     for line, raw, problems in rows:
         result.rows += 1
         try:
-            values, tags = _validate(raw, now, problems, source)
+            values, tags, wanted = _validate(raw, now, problems, source)
             first = seen.get(values["email"])
             if first is not None:
                 raise ValueError(f"duplicate of line {first} ({values['email']})")
             seen[values["email"]] = line
+            if wanted is not None:
+                suppressions[values["email"]] = wanted
         except ValueError as exc:
             result.errors.append(RowError(line, str(exc)))
             if not (skip_invalid or dry_run):
@@ -364,16 +400,36 @@ def import_csv(
                 batch.clear()
     if collecting and batch:
         _import_batch(session, batch, result, upsert)
+    if collecting and suppressions:
+        _suppress_as_written(session, suppressions, result)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
         if not dry_run:  # nothing imported
             result.unchanged = result.suppressed = result.forgotten = result.kept = 0
+            result.newly_suppressed = 0
             result.kept_fields.clear()
         return result
     _count_written(session, now, result)
     result.written = True
     session.commit()
     return result
+
+
+def _suppress_as_written(session: Session, wanted: dict[str, Wanted], result: ImportResult) -> None:
+    """Suppress the addresses the file says are suppressed, unless they already are (an
+    import never lifts a suppression nor replaces its reason), in the import's transaction."""
+    addresses = list(wanted)
+    for start in range(0, len(addresses), BATCH):
+        chunk = addresses[start : start + BATCH]
+        already = _suppressions(session.connection(), chunk)
+        new = [
+            Suppression(email=email, reason=wanted[email][0], created_at=wanted[email][1])
+            for email in chunk
+            if email not in already
+        ]
+        result.newly_suppressed += len(new)
+        session.add_all(new)
+    session.flush()
 
 
 def _suppressions(conn: Any, emails: list[str]) -> dict[str, str]:
@@ -744,9 +800,6 @@ def forget(session: Session, email: str) -> Contact:
     return contact
 
 
-EXPORT_COLUMNS = KNOWN_COLUMNS  # the import format, so an export re-imports as is
-
-
 def _consent_date(at: datetime | None) -> str:
     """A date when that is all there is; the whole time otherwise, so a re-import keeps the
     consent exactly as recorded."""
@@ -757,35 +810,65 @@ def _consent_date(at: datetime | None) -> str:
     return at.isoformat()
 
 
+@dataclass(frozen=True)
+class Exported:
+    """One contact as an export writes it, with its suppression if it has one."""
+
+    contact: Contact
+    reason: str | None
+    since: datetime | None
+
+
+def _text(value: str | None) -> str:
+    return value or ""
+
+
+# The export's columns, in order, each with how to write it: the import format (so an
+# export re-imports as it is), then the status columns. A new column is one line here.
+EXPORT_COLUMNS: tuple[tuple[str, Callable[[Exported], str]], ...] = (
+    ("email", lambda e: e.contact.email),
+    ("name", lambda e: _text(e.contact.name)),
+    ("organisation", lambda e: _text(e.contact.organisation)),
+    ("organisation_type", lambda e: _text(e.contact.organisation_type)),
+    ("city", lambda e: _text(e.contact.city)),
+    ("country", lambda e: _text(e.contact.country)),
+    ("language", lambda e: _text(e.contact.language)),
+    ("membership", lambda e: _text(e.contact.membership)),
+    ("tags", lambda e: ";".join(e.contact.tag_names)),
+    ("consent", lambda e: _text(e.contact.consent)),
+    ("consent_date", lambda e: _consent_date(e.contact.consent_at)),
+    ("consent_source", lambda e: _text(e.contact.consent_source)),
+    ("consent_version", lambda e: _text(e.contact.consent_version)),
+    ("suppressed", lambda e: "yes" if e.reason else "no"),
+    ("suppressed_reason", lambda e: _text(e.reason)),
+    ("suppressed_since", lambda e: e.since.isoformat(timespec="seconds") if e.since else ""),
+)
+
+
 def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int:
-    query = select(Contact).options(selectinload(Contact.tags)).order_by(Contact.id)
+    # An alias: `where` may hold not_suppressed(), whose EXISTS names the table itself.
+    status = aliased(Suppression)
+    query = (
+        select(Contact, status.reason, status.created_at)
+        .outerjoin(status, status.email == Contact.email)
+        .options(selectinload(Contact.tags))
+        .order_by(Contact.id)
+    )
     if where is not None:
         query = query.where(where)
     # Attribute columns are the union over the exported contacts: one pass to find them.
     keys: set[str] = set()
     for attrs in session.scalars(query.with_only_columns(Contact.attributes)).yield_per(BATCH):
         keys.update(attrs or {})
-    attribute_columns = sorted(keys)
-    header = [*EXPORT_COLUMNS, *attribute_columns]
+    attribute_columns = sorted(keys - _KNOWN)
+    header = [name for name, _ in EXPORT_COLUMNS] + attribute_columns
     writer.writerow(header)
     n = 0
-    for contact in session.scalars(query.execution_options(yield_per=BATCH)):
-        cells = [
-            contact.email,
-            contact.name or "",
-            contact.organisation or "",
-            contact.organisation_type or "",
-            contact.city or "",
-            contact.country or "",
-            contact.language or "",
-            contact.membership or "",
-            ";".join(contact.tag_names),
-            contact.consent or "",
-            _consent_date(contact.consent_at),
-            contact.consent_source or "",
-            contact.consent_version or "",
-            *(str((contact.attributes or {}).get(k, "")) for k in attribute_columns),
-        ]
+    for contact, reason, since in session.execute(query.execution_options(yield_per=BATCH)):
+        row = Exported(contact, reason, since)
+        attributes = contact.attributes or {}
+        cells = [write(row) for _, write in EXPORT_COLUMNS]
+        cells += [str(attributes.get(k, "")) for k in attribute_columns]
         try:
             writer.writerow(cells)
         except CellError as exc:

@@ -141,6 +141,14 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
         "동의서 버전",
     ),
 }
+# What an export says about each contact's suppression. An import reads them back: "yes"
+# suppresses the address (so restoring an export never mails who left), "no" lifts nothing.
+STATUS_COLUMNS = ("suppressed", "suppressed_reason", "suppressed_since")
+STATUS_ALIASES: dict[str, tuple[str, ...]] = {
+    "suppressed": ("수신거부", "수신 거부", "발송 제외"),
+    "suppressed_reason": ("suppression reason", "수신거부 사유", "제외 사유"),
+    "suppressed_since": ("suppressed at", "수신거부일", "수신거부 일자", "제외일"),
+}
 _SPELLING = re.compile(r"[\s_\-.*]+")
 
 
@@ -150,7 +158,7 @@ def _header_key(header: str) -> str:
 
 _ALIASES = {
     _header_key(alias): column
-    for column, aliases in HEADER_ALIASES.items()
+    for column, aliases in (*HEADER_ALIASES.items(), *STATUS_ALIASES.items())
     for alias in (column, *aliases)
 }
 

@@ -131,6 +131,11 @@ def contacts_import(
         )
     if result.suppressed:
         summary += f"; {result.suppressed} of them suppressed and staying so"
+    if result.newly_suppressed:
+        summary += (
+            f"; {counted(result.newly_suppressed, 'address', 'addresses')} suppressed as the "
+            "file's suppressed column says"
+        )
     if result.forgotten:
         summary += f"; {counted(result.forgotten, 'forgotten address', 'forgotten addresses')} "
         summary += "not imported"
@@ -192,33 +197,56 @@ def _print_changes(result: Any) -> None:
     show_default=True,
     help="CSV encoding: utf-8-sig or cp949 for Korean Excel.",
 )
+@click.option(
+    "--exclude-suppressed",
+    is_flag=True,
+    help="Leave out unsubscribed, bounced and other suppressed addresses: the list for a "
+    "mail merge. Without it every contact is written, with its status (a backup).",
+)
 @segments_file_option
 @pass_app
 def contacts_export(
-    app: App, segment: str | None, output: Path | None, encoding: str, segments_file: Path
+    app: App,
+    segment: str | None,
+    output: Path | None,
+    encoding: str,
+    exclude_suppressed: bool,
+    segments_file: Path,
 ) -> None:
-    """Write contacts as CSV or .xlsx in the import format.
+    """Write contacts as CSV or .xlsx in the import format, with their status.
 
-    Cells a spreadsheet would run as a formula (starting with =, +, -, @) are written so they
-    stay text; import reads them back as they were.
+    Every row says whether the address is suppressed (unsubscribed, bounced, complained,
+    manual), why and since when (columns suppressed, suppressed_reason, suppressed_since).
+    For a mail merge in Outlook or Excel use --exclude-suppressed (or --segment, which
+    leaves them out as a campaign would); for a backup or a re-import export everyone:
+    importing the file back keeps who left suppressed. Cells a spreadsheet would run as a
+    formula (starting with =, +, -, @) are written so they stay text; import reads them
+    back as they were.
 
     \b
     Example:
+      outreach contacts export --exclude-suppressed -o mail-merge.xlsx
       outreach contacts export --segment korean-local-governments -o korea.xlsx
-      outreach contacts export --encoding cp949 -o members.csv
+      outreach contacts export --encoding cp949 -o backup.csv
     """
     from outreach.contacts import export_file, export_stream
-    from outreach.segments import get_segment, load_segments, not_suppressed
+    from outreach.segments import count, get_segment, load_segments, not_suppressed
 
-    where = None
+    where: Any = None
     encoding = encoding.lower()
     with app.reader() as session:
         if segment:
             defined = load_segments(segments_file, session)
             where = get_segment(defined, segment, segments_file).where & not_suppressed()
+        elif exclude_suppressed:
+            where = not_suppressed()
         if output:
             n = export_file(session, output, where, encoding=encoding)
-            err_console.print(f"{n} contacts written to {output}", soft_wrap=True)
+            line = f"{counted(n, 'contact')} written to {output}"
+            if exclude_suppressed and not segment:
+                left_out = count(session, ~not_suppressed())
+                line += f" ({left_out} suppressed left out)"
+            err_console.print(line, soft_wrap=True)
         else:
             export_stream(session, sys.stdout.buffer, where, encoding=encoding)
 
