@@ -186,7 +186,7 @@ def _variables(self_url: str) -> dict[str, Any]:
         "preferences_url": self_url,
         "view_online_url": self_url,
         "open_url": "",
-        "click": lambda url: url,
+        "click": lambda url, position=None: url,
     }
 
 

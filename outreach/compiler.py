@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import html as html_lib
+import itertools
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -400,8 +401,11 @@ def track_clicks(html: str, deferred: Deferred) -> str:
     preferences, view online) are markers, not http, and stay as they are.
 
     A link that carries a recipient's value (`?r={{ contact.attributes.region }}`) is
-    signed in stage 2 with that value in it, so each recipient lands on their own URL."""
+    signed in stage 2 with that value in it, so each recipient lands on their own URL.
+    Each link's position (1, 2, … in the HTML) is signed with it: the click report tells
+    two links with one address apart (see `links`)."""
     markers = deferred.markers
+    positions = itertools.count(1)
 
     def rewrite(match: re.Match[str]) -> str:
         url = html_lib.unescape(match.group(3))
@@ -414,7 +418,9 @@ def track_clicks(html: str, deferred: Deferred) -> str:
             else:
                 inner = deferred.sources[int(piece)].removeprefix("{{ ").removesuffix(" }}")
                 args.append(f"(({inner}) | outreach_text)")
-        marker = deferred.marker("{{ click(" + " ~ ".join(args) + ") }}", ("click tracking", 0))
+        address = " ~ ".join(args)
+        source = f"{{{{ click({address}, {next(positions)}) }}}}"
+        marker = deferred.marker(source, ("click tracking", 0))
         return f"{match.group(1)}{match.group(2)}{marker}{match.group(2)}"
 
     return _TRACKABLE.sub(rewrite, html)

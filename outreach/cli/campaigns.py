@@ -492,28 +492,33 @@ def campaigns_report(
     """
 
     from outreach.lifecycle import get_campaign
-    from outreach.reports import build, render_html
+    from outreach.reports import build, local, render_html
 
+    zone = app.settings.zone
     with app.reader() as session:
-        report = build(session, get_campaign(session, name), segments_file)
+        report = build(session, get_campaign(session, name), segments_file, app.settings.timezone)
     if as_json:
         click.echo(json_document(report.as_json()))
         return
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(report), encoding="utf-8")
+        html_path.write_text(render_html(report, zone), encoding="utf-8")
     pct = {name: report.rate_text(name) for name in report.rates}
     print_table(
         f"{report.campaign}: {report.state}",
         [*list(report.counts), "total"],
         [[*report.counts.values(), report.total]],
     )
+    times = [("started", report.started_at), ("finished", report.finished_at)]
+    shown = "; ".join(f"{what} {local(at, zone)}" for what, at in times if at)
+    if shown:
+        console.print(shown, soft_wrap=True)
     print_table("rates", list(pct), [list(pct.values())])
     if report.top_links:
         print_table(
-            "top clicked links",
-            ["url", "clicks", "unique"],
-            [[x["url"], x["clicks"], x["unique"]] for x in report.top_links],
+            "top clicked links (by the template's link; a click counts as an open)",
+            ["link", "url", "clicks", "unique"],
+            [[x["link"] or "", x["url"], x["clicks"], x["unique"]] for x in report.top_links],
         )
     if report.bounces_by_domain:
         print_table(
