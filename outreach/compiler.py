@@ -21,8 +21,8 @@ from typing import Any
 
 import jinja2
 
+from outreach.advertising import FOOTER_LANGUAGES, sender_contact
 from outreach.advertising import footer as advertising_footer
-from outreach.advertising import sender_contact
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
@@ -123,7 +123,6 @@ def compile_campaign(
     Every language is compiled even when one fails, so all errors are reported together;
     an error shared by several (a layout's) is reported once, naming them."""
     deferred = Deferred()
-    sender = campaign.sender(settings)
     variants = {}
     templates: dict[str, list[str]] = {}
     failures: dict[tuple[str, int | None, str], list[str]] = {}
@@ -133,6 +132,7 @@ def compile_campaign(
         deferred.language = language
         env = stage1_environment(campaign.templates_dir, deferred)
         try:
+            sender = campaign.sender(settings, language)  # a from: per language: this one's
             variants[language] = _compile_variant(
                 campaign, language, env, deferred, sender, settings
             )
@@ -387,10 +387,12 @@ def _advertising_footer(
     campaign: CampaignFile, deferred: Deferred, sender: str, settings: Settings
 ) -> str:
     """Korean Network Act rules for advertising: sender, postal address, a way to reach the
-    sender (Art. 50(4)) and an opt-out, in Korean and English (see `advertising`)."""
+    sender (Art. 50(4)) and an opt-out, in Korean and English (see `advertising`), each
+    paragraph with the sender's name in its language when from: gives one per language."""
     contact = sender_contact(settings.sender_contact, campaign.spec.reply_to, sender)
     link = deferred.marker(UNSUBSCRIBE, ("advertising footer", 0))
-    return advertising_footer(link, sender, settings.postal_address or "", contact)
+    names = {lang: campaign.sender(settings, lang) for lang in FOOTER_LANGUAGES}
+    return advertising_footer(link, names, settings.postal_address or "", contact)
 
 
 _TRACKABLE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.I)

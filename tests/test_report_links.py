@@ -142,7 +142,7 @@ def test_local_times_show_their_zone() -> None:
 
 
 def test_cli_report_rows_and_times(clicked, run_cli) -> None:  # type: ignore[no-untyped-def]
-    settings, tmp_path = clicked
+    settings, _ = clicked
     env = {"OUTREACH_DATABASE_URL": settings.database_url}
     table = run_cli("campaigns", "report", "news", env=env)
     assert table.exit_code == 0, table.output

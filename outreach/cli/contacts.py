@@ -10,6 +10,7 @@ import click
 
 from outreach.cli.app import (
     App,
+    confirmed,
     console,
     err_console,
     labelled,
@@ -328,7 +329,8 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
 def contacts_forget(app: App, email: str, yes: bool) -> None:
     """Erase a contact's personal data; the address stays suppressed forever.
 
-    Deliveries keep their counts but lose the link to the person.
+    Deliveries keep their counts but lose the link to the person. It asks first at a
+    terminal; in a script pass --yes (without it, it says so and erases nothing).
 
     \b
     Example:
@@ -336,7 +338,7 @@ def contacts_forget(app: App, email: str, yes: bool) -> None:
     """
     from outreach.contacts import forget
 
-    if not yes and not click.confirm(f"Erase {email} and never mail it again?"):
+    if not confirmed(yes, f"Erase {email} and never mail it again?", f"{email} not erased"):
         raise UserError("nothing erased")
     with app.session() as session:
         contact = forget(session, email)

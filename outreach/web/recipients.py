@@ -25,6 +25,7 @@ from outreach.web.base import (
     banner,
     language,
     message,
+    message_subject,
     own_language,
     page,
     resolve,
@@ -48,7 +49,7 @@ def unsubscribe_page(token: str) -> Response:
             lang,
             email=addressee.email,
             sender=addressee.sender,
-            campaign=addressee.campaign.name,
+            campaign=message_subject(session, addressee),  # what the message was called
             action=f"/u/{token}",
             title=translator(lang)("Unsubscribe"),
         )
