@@ -276,12 +276,17 @@ def normalise_country(value: str) -> str:
     code = value.strip().upper()
     if code in _countries():
         return code
-    named = spellings.countries().get(value)
+    return _by_name(spellings.countries(), "country", value, "an ISO 3166-1 code")
+
+
+def _by_name(words: spellings.Spellings, field: str, value: str, code: str) -> str:
+    """A value written as a name (`대한민국`, `한국어`), or one line naming what is accepted."""
+    named = words.get(value)
     if named is not None:
         return named
     raise ValueError(
-        f"unknown country {value!r}: write an ISO 3166-1 code or the country's name, e.g. "
-        f"{spellings.countries().examples}{spellings.countries().suggestion(value)}"
+        f"unknown {field} {value!r}: write {code} or the {field}'s name, e.g. "
+        f"{words.examples}{words.suggestion(value)}"
     )
 
 
@@ -300,13 +305,7 @@ def normalise_language(value: str) -> str:
     text = value.strip().replace("_", "-")
     match = _BCP47.match(text)
     if not match or match.group("lang").lower() not in _languages():
-        named = spellings.languages().get(value)
-        if named is not None:
-            return named
-        raise ValueError(
-            f"unknown language {value!r}: write a BCP 47 tag or the language's name, e.g. "
-            f"{spellings.languages().examples}{spellings.languages().suggestion(value)}"
-        )
+        return _by_name(spellings.languages(), "language", value, "a BCP 47 tag")
     primary = match.group("lang").lower()
     parts = [_two_letter().get(primary, primary)]
     if match.group("script"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from datetime import timedelta
 from pathlib import Path
 from xml.etree import ElementTree
@@ -22,8 +21,9 @@ from outreach.subscriptions import WatchedConfig
 from outreach.web import create_app
 from tests.conftest import ROOT, write
 from tests.project import make_project
-from tests.sending_helpers import send, settings_for
+from tests.sending_helpers import settings_for
 from tests.subscribe_helpers import SUBSCRIBE
+from tests.test_archive import shipped_newsletter_archived
 
 ENV = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
 
@@ -234,18 +234,7 @@ def test_consent_notices_dry_run_lists_who_would_get_one(run_cli, tmp_path: Path
 def test_the_feed_summary_is_the_bodys_first_paragraphs(
     session: Session, db_url: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(db_url, tmp_path, base_url="https://mail.citynet-ap.org")
-    shutil.copytree(ROOT / "templates", tmp_path / "templates")
-    shutil.copytree(ROOT / "campaigns", tmp_path / "campaigns")
-    shutil.copy(ROOT / "examples" / "contacts.csv", tmp_path / "contacts.csv")
-    newsletter = tmp_path / "campaigns" / "2026-12-newsletter.yaml"
-    newsletter.write_text(newsletter.read_text(encoding="utf-8") + "archive: true\n", "utf-8")
-    from outreach.contacts import import_csv
-
-    import_csv(session, tmp_path / "contacts.csv")
-    send(newsletter, settings, session)
-    session.commit()
-    client = create_app(settings, tmp_path).test_client()
+    client = shipped_newsletter_archived(session, db_url, tmp_path)
     for lang, first in (
         ("en", "This month: climate-resilient infrastructure in Colombo"),
         ("ko", "이번 호에서는 콜롬보의 기후 회복력 인프라"),
