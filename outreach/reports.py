@@ -418,7 +418,7 @@ def link_label(link: dict[str, Any], limit: int = 34) -> str:
     if len(address) > room:
         host, slash, _ = address.partition("/")
         tail = room - len(host) - 2
-        if slash and tail >= 12:
+        if slash and tail >= 20:  # else the end alone: it tells links apart
             address = f"{host}/…{address[-tail:]}"
         else:
             address = "…" + address[-(room - 1) :]

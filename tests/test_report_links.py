@@ -5,6 +5,7 @@ written are listed under their state; times are shown in OUTREACH_TIMEZONE."""
 from __future__ import annotations
 
 import email
+import html
 import json
 import re
 from email import policy
@@ -115,7 +116,7 @@ def test_html_labels_tell_the_links_apart(clicked, session: Session) -> None:  #
 
     page = render_html(report, Settings().zone)
     chart = page[page.index('id="links"') : page.index('id="link-table"')]
-    labels = re.findall(r'text-anchor="end">([^<]*)<title>', chart)
+    labels = [html.unescape(x) for x in re.findall(r'text-anchor="end">([^<]*)<title>', chart)]
     assert len(labels) == 4 and len(set(labels)) == 4, labels
     assert all(len(label) <= 34 for label in labels)
     assert any("{organisation}" in label for label in labels), labels
