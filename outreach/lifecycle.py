@@ -296,7 +296,9 @@ def send_test(
                     recipient, language, subject_prefix=f"[TEST {language}] "
                 )
             except RenderError as exc:
-                raise UserError(f"{contact} would get no message: {exc.message}") from None
+                raise UserError(
+                    f"{contact or address} would get no message: {exc.message}"
+                ) from None
             try:
                 transport.send(composed.envelope, f"{spec.name}-test")
             except SendFailure as exc:

@@ -273,7 +273,7 @@ def campaigns_send(
     langs = ", ".join(f"{k} {v}" for k, v in sorted(result.languages.items()))
     new = counted(result.added, "new delivery", "new deliveries")
     past = result.send_at is not None and result.send_at <= datetime.now(UTC)
-    if past:
+    if past and (dry_run or result.added):  # said when it decides something
         assert result.send_at is not None
         console.print(
             f"send_at {local_and_utc(result.send_at)} is in the past: the campaign "
