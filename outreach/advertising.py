@@ -48,14 +48,16 @@ def sender_contact(configured: str | None, reply_to: str | None, sender: str) ->
     return parseaddr(reply_to or "")[1] or parseaddr(sender)[1]
 
 
-def footer(unsubscribe: str, sender: str, postal: str, contact: str) -> str:
+def footer(unsubscribe: str, sender: str | dict[str, str], postal: str, contact: str) -> str:
     """The footer of an advertising message, in Korean and in English. `unsubscribe` is the
-    link's href as it goes into the HTML (a stage-2 marker in a compiled campaign)."""
-    name = parseaddr(sender)[0] or parseaddr(sender)[1]
-    values = {"sender": escape(name), "address": escape(postal), "contact": escape(contact)}
+    link's href as it goes into the HTML (a stage-2 marker in a compiled campaign); `sender`
+    the From, or each footer language's From (its name goes in that paragraph)."""
     link = Markup('<a href="{}">{}</a>')
     paragraphs = []
     for language in FOOTER_LANGUAGES:
+        header = sender if isinstance(sender, str) else sender[language]
+        name = parseaddr(header)[0] or parseaddr(header)[1]
+        values = {"sender": escape(name), "address": escape(postal), "contact": escape(contact)}
         _ = translator(language)
         text = _("This is an advertisement from %(sender)s, %(address)s (contact: %(contact)s).")
         words = _("unsubscribe")

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -186,8 +187,133 @@ def _variables(self_url: str) -> dict[str, Any]:
         "preferences_url": self_url,
         "view_online_url": self_url,
         "open_url": "",
-        "click": lambda url: url,
+        "click": lambda url, position=None: url,
     }
+
+
+# Elements that start a block of text; what is inside one, up to the next, is a paragraph.
+_BLOCKS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "figcaption",
+        "footer",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    ]
+)
+_SKIPPED = frozenset(("head", "style", "script", "title"))
+# A paragraph of the body, not the header's name and tagline nor a greeting: the summary
+# starts at the first block this long.
+BODY_PARAGRAPH = 60
+
+
+class _Paragraphs(HTMLParser):
+    """The visible text of an HTML message, block by block: no link addresses, nothing
+    hidden (the preheader MJML hides in the body) or in <head>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self._text: list[str] = []
+        self._hidden: list[str] = []  # the open elements that hide what is inside them
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCKS:
+            self._flush()
+        style = (dict(attrs).get("style") or "").replace(" ", "").lower()
+        hides = tag in _SKIPPED or "display:none" in style or self._hidden
+        if hides and tag not in _VOID:
+            self._hidden.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._hidden and self._hidden[-1] == tag:
+            self._hidden.pop()
+        if tag in _BLOCKS:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self._text.append(data)
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self._text).split())
+        if text:
+            self.blocks.append(text)
+        self._text = []
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+_VOID = frozenset(
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    ]
+)
+
+
+def summary(html: str, limit: int = 300) -> str:
+    """A feed entry's summary: the body's first paragraphs — from the first that is a real
+    paragraph, past the header — as plain text, cut at a whole word with an ellipsis."""
+    parser = _Paragraphs()
+    parser.feed(html)
+    parser.close()
+    blocks = parser.blocks
+    start = next((i for i, b in enumerate(blocks) if len(b) >= BODY_PARAGRAPH), 0)
+    text = ""
+    for block in blocks[start:]:
+        # A heading has no full stop: a dash keeps it from running into what follows.
+        joint = " " if not text or text[-1] in ".!?。:;…" else " — "
+        text = f"{text}{joint}{block}" if text else block
+        if len(text) >= limit:
+            break
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit * 0.6:  # a language written without spaces is cut where it reaches
+        cut = cut[:space]
+    return cut.rstrip(" ,;:·-–—") + "…"
 
 
 def atom_feed(entries: list[tuple[Entry, str]], base_url: str, language: str, title: str) -> bytes:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
-from outreach.fields import normalise_language
+from outreach.fields import normalise_language, primary_language
 from outreach.topics import NAME as TOPIC_NAME
 from outreach.topics import beside as topics_beside
 from outreach.yamlfile import Loc, YamlDoc, load_yaml, validation_errors
@@ -55,7 +55,8 @@ class CampaignSpec(BaseModel):
     name: str | None = None
     template: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     subject: str | dict[str, str]
-    from_: str | None = Field(default=None, alias="from")
+    # One From, or one per language: {ko: "시티넷 사무국 <…>", en: "CityNet Secretariat <…>"}.
+    from_: str | dict[str, str] | None = Field(default=None, alias="from")
     reply_to: str | None = None
     audience: AudienceSpec = Field(default_factory=AudienceSpec)
     default_language: str = "en"
@@ -94,6 +95,15 @@ class CampaignSpec(BaseModel):
     @classmethod
     def _language(cls, v: str) -> str:
         return normalise_language(v)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError('give an address, or one per language: {ko: "…", en: "…"}')
+            return {normalise_language(str(lang)): str(text) for lang, text in v.items()}
+        return v
 
     @field_validator("subject")
     @classmethod
@@ -178,11 +188,31 @@ class CampaignFile:
     def error(self, message: str, *loc: str | int) -> FileError:
         return FileError(self.path, message, self.line(*loc) if loc else None)
 
-    def sender(self, settings: Settings) -> str:
-        sender = self.spec.from_ or settings.from_
+    def sender(self, settings: Settings, language: str | None = None) -> str:
+        """The From of the messages in `language` (by default, default_language's): the
+        campaign's own for that language, else its default language's, else OUTREACH_FROM.
+        (validate requires default_language's or OUTREACH_FROM of a from: per language.)"""
+        given = self.spec.from_
+        if isinstance(given, dict):
+            default = self.spec.default_language
+            language = language or default
+            return (
+                given.get(language)
+                or given.get(primary_language(language))
+                or given.get(default)
+                or settings.from_
+                or given[sorted(given)[0]]
+            )
+        sender = given or settings.from_
         if not sender:
             raise self.error("no From: set from: in the campaign or OUTREACH_FROM")
         return sender
+
+    def senders(self, settings: Settings, languages: set[str] | list[str]) -> dict[str, str]:
+        """The From of each language, when the campaign gives one per language (else {})."""
+        if not isinstance(self.spec.from_, dict):
+            return {}
+        return {language: self.sender(settings, language) for language in sorted(languages)}
 
     def template_files(self) -> tuple[dict[str, str], str | None]:
         """Language variants (language -> template name) and the fallback template name."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import html as html_lib
+import itertools
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ from typing import Any
 
 import jinja2
 
+from outreach.advertising import FOOTER_LANGUAGES, sender_contact
 from outreach.advertising import footer as advertising_footer
-from outreach.advertising import sender_contact
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
@@ -122,7 +123,6 @@ def compile_campaign(
     Every language is compiled even when one fails, so all errors are reported together;
     an error shared by several (a layout's) is reported once, naming them."""
     deferred = Deferred()
-    sender = campaign.sender(settings)
     variants = {}
     templates: dict[str, list[str]] = {}
     failures: dict[tuple[str, int | None, str], list[str]] = {}
@@ -132,6 +132,7 @@ def compile_campaign(
         deferred.language = language
         env = stage1_environment(campaign.templates_dir, deferred)
         try:
+            sender = campaign.sender(settings, language)  # a from: per language: this one's
             variants[language] = _compile_variant(
                 campaign, language, env, deferred, sender, settings
             )
@@ -386,10 +387,12 @@ def _advertising_footer(
     campaign: CampaignFile, deferred: Deferred, sender: str, settings: Settings
 ) -> str:
     """Korean Network Act rules for advertising: sender, postal address, a way to reach the
-    sender (Art. 50(4)) and an opt-out, in Korean and English (see `advertising`)."""
+    sender (Art. 50(4)) and an opt-out, in Korean and English (see `advertising`), each
+    paragraph with the sender's name in its language when from: gives one per language."""
     contact = sender_contact(settings.sender_contact, campaign.spec.reply_to, sender)
     link = deferred.marker(UNSUBSCRIBE, ("advertising footer", 0))
-    return advertising_footer(link, sender, settings.postal_address or "", contact)
+    names = {lang: campaign.sender(settings, lang) for lang in FOOTER_LANGUAGES}
+    return advertising_footer(link, names, settings.postal_address or "", contact)
 
 
 _TRACKABLE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.I)
@@ -400,8 +403,11 @@ def track_clicks(html: str, deferred: Deferred) -> str:
     preferences, view online) are markers, not http, and stay as they are.
 
     A link that carries a recipient's value (`?r={{ contact.attributes.region }}`) is
-    signed in stage 2 with that value in it, so each recipient lands on their own URL."""
+    signed in stage 2 with that value in it, so each recipient lands on their own URL.
+    Each link's position (1, 2, … in the HTML) is signed with it: the click report tells
+    two links with one address apart (see `links`)."""
     markers = deferred.markers
+    positions = itertools.count(1)
 
     def rewrite(match: re.Match[str]) -> str:
         url = html_lib.unescape(match.group(3))
@@ -414,7 +420,9 @@ def track_clicks(html: str, deferred: Deferred) -> str:
             else:
                 inner = deferred.sources[int(piece)].removeprefix("{{ ").removesuffix(" }}")
                 args.append(f"(({inner}) | outreach_text)")
-        marker = deferred.marker("{{ click(" + " ~ ".join(args) + ") }}", ("click tracking", 0))
+        address = " ~ ".join(args)
+        source = f"{{{{ click({address}, {next(positions)}) }}}}"
+        marker = deferred.marker(source, ("click tracking", 0))
         return f"{match.group(1)}{match.group(2)}{marker}{match.group(2)}"
 
     return _TRACKABLE.sub(rewrite, html)

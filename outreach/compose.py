@@ -25,7 +25,7 @@ from outreach.config import Settings
 from outreach.fields import primary_language
 from outreach.messages import DkimKey, Envelope, MessageBuilder
 from outreach.models import Campaign, CampaignVariant
-from outreach.render import CompiledVariant, Personaliser, Rendered, personalise
+from outreach.render import Attributes, CompiledVariant, Personaliser, Rendered, personalise
 from outreach.render import UnsafeLink as UnsafeLink
 from outreach.tokens import Links
 
@@ -41,7 +41,7 @@ SAMPLE_CONTACT: dict[str, Any] = {
     "membership": "full",
     "consent": "opt-in",
     "tags": [],
-    "attributes": {},
+    "attributes": Attributes(),
 }
 MINIMAL_CONTACT: dict[str, Any] = {
     "email": "minimal@example.org",
@@ -53,7 +53,7 @@ MINIMAL_CONTACT: dict[str, Any] = {
     "membership": None,
     "consent": None,
     "tags": [],
-    "attributes": {},
+    "attributes": Attributes(),
 }
 # Links of a message that is not a delivery (test sends, previews) name delivery 0, which
 # the web pages answer with "this is a test message".
@@ -101,6 +101,8 @@ class Composer:
     builder: MessageBuilder | None = None
     # Sign a VERP bounce token into the envelope sender (when the builder has a domain).
     verp: bool = False
+    # A From per language (`from: {ko: …, en: …}`): that language's builder, else `builder`.
+    builders: dict[str, MessageBuilder] = field(default_factory=dict)
 
     def language_for(self, recipient: Recipient) -> str:
         return resolve_language(
@@ -131,7 +133,7 @@ class Composer:
         assert recipient.email is not None, "an erased contact gets no message"
         language = language or self.language_for(recipient)
         rendered, urls = self._render(recipient, language)
-        builder = self.builder
+        builder = self.builders.get(language, self.builder)
         if bounce_token is None and self.verp and builder.bounce_domain:
             bounce_token = self.links.tokens.sign("bounce", recipient.delivery_id)
         envelope = builder.build(
@@ -189,25 +191,32 @@ def prepare(session: Session, campaign: Campaign, settings: Settings, links: Lin
         )
     }
     definition = campaign.definition
-    domain = definition["from"].rpartition("@")[2].strip(">").strip()
-    dkim = None
-    if settings.dkim_key_file and settings.dkim_selector:
-        dkim = DkimKey.load(settings.dkim_key_file, settings.dkim_selector, domain)
-    builder = MessageBuilder(
-        definition["from"],
-        reply_to=definition.get("reply_to"),
-        bounce_domain=settings.bounce_domain,
-        dkim=dkim,
-        # Gmail's form: identifiers, most specific first, the sender's last.
-        extra_headers={"Feedback-ID": f"{campaign.name}:outreach:{domain}"},
-    )
+
+    def builder(from_: str) -> MessageBuilder:
+        domain = from_.rpartition("@")[2].strip(">").strip()
+        dkim = None
+        if settings.dkim_key_file and settings.dkim_selector:
+            dkim = DkimKey.load(settings.dkim_key_file, settings.dkim_selector, domain)
+        return MessageBuilder(
+            from_,
+            reply_to=definition.get("reply_to"),
+            bounce_domain=settings.bounce_domain,
+            dkim=dkim,
+            # Gmail's form: identifiers, most specific first, the sender's last.
+            extra_headers={"Feedback-ID": f"{campaign.name}:outreach:{domain}"},
+        )
+
     composer = Composer(
         variants,
         definition["default_language"],
         Personaliser(list(campaign.expressions), definition["nonce"]),
         links,
-        builder,
+        builder(definition["from"]),
         verp=True,
+        builders={
+            language: builder(from_)
+            for language, from_ in (definition.get("from_by_language") or {}).items()
+        },
     )
     prepared = Prepared(
         campaign.id,

@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -238,6 +239,25 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not a time zone; write an IANA name such as Asia/Seoul or "
+            "Australia/Sydney"
+        ) from None
+    return value
+
+
+DEFAULT_TIMEZONE = "Asia/Seoul"
+# Korea has kept +09:00 without daylight saving since 1988: the default zone stands even
+# on a system without a time zone database.
+_SEOUL = timezone(timedelta(hours=9), "KST")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///outreach.db"
@@ -268,6 +288,21 @@ class Settings:
     batch_size: int = 100
     soft_bounce_limit: int = 3
     pause_after_failures: int = 10
+    # Times shown to people (reports, status) and, for contacts whose own zone is unknown,
+    # local-time sending.
+    timezone: str = DEFAULT_TIMEZONE
+
+    @property
+    def zone(self) -> tzinfo:
+        """OUTREACH_TIMEZONE as a tzinfo."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            return ZoneInfo(self.timezone)
+        except ZoneInfoNotFoundError:
+            if self.timezone == DEFAULT_TIMEZONE:
+                return _SEOUL
+            raise
 
     @property
     def smtp(self) -> SmtpSettings | None:
@@ -373,6 +408,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "batch_size": _positive_int,
     "soft_bounce_limit": _positive_int,
     "pause_after_failures": _positive_int,
+    "timezone": _timezone,
 }
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 _ATTR = {f.metadata.get("key", f.name): f.name for f in fields(Settings)}

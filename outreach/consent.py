@@ -249,6 +249,8 @@ class NoticeRun:
     languages: dict[str, int] = field(default_factory=dict)
     campaign_id: int | None = None
     dry_run: bool = False
+    # Who gets (or, in a dry run, would get) a notice: email, language, consent and due dates.
+    recipients: list[dict[str, str]] = field(default_factory=list)
 
 
 def due_notices(session: Session, now: datetime | None = None) -> list[tuple[Contact, datetime]]:
@@ -299,9 +301,17 @@ def queue_notices(
         language = contact.language
         # Counted as written: a contact's "ko-KR" gets the Korean notice, "fr" the default.
         written_in = resolve_language(language, available, "en")
+        listed = {
+            "email": contact.email,
+            "name": contact.name or "",
+            "language": written_in,
+            "consent_date": contact.consent_at.isoformat() if contact.consent_at else "",
+            "due": when.isoformat(),
+        }
         if dry_run:
             run.queued += 1
             run.languages[written_in] = run.languages.get(written_in, 0) + 1
+            run.recipients.append(listed)
             continue
         try:
             with session.begin_nested():
@@ -322,6 +332,7 @@ def queue_notices(
         )
         notice.delivery_id = delivery_id
         run.campaign_id = campaign_id
+        run.recipients.append(listed)
         run.queued += 1
         run.languages[written_in] = run.languages.get(written_in, 0) + 1
     if dry_run:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import partial
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from outreach.consent import erase as erase_consent
 from outreach.consent import history as consent_history
@@ -20,6 +20,7 @@ from outreach.consent import leave_topics, record_current
 from outreach.errors import FileError, NotFound, UserError
 from outreach.fields import (
     KNOWN_COLUMNS,
+    STATUS_COLUMNS,
     column_for,
     mailable_email,
     normalise_email,
@@ -27,7 +28,7 @@ from outreach.fields import (
     split_tags,
 )
 from outreach.history import contact_history, erase_address
-from outreach.models import Contact, ContactTag, Suppression, utcnow
+from outreach.models import SUPPRESSION_REASONS, Contact, ContactTag, Suppression, utcnow
 from outreach.spreadsheets import (
     CONTROL,
     CellError,
@@ -44,7 +45,7 @@ from outreach.topics import Topics, load_topics
 
 BATCH = 2000
 MAX_REPORTED = 50
-_KNOWN = frozenset(KNOWN_COLUMNS)
+_KNOWN = frozenset((*KNOWN_COLUMNS, *STATUS_COLUMNS))
 # Columns that land in a contact's own column (consent_date is stored as consent_at;
 # topics_left are rows of their own).
 COLUMNS = tuple(
@@ -62,6 +63,52 @@ class RowError:
         return f"line {self.line}: {self.reason}"
 
 
+# Fields a recipient can set on their own preferences page, and the column that says when
+# they did: an import keeps such a value unless staff override it.
+RECIPIENT_CHOICES = {"language": "language_chosen_at"}
+
+
+def record_choice(contact: Contact, field: str, value: str) -> None:
+    """A value the recipient chose themselves (on their preferences page): set, and marked
+    as theirs, so that a re-import of the office's list does not undo it."""
+    setattr(contact, field, value)
+    setattr(contact, RECIPIENT_CHOICES[field], utcnow())
+
+
+Shown = str | None
+
+
+def _shown(value: Any) -> Shown:
+    """A stored or imported value as a person reads it in a list of changes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+@dataclass
+class RowChange:
+    """What importing one row changes (a dry run lists them): a new contact, or each field
+    with its stored value and the file's; `kept` are the file's values not taken because
+    the recipient chose theirs."""
+
+    line: int
+    email: str
+    new: bool = False
+    fields: dict[str, tuple[Shown, Shown]] = field(default_factory=dict)
+    kept: dict[str, tuple[Shown, Shown]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "email": self.email,
+            "new": self.new,
+            "fields": {k: {"from": a, "to": b} for k, (a, b) in self.fields.items()},
+            "kept": {k: {"recipient": a, "file": b} for k, (a, b) in self.kept.items()},
+        }
+
+
 @dataclass
 class ImportResult:
     path: str
@@ -72,13 +119,37 @@ class ImportResult:
     suppressed: int = 0
     forgotten: int = 0  # rows of forgotten addresses, not imported: their data stays erased
     topics_left: int = 0  # topics contacts left by this import (a topics_left column)
+    # Addresses the file's status columns suppress (an export restored: who left stays out).
+    newly_suppressed: int = 0
+    # Rows whose file value lost to a value the recipient chose (RECIPIENT_CHOICES).
+    kept: int = 0
+    kept_fields: set[str] = field(default_factory=set)
     errors: list[RowError] = field(default_factory=list)
     written: bool = False
     attribute_columns: list[str] = field(default_factory=list)
+    # Under --dry-run: every row that would change something, in file order.
+    changes: list[RowChange] = field(default_factory=list)
 
     @property
     def valid(self) -> int:
         return self.rows - len(self.errors)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "rows": self.rows,
+            "new": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "invalid": len(self.errors),
+            "kept_recipient_choices": self.kept,
+            "suppressed": self.suppressed,
+            "newly_suppressed": self.newly_suppressed,
+            "forgotten": self.forgotten,
+            "written": self.written,
+            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "changes": [change.as_json() for change in self.changes],
+        }
 
 
 def parse_mapping(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -188,7 +259,7 @@ def _records(
         yield line, row, problems
 
 
-def _parse_date(value: str) -> datetime:
+def _parse_date(value: str, column: str = "consent_date") -> datetime:
     text = value.strip()
     try:
         if len(text) == 10:
@@ -196,7 +267,7 @@ def _parse_date(value: str) -> datetime:
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"consent_date {value!r} is not a date such as 2026-03-31") from None
+        raise ValueError(f"{column} {value!r} is not a date such as 2026-03-31") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -212,15 +283,43 @@ def _topics_left(cell: str, topics: Topics | None, errors: list[str]) -> list[st
     return names
 
 
+# The reasons an export (or a person) can give in suppressed_reason: not "forgotten",
+# which only `contacts forget` gives (and whose contacts are never exported).
+IMPORTED_REASONS = tuple(r for r in SUPPRESSION_REASONS if r != "forgotten")
+_YES = frozenset(("yes", "y", "true", "1", "예", "o"))
+_NO = frozenset(("no", "n", "false", "0", "아니오", "아니요", "x", ""))
+Wanted = tuple[str, datetime]  # a suppression the file asks for: reason, since
+
+
+def _status(raw: dict[str, str], now: datetime, errors: list[str]) -> Wanted | None:
+    """The suppression a row's status columns ask for (an export's `suppressed: yes`)."""
+    flag = raw.get("suppressed", "").strip()
+    if flag.lower() not in _YES | _NO:
+        errors.append(f"suppressed {flag!r}: write yes or no")
+        return None
+    reason = raw.get("suppressed_reason", "").strip().lower() or "manual"
+    since = raw.get("suppressed_since", "").strip()
+    if reason not in IMPORTED_REASONS:
+        errors.append(f"suppressed_reason {reason!r}: write one of {', '.join(IMPORTED_REASONS)}")
+        return None
+    try:
+        at = _parse_date(since, "suppressed_since") if since else now
+    except ValueError as exc:
+        errors.append(str(exc))
+        return None
+    return (reason, at) if flag.lower() in _YES else None
+
+
 def _validate(
     raw: dict[str, str],
     now: datetime,
     problems: list[str] | None,
     source: str = "import",
     topics: Topics | None = None,
-) -> tuple[dict[str, Any], list[str] | None]:
-    """One row to column values and tags; raises ValueError with every reason it has. The
-    topics the row left, if it says, are under "topics_left"."""
+) -> tuple[dict[str, Any], list[str] | None, Wanted | None]:
+    """One row to column values, tags and the suppression its status columns ask for;
+    raises ValueError with every reason it has. The topics the row left, if it says, are
+    under "topics_left"."""
     if problems and not raw:  # a row that could not be read into columns
         raise ValueError("; ".join(problems))
     errors = problems or []
@@ -253,12 +352,13 @@ def _validate(
             values["consent_version"] = None
     if "topics_left" in raw:
         values["topics_left"] = _topics_left(raw["topics_left"], topics, errors)
+    wanted = _status(raw, now, errors) if "suppressed" in raw else None
     if errors:
         raise ValueError("; ".join(errors))
     attributes = {k: v.strip() for k, v in raw.items() if k not in _KNOWN and v.strip()}
     values["attributes"] = attributes
     tags = split_tags(raw["tags"]) if "tags" in raw else None
-    return values, tags
+    return values, tags, wanted
 
 
 def import_csv(
@@ -270,6 +370,7 @@ def import_csv(
     skip_invalid: bool = False,
     mapping: Mapping[str, str] | None = None,
     topics_path: Path | None = None,
+    override_recipient_choices: bool = False,
 ) -> ImportResult:
     """Upsert contacts from a CSV file, or an .xlsx one (by its name).
 
@@ -279,19 +380,23 @@ def import_csv(
     transaction is rolled back when any row is invalid (unless skip_invalid) or on a dry run.
     A topics_left column adds the topics it names to those the contact left (checked against
     the topics file `topics_path`, when it exists); an import never gives a topic back.
+    A value the recipient chose themselves (RECIPIENT_CHOICES) is kept unless
+    `override_recipient_choices`; a dry run lists what each row would change.
     """
     path = Path(path)
     result = ImportResult(str(path))
     now = utcnow()
     seen: dict[str, int] = {}
-    batch: list[tuple[dict[str, Any], list[str] | None]] = []
+    batch: list[Line] = []
+    upsert = _Upsert(now, override_recipient_choices, dry_run)
+    suppressions: dict[str, Wanted] = {}
     columns, rows = _rows(path, encoding, mapping or {})
     result.attribute_columns = [c for c in columns if c and c not in _KNOWN]
     topics = load_topics(topics_path) if topics_path and "topics_left" in columns else None
-    has_free_columns = bool(result.attribute_columns)
+    upsert.has_free_columns = bool(result.attribute_columns)
     # A consent's date, source and version are kept when the same consent is imported
     # again, unless the file gives them.
-    keep = frozenset(
+    upsert.keep = frozenset(
         column
         for column, given in (
             ("consent_at", "consent_date"),
@@ -306,11 +411,13 @@ def import_csv(
     for line, raw, problems in rows:
         result.rows += 1
         try:
-            values, tags = _validate(raw, now, problems, source, topics)
+            values, tags, wanted = _validate(raw, now, problems, source, topics)
             first = seen.get(values["email"])
             if first is not None:
                 raise ValueError(f"duplicate of line {first} ({values['email']})")
             seen[values["email"]] = line
+            if wanted is not None:
+                suppressions[values["email"]] = wanted
         except ValueError as exc:
             result.errors.append(RowError(line, str(exc)))
             if not (skip_invalid or dry_run):
@@ -321,22 +428,43 @@ def import_csv(
         if collecting:  # a dry run counts every valid row as the import would
             if left:
                 leaves.append((values["email"], left))
-            batch.append((values, tags))
+            batch.append((line, values, tags))
             if len(batch) >= BATCH:
-                _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
+                _import_batch(session, batch, result, upsert)
                 batch.clear()
     if collecting and batch:
-        _import_batch(session, batch, result, has_free_columns, now, keep, dry_run)
+        _import_batch(session, batch, result, upsert)
+    if collecting and suppressions:
+        _suppress_as_written(session, suppressions, result)
     if dry_run or (result.errors and not skip_invalid):
         session.rollback()
-        if not dry_run:
-            result.unchanged = result.suppressed = result.forgotten = 0  # nothing imported
+        if not dry_run:  # nothing imported
+            result.unchanged = result.suppressed = result.forgotten = result.kept = 0
+            result.newly_suppressed = 0
+            result.kept_fields.clear()
         return result
     _count_written(session, now, result)
     result.topics_left = leave_topics(session, leaves, source=source, at=now)
     result.written = True
     session.commit()
     return result
+
+
+def _suppress_as_written(session: Session, wanted: dict[str, Wanted], result: ImportResult) -> None:
+    """Suppress the addresses the file says are suppressed, unless they already are (an
+    import never lifts a suppression nor replaces its reason), in the import's transaction."""
+    addresses = list(wanted)
+    for start in range(0, len(addresses), BATCH):
+        chunk = addresses[start : start + BATCH]
+        already = _suppressions(session.connection(), chunk)
+        new = [
+            Suppression(email=email, reason=wanted[email][0], created_at=wanted[email][1])
+            for email in chunk
+            if email not in already
+        ]
+        result.newly_suppressed += len(new)
+        session.add_all(new)
+    session.flush()
 
 
 def _suppressions(conn: Any, emails: list[str]) -> dict[str, str]:
@@ -366,65 +494,103 @@ def _stored(
     return found
 
 
-def _unchanged(
-    values: dict[str, Any],
-    tags: list[str] | None,
-    stored: tuple[dict[str, Any], set[str]],
-    keep: frozenset[str],
-    now: datetime,
-) -> bool:
-    """Whether the upsert would leave the contact as it is: the rules of `_assignments`
-    (the same consent keeps its date, source and version) applied in Python."""
+Values = dict[str, Any]
+Tags = list[str] | None
+Line = tuple[int, Values, Tags]
+
+
+@dataclass
+class _Upsert:
+    """How this import writes: its time, what the file leaves as stored, and whether the
+    file's values replace those recipients chose themselves."""
+
+    now: datetime
+    override: bool = False
+    dry_run: bool = False
+    has_free_columns: bool = False
+    keep: frozenset[str] = frozenset(("consent_at",))
+
+
+def _differences(
+    values: Values, tags: Tags, stored: tuple[dict[str, Any], set[str]], upsert: _Upsert
+) -> dict[str, tuple[Shown, Shown]]:
+    """What the upsert would change, field by field (stored value, file value): the rules
+    of `_assignments` (the same consent keeps its date, source and version) in Python."""
     old, old_tags = stored
     same_consent = old.get("consent") == values.get("consent")
+    changed: dict[str, tuple[Shown, Shown]] = {}
     for column, was in old.items():
+        if column not in values:
+            continue  # read for what it says about another (when a choice was made)
         new = values[column]
-        if same_consent and (column in keep or (column == "consent_at" and new == now)):
+        kept = column in upsert.keep or (column == "consent_at" and new == upsert.now)
+        if same_consent and kept:
             continue  # kept as recorded
         if column == "attributes":
             was = was or {}
-        if new != was:
-            return False
-    return tags is None or set(tags) == old_tags
+            for key in sorted({*was, *new}):
+                if was.get(key) != new.get(key):
+                    changed[f"attributes.{key}"] = (_shown(was.get(key)), _shown(new.get(key)))
+        elif new != was:
+            changed[column] = (_shown(was), _shown(new))
+    if tags is not None and set(tags) != old_tags:
+        changed["tags"] = (_shown(";".join(sorted(old_tags))), _shown(";".join(tags)))
+    return changed
 
 
 def _import_batch(
-    session: Session,
-    batch: list[tuple[dict[str, Any], list[str] | None]],
-    result: ImportResult,
-    has_free_columns: bool,
-    now: datetime,
-    keep: frozenset[str],
-    dry_run: bool,
+    session: Session, batch: list[Line], result: ImportResult, upsert: _Upsert
 ) -> None:
     """Sort a batch out with two queries, and write (unless a dry run) what changes.
 
     A forgotten address is left out: forgetting erased its personal data, and no import
     brings it back (nor a consent record for it). A row equal to what is stored is counted
-    as unchanged and not written, so its updated_at stays."""
+    as unchanged and not written, so its updated_at stays. A value the recipient chose is
+    kept (and counted) unless the import overrides recipients' choices."""
     conn = session.connection()
-    reasons = _suppressions(conn, [values["email"] for values, _ in batch])
-    rows = [row for row in batch if reasons.get(row[0]["email"]) != "forgotten"]
+    reasons = _suppressions(conn, [values["email"] for _, values, _ in batch])
+    rows = [row for row in batch if reasons.get(row[1]["email"]) != "forgotten"]
     result.forgotten += len(batch) - len(rows)
     if not rows:
         return
-    compared = [c for c in rows[0][0] if c != "email" and (c != "attributes" or has_free_columns)]
-    with_tags = rows[0][1] is not None
-    stored = _stored(conn, [values["email"] for values, _ in rows], compared, with_tags)
+    first = rows[0][1]
+    compared = [c for c in first if c != "email" and (c != "attributes" or upsert.has_free_columns)]
+    chosen = [RECIPIENT_CHOICES[c] for c in compared if c in RECIPIENT_CHOICES]
+    with_tags = rows[0][2] is not None
+    emails = [values["email"] for _, values, _ in rows]
+    stored = _stored(conn, emails, [*compared, *chosen], with_tags)
     changed = []
-    for values, tags in rows:
-        old = stored.get(values["email"])
-        if old is not None and _unchanged(values, tags, old, keep, now):
+    for line, values, tags in rows:
+        email = values["email"]
+        old = stored.get(email)
+        if old is None:
+            changed.append((values, tags))
+            if upsert.dry_run:
+                result.created += 1
+                result.suppressed += email in reasons
+                result.changes.append(RowChange(line, email, new=True))
+            continue
+        fields = _differences(values, tags, old, upsert)
+        kept = {}
+        for name, when in RECIPIENT_CHOICES.items():
+            if name in fields and old[0].get(when) is not None and not upsert.override:
+                kept[name] = fields.pop(name)  # the recipient's own choice stays
+        if kept:
+            result.kept += 1
+            result.kept_fields.update(kept)
+        if not fields:
             result.unchanged += 1
-            result.suppressed += values["email"] in reasons
+            result.suppressed += email in reasons
+            if kept and upsert.dry_run:
+                result.changes.append(RowChange(line, email, kept=kept))
             continue
         changed.append((values, tags))
-        if dry_run:  # a real import counts what it wrote, in _count_written
-            result.created += old is None
-            result.updated += old is not None
-            result.suppressed += values["email"] in reasons
-    if changed and not dry_run:
-        _write(session, changed, has_free_columns, now, keep)
+        if upsert.dry_run:  # a real import counts what it wrote, in _count_written
+            result.updated += 1
+            result.suppressed += email in reasons
+            result.changes.append(RowChange(line, email, fields=fields, kept=kept))
+    if changed and not upsert.dry_run:
+        _write(session, changed, upsert)
 
 
 def _count_written(session: Session, now: datetime, result: ImportResult) -> None:
@@ -457,13 +623,7 @@ def _count_written(session: Session, now: datetime, result: ImportResult) -> Non
     result.updated = touched - result.created
 
 
-def _write(
-    session: Session,
-    batch: list[tuple[dict[str, Any], list[str] | None]],
-    has_free_columns: bool,
-    now: datetime,
-    keep: frozenset[str] = frozenset(("consent_at",)),
-) -> None:
+def _write(session: Session, batch: list[tuple[Values, Tags]], upsert: _Upsert) -> None:
     """Upsert one batch with a single multi-row INSERT … ON CONFLICT … RETURNING.
 
     Written as plain SQL on purpose: one statement per thousands of rows, no per-row
@@ -473,8 +633,8 @@ def _write(
     postgres = conn.dialect.name == "postgresql"
     mark = "%s" if postgres else "?"
     columns = [*batch[0][0], "created_at", "updated_at"]
-    params, stamp = _parameters(conn, batch, columns, now)
-    assignments, extra = _assignments(columns, has_free_columns, keep, postgres, mark)
+    params, stamp = _parameters(conn, batch, columns, upsert.now)
+    assignments, extra = _assignments(columns, upsert, postgres, mark)
     params += [stamp] * extra
     one = (
         "("
@@ -536,15 +696,18 @@ def _parameters(
 
 
 def _assignments(
-    columns: list[str], has_free_columns: bool, keep: frozenset[str], postgres: bool, mark: str
+    columns: list[str], upsert: _Upsert, postgres: bool, mark: str
 ) -> tuple[list[str], int]:
     """The ON CONFLICT … SET list, and how many more parameters (the import's time) it takes.
 
-    Only what the file has is updated: a column absent from the file keeps its stored value."""
+    Only what the file has is updated: a column absent from the file keeps its stored value.
+    A value the recipient chose stays unless the import overrides; overridden, it is no
+    longer theirs (unless the file says the same)."""
+    keep = upsert.keep
     updates = [
         c
         for c in columns
-        if c not in ("email", "created_at") and (c != "attributes" or has_free_columns)
+        if c not in ("email", "created_at") and (c != "attributes" or upsert.has_free_columns)
     ]
     same = "IS NOT DISTINCT FROM" if postgres else "IS"
     assignments = [
@@ -555,6 +718,18 @@ def _assignments(
         else f"{c} = excluded.{c}"
         for c in updates
     ]
+    for c, when in RECIPIENT_CHOICES.items():
+        if c not in updates:
+            continue
+        if upsert.override:
+            assignments.append(
+                f"{when} = CASE WHEN contacts.{c} {same} excluded.{c} "
+                f"THEN contacts.{when} ELSE NULL END"
+            )
+        else:
+            assignments[updates.index(c)] = (
+                f"{c} = CASE WHEN contacts.{when} IS NULL THEN excluded.{c} ELSE contacts.{c} END"
+            )
     if "consent_at" in updates and "consent_at" not in keep:
         # A file with dates, but an empty cell: the same consent keeps its recorded date.
         assignments[updates.index("consent_at")] = (
@@ -629,6 +804,10 @@ def describe(session: Session, email: str) -> dict[str, Any]:
         "forgotten": False,
         **{column: getattr(contact, column) for column in COLUMNS},
         "consent_at": contact.consent_at.isoformat() if contact.consent_at else None,
+        **{
+            when: value.isoformat() if (value := getattr(contact, when)) else None
+            for when in RECIPIENT_CHOICES.values()
+        },
         "tags": contact.tag_names,
         "attributes": contact.attributes or {},
         "created_at": contact.created_at.isoformat(),
@@ -663,9 +842,6 @@ def forget(session: Session, email: str) -> Contact:
     return contact
 
 
-EXPORT_COLUMNS = KNOWN_COLUMNS  # the import format, so an export re-imports as is
-
-
 def _consent_date(at: datetime | None) -> str:
     """A date when that is all there is; the whole time otherwise, so a re-import keeps the
     consent exactly as recorded."""
@@ -676,9 +852,48 @@ def _consent_date(at: datetime | None) -> str:
     return at.isoformat()
 
 
+@dataclass(frozen=True)
+class Exported:
+    """One contact as an export writes it, with its suppression if it has one."""
+
+    contact: Contact
+    reason: str | None
+    since: datetime | None
+
+
+def _text(value: str | None) -> str:
+    return value or ""
+
+
+# The export's columns, in order, each with how to write it: the import format (so an
+# export re-imports as it is), then the status columns. A new column is one line here.
+EXPORT_COLUMNS: tuple[tuple[str, Callable[[Exported], str]], ...] = (
+    ("email", lambda e: e.contact.email),
+    ("name", lambda e: _text(e.contact.name)),
+    ("organisation", lambda e: _text(e.contact.organisation)),
+    ("organisation_type", lambda e: _text(e.contact.organisation_type)),
+    ("city", lambda e: _text(e.contact.city)),
+    ("country", lambda e: _text(e.contact.country)),
+    ("language", lambda e: _text(e.contact.language)),
+    ("membership", lambda e: _text(e.contact.membership)),
+    ("tags", lambda e: ";".join(e.contact.tag_names)),
+    ("consent", lambda e: _text(e.contact.consent)),
+    ("consent_date", lambda e: _consent_date(e.contact.consent_at)),
+    ("consent_source", lambda e: _text(e.contact.consent_source)),
+    ("consent_version", lambda e: _text(e.contact.consent_version)),
+    ("topics_left", lambda e: ";".join(left.topic for left in e.contact.left_topics)),
+    ("suppressed", lambda e: "yes" if e.reason else "no"),
+    ("suppressed_reason", lambda e: _text(e.reason)),
+    ("suppressed_since", lambda e: e.since.isoformat(timespec="seconds") if e.since else ""),
+)
+
+
 def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int:
+    # An alias: `where` may hold not_suppressed(), whose EXISTS names the table itself.
+    status = aliased(Suppression)
     query = (
-        select(Contact)
+        select(Contact, status.reason, status.created_at)
+        .outerjoin(status, status.email == Contact.email)
         .options(selectinload(Contact.tags), selectinload(Contact.left_topics))
         .order_by(Contact.id)
     )
@@ -688,28 +903,15 @@ def _export(session: Session, writer: TableWriter, where: Any, hint: str) -> int
     keys: set[str] = set()
     for attrs in session.scalars(query.with_only_columns(Contact.attributes)).yield_per(BATCH):
         keys.update(attrs or {})
-    attribute_columns = sorted(keys)
-    header = [*EXPORT_COLUMNS, *attribute_columns]
+    attribute_columns = sorted(keys - _KNOWN)
+    header = [name for name, _ in EXPORT_COLUMNS] + attribute_columns
     writer.writerow(header)
     n = 0
-    for contact in session.scalars(query.execution_options(yield_per=BATCH)):
-        cells = [
-            contact.email,
-            contact.name or "",
-            contact.organisation or "",
-            contact.organisation_type or "",
-            contact.city or "",
-            contact.country or "",
-            contact.language or "",
-            contact.membership or "",
-            ";".join(contact.tag_names),
-            contact.consent or "",
-            _consent_date(contact.consent_at),
-            contact.consent_source or "",
-            contact.consent_version or "",
-            ";".join(left.topic for left in contact.left_topics),
-            *(str((contact.attributes or {}).get(k, "")) for k in attribute_columns),
-        ]
+    for contact, reason, since in session.execute(query.execution_options(yield_per=BATCH)):
+        row = Exported(contact, reason, since)
+        attributes = contact.attributes or {}
+        cells = [write(row) for _, write in EXPORT_COLUMNS]
+        cells += [str(attributes.get(k, "")) for k in attribute_columns]
         try:
             writer.writerow(cells)
         except CellError as exc:

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
+from outreach import spellings
 from outreach.models import CONSENTS, MEMBERSHIPS
 
 # Columns with a place of their own on a contact; anything else is a free attribute.
@@ -147,6 +148,14 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
         "수신 거부 주제",
     ),
 }
+# What an export says about each contact's suppression. An import reads them back: "yes"
+# suppresses the address (so restoring an export never mails who left), "no" lifts nothing.
+STATUS_COLUMNS = ("suppressed", "suppressed_reason", "suppressed_since")
+STATUS_ALIASES: dict[str, tuple[str, ...]] = {
+    "suppressed": ("수신거부", "수신 거부", "발송 제외"),
+    "suppressed_reason": ("suppression reason", "수신거부 사유", "제외 사유"),
+    "suppressed_since": ("suppressed at", "수신거부일", "수신거부 일자", "제외일"),
+}
 _SPELLING = re.compile(r"[\s_\-.*]+")
 
 
@@ -156,7 +165,7 @@ def _header_key(header: str) -> str:
 
 _ALIASES = {
     _header_key(alias): column
-    for column, aliases in HEADER_ALIASES.items()
+    for column, aliases in (*HEADER_ALIASES.items(), *STATUS_ALIASES.items())
     for alias in (column, *aliases)
 }
 
@@ -269,19 +278,43 @@ def sender_address(value: str) -> str:
 
 
 def normalise_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code, from the code or a name as offices write it (`대한민국`,
+    `한국`, `South Korea`, `KOR`: KR)."""
     code = value.strip().upper()
-    if code not in _countries():
-        raise ValueError(f"unknown country {value!r}: use an ISO 3166-1 alpha-2 code such as KR")
-    return code
+    if code in _countries():
+        return code
+    return _by_name(spellings.countries(), "country", value, "an ISO 3166-1 code")
+
+
+def _by_name(words: spellings.Spellings, field: str, value: str, code: str) -> str:
+    """A value written as a name (`대한민국`, `한국어`), or one line naming what is accepted."""
+    named = words.get(value)
+    if named is not None:
+        return named
+    raise ValueError(
+        f"unknown {field} {value!r}: write {code} or the {field}'s name, e.g. "
+        f"{words.examples}{words.suggestion(value)}"
+    )
+
+
+@lru_cache(maxsize=1)
+def _two_letter() -> dict[str, str]:
+    """ISO 639 three-letter codes that have a two-letter one (kor: ko): BCP 47 uses the
+    shortest."""
+    import pycountry
+
+    return {lang.alpha_3: lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2")}
 
 
 def normalise_language(value: str) -> str:
-    """BCP 47 in canonical case: `ko`, `en-GB`, `zh-Hant-TW`."""
+    """BCP 47 in canonical case: `ko`, `en-GB`, `zh-Hant-TW`; from a tag, or a language's
+    name as offices write it (`한국어`, `영어`, `English`, `중국어(번체)`)."""
     text = value.strip().replace("_", "-")
     match = _BCP47.match(text)
     if not match or match.group("lang").lower() not in _languages():
-        raise ValueError(f"unknown language {value!r}: use a BCP 47 tag such as ko or en")
-    parts = [match.group("lang").lower()]
+        return _by_name(spellings.languages(), "language", value, "a BCP 47 tag")
+    primary = match.group("lang").lower()
+    parts = [_two_letter().get(primary, primary)]
     if match.group("script"):
         parts.append(match.group("script").title())
     if match.group("region"):
@@ -292,11 +325,21 @@ def normalise_language(value: str) -> str:
 
 
 def normalise_choice(field: str, value: str) -> str:
+    """One of MEMBERSHIPS or CONSENTS, from the code or a word as offices write it
+    (`정회원`: full, `수신동의`: opt-in; see `spellings`)."""
     choices = {"membership": MEMBERSHIPS, "consent": CONSENTS}[field]
     text = value.strip().lower()
-    if text not in choices:
-        raise ValueError(f"unknown {field} {value!r}: choose one of {', '.join(choices)}")
-    return text
+    if text in choices:
+        return text
+    words = spellings.memberships() if field == "membership" else spellings.consents()
+    found = words.get(value)
+    if found is not None:
+        return found
+    if field == "membership" and spellings.key(value) in spellings.AMBIGUOUS_MEMBERSHIP:
+        raise ValueError(
+            f"membership {value!r} could be full (정회원) or associate (준회원): write which"
+        )
+    raise ValueError(f"unknown {field} {value!r}: choose one of {words.examples}")
 
 
 def normalise_organisation_type(value: str) -> str:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, func, select, update
 from sqlalchemy.orm import Session
 
 from outreach import store
@@ -33,7 +33,7 @@ from outreach.fields import mailable_email
 from outreach.heartbeat import Workers, workers
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
-from outreach.render import CompiledVariant
+from outreach.render import CompiledVariant, RenderError, contact_variables
 from outreach.segments import Segment, audience, audience_of
 from outreach.tokens import links_for
 from outreach.transport import SendFailure, transport_for
@@ -98,6 +98,8 @@ class SendResult:
     dry_run: bool = False
     languages: dict[str, int] = field(default_factory=dict)
     send_at: datetime | None = None
+    # validate's warnings: what recipients will see (languages without a variant, …).
+    warnings: list[str] = field(default_factory=list)
 
 
 def tasks_for(added: int, settings: Settings) -> int:
@@ -134,7 +136,14 @@ def send_campaign(
     total = store.total(session, campaign.id)
     # As the file writes it (its own offset), not as stored (UTC).
     result = SendResult(
-        spec.name, campaign.state, added, total, dry_run, validation.languages, spec.spec.send_at
+        spec.name,
+        campaign.state,
+        added,
+        total,
+        dry_run,
+        validation.languages,
+        spec.spec.send_at,
+        validation.warnings,
     )
     if dry_run:
         session.rollback()
@@ -183,6 +192,8 @@ def _store_compiled(
     campaign.source_path = str(spec.path)
     campaign.definition = {
         "from": spec.sender(settings),
+        # Only with a from: per language; the worker builds each language's From from it.
+        "from_by_language": spec.senders(settings, set(compiled.variants)),
         "reply_to": spec.spec.reply_to,
         "default_language": spec.spec.default_language,
         "nonce": compiled.nonce,
@@ -234,29 +245,63 @@ def _segments(spec: CampaignFile, session: Session) -> tuple[list[Segment], list
     return include, exclude
 
 
-def send_test(path: Path, settings: Settings, session: Session | None, to: str) -> list[str]:
-    """One rendered copy per language to `to`, straight through the transport."""
+def send_test(
+    path: Path,
+    settings: Settings,
+    session: Session | None,
+    to: str,
+    contact: str | None = None,
+) -> list[str]:
+    """One rendered copy per language to `to`, straight through the transport; with
+    `contact` (an address in the database), one copy as that contact would get it: their
+    data, their language."""
     links = links_for(settings, "a test send")
     try:
         address = mailable_email(to)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    as_contact = None
+    if contact is not None:
+        if session is None:
+            raise UserError("--contact needs the database; run `outreach init` and import contacts")
+        from outreach.contacts import get_contact
+
+        as_contact = contact_variables(get_contact(session, contact))
     compiled = _compiled(_validated(path, settings, session))
     spec = load_campaign(path)
+
+    def builder(language: str) -> MessageBuilder:
+        return MessageBuilder(spec.sender(settings, language), reply_to=spec.spec.reply_to)
+
     composer = Composer(
         compiled.variants,
         spec.spec.default_language,
         compiled.personaliser(),
         links,
-        MessageBuilder(spec.sender(settings), reply_to=spec.spec.reply_to),
+        builder(spec.spec.default_language),
+        builders={language: builder(language) for language in compiled.variants},
     )
+    if as_contact is not None:
+        language = composer.language_for(Recipient(NO_DELIVERY, address, None, as_contact))
+        copies = [(language, as_contact)]  # their data as they would read it; To: `to`
+    else:
+        copies = [
+            (language, {**SAMPLE_CONTACT, "email": address, "language": language})
+            for language in sorted(compiled.variants)
+        ]
     transport = transport_for(settings)
     sent = []
     try:
-        for language in sorted(compiled.variants):
-            contact = {**SAMPLE_CONTACT, "email": address, "language": language}
-            recipient = Recipient(NO_DELIVERY, address, None, contact)
-            composed = composer.compose(recipient, language, subject_prefix=f"[TEST {language}] ")
+        for language, variables in copies:
+            recipient = Recipient(NO_DELIVERY, address, None, variables)
+            try:
+                composed = composer.compose(
+                    recipient, language, subject_prefix=f"[TEST {language}] "
+                )
+            except RenderError as exc:
+                raise UserError(
+                    f"{contact or address} would get no message: {exc.message}"
+                ) from None
             try:
                 transport.send(composed.envelope, f"{spec.name}-test")
             except SendFailure as exc:
@@ -384,11 +429,54 @@ class Status:
         }
 
 
-def status(session: Session, name: str) -> Status:
+# The send rate behind the time left: each message sent in the last RATE_HORIZON seconds
+# counts exp(-age / RATE_TAU), so the time left follows the last minutes' rate instead of
+# jumping as groups of outcomes enter and leave a one-minute window. Read per RATE_BUCKET
+# seconds: one GROUP BY, at most RATE_HORIZON / RATE_BUCKET rows.
+RATE_TAU = 120.0
+RATE_HORIZON = 600
+RATE_BUCKET = 5
+
+
+def _epoch_bucket(session: Session) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.floor(func.extract("epoch", Delivery.sent_at) / RATE_BUCKET)
+    return func.cast(func.strftime("%s", Delivery.sent_at), Integer) / RATE_BUCKET
+
+
+def send_rate(session: Session, campaign: Campaign, now: datetime) -> float:
+    """Messages per second, exponentially weighted (time constant RATE_TAU): the same
+    history gives the same rate, so every `status` agrees with the last."""
+    bucket = _epoch_bucket(session)
+    since = now - timedelta(seconds=RATE_HORIZON)
+    if campaign.started_at is not None:
+        since = max(since, campaign.started_at)
+    counts = session.execute(
+        select(bucket, func.count())
+        .where(
+            Delivery.campaign_id == campaign.id,
+            Delivery.sent_at >= since,
+            Delivery.sent_at <= now,
+        )
+        .group_by(bucket)
+    ).all()
+    lived = (now - since).total_seconds()
+    if lived <= 0:
+        return 0.0
+    weighted = 0.0
+    for number, n in counts:
+        age = max(now.timestamp() - (float(number) + 0.5) * RATE_BUCKET, 0.0)
+        weighted += n * math.exp(-age / RATE_TAU)
+    # What a steady rate of one message a second would weigh over the same time.
+    return weighted / (RATE_TAU * (1 - math.exp(-lived / RATE_TAU)))
+
+
+def status(session: Session, name: str, now: datetime | None = None) -> Status:
     campaign = get_campaign(session, name)
     counts = store.counts(session, campaign.id)
-    now = utcnow()
+    now = now or utcnow()
     recent = store.sent_since(session, campaign.id, now - timedelta(seconds=60))
+    rate = send_rate(session, campaign, now)
     seen = workers(session, now)
     session.commit()
     remaining = counts["queued"] + counts["deferred"] + counts["sending"]
@@ -397,8 +485,8 @@ def status(session: Session, name: str) -> Status:
     eta: float | None = None
     if campaign.state == "done" or (campaign.state == "sending" and not remaining):
         eta = 0.0
-    elif campaign.state == "sending" and recent and note is None:
-        eta = remaining / (recent / 60)
+    elif campaign.state == "sending" and rate > 0 and note is None:
+        eta = remaining / rate
     return Status(
         campaign.name,
         campaign.state,

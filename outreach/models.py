@@ -97,6 +97,9 @@ class Contact(Base):
     consent_source: Mapped[str | None] = mapped_column(String(300))
     consent_version: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # When the recipient chose their language on their own preferences page: an import
+    # keeps it unless staff override (see contacts.RECIPIENT_CHOICES).
+    language_chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -83,7 +83,7 @@ def build_preview(
         compiled.personaliser(),
         Links(settings.base_url, Tokens.throwaway()),
         MessageBuilder(
-            campaign.sender(settings),
+            campaign.sender(settings, resolved),
             reply_to=campaign.spec.reply_to,
             bounce_domain=settings.bounce_domain,
         ),

@@ -422,6 +422,27 @@ class Personaliser:
                 )
 
 
+class MissingAttribute(jinja2.StrictUndefined):
+    """A free attribute this contact does not have: `default(…)` replaces it and a test
+    (`… if contact.attributes.x else …`) reads it as false, but printed as it is it fails
+    like any undefined value, so validate reports it instead of a blank in a message."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:  # type: ignore[override]
+        return False
+
+
+class Attributes(dict[str, Any]):
+    """A contact's free attributes as templates see them (`contact.attributes.X`)."""
+
+    def __missing__(self, key: str) -> MissingAttribute:
+        return MissingAttribute(
+            hint=f"contact.attributes.{key} is missing (a contact without a {key!r} column)",
+            name=key,
+        )
+
+
 def clean_recipient_value(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace(_SEP, " ")
@@ -431,7 +452,9 @@ def clean_recipient_value(value: Any) -> Any:
 def contact_variables(contact: Any, tags: list[str] | None = None) -> dict[str, Any]:
     """What templates see as `contact`: a Contact row (or a dict standing in for one)."""
     if isinstance(contact, dict):
-        return {k: clean_recipient_value(v) for k, v in contact.items()}
+        variables = {k: clean_recipient_value(v) for k, v in contact.items()}
+        variables["attributes"] = Attributes(variables.get("attributes") or {})
+        return variables
     return {
         "email": contact.email,
         "name": clean_recipient_value(contact.name),
@@ -443,7 +466,9 @@ def contact_variables(contact: Any, tags: list[str] | None = None) -> dict[str, 
         "membership": contact.membership,
         "consent": contact.consent,
         "tags": contact.tag_names if tags is None else tags,
-        "attributes": {k: clean_recipient_value(v) for k, v in (contact.attributes or {}).items()},
+        "attributes": Attributes(
+            {k: clean_recipient_value(v) for k, v in (contact.attributes or {}).items()}
+        ),
     }
 
 

@@ -6,8 +6,9 @@ campaign of a million messages costs a handful of queries.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import ColumnElement, distinct, func, select
 from sqlalchemy.orm import Session
 
 from outreach import store
+from outreach.links import identify, tracked_links
 from outreach.models import Campaign, Contact, Delivery, Event, utcnow
 from outreach.segments import load_segments
 
@@ -45,6 +47,12 @@ class Report:
     timeline_unit: str = "minute"
     # Unsubscribes through this campaign's messages: each topic left, and everything apart.
     unsubscribes: dict[str, Any] = field(default_factory=lambda: {"everything": 0, "by_topic": {}})
+    # Deliveries read: an open recorded, or a click (whose reader's client blocked images).
+    opened: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    # OUTREACH_TIMEZONE: the zone people read the report's times in (JSON keeps UTC).
+    timezone: str = "UTC"
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,12 +93,19 @@ def _bucket(session: Session, unit: str) -> ColumnElement[str]:
     return func.strftime(fmt, Delivery.sent_at)
 
 
-def build(session: Session, campaign: Campaign, segments_path: Path | None = None) -> Report:
-    """The whole report of one campaign: each part one SQL aggregate."""
+def build(
+    session: Session,
+    campaign: Campaign,
+    segments_path: Path | None = None,
+    timezone: str = "UTC",
+) -> Report:
+    """The whole report of one campaign: each part one SQL aggregate. `timezone` (an IANA
+    name, OUTREACH_TIMEZONE) is the zone its times are shown in; JSON keeps UTC."""
     cid = campaign.id
     tracked = _tracking(campaign)
     counts = store.counts(session, cid)
     events = _events(session, cid)
+    opened = _opened(session, cid)
     unit, timeline = _timeline(session, cid)
     return Report(
         campaign=campaign.name,
@@ -99,10 +114,10 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         generated_at=utcnow().isoformat(timespec="seconds"),
         total=sum(counts.values()),
         counts=counts,
-        rates=_rates(counts, events, tracked),
+        rates=_rates(counts, events, tracked, opened),
         tracking=tracked,
         events=events,
-        top_links=_top_links(session, cid) if tracked["clicks"] else [],
+        top_links=_top_links(session, campaign) if tracked["clicks"] else [],
         by_language=_by_language(session, cid),
         by_segment=_by_segment(session, campaign, segments_path),
         bounces_by_domain=_bounces_by_domain(session, cid),
@@ -110,6 +125,10 @@ def build(session: Session, campaign: Campaign, segments_path: Path | None = Non
         timeline=timeline,
         timeline_unit=unit,
         unsubscribes=_unsubscribes(session, cid),
+        opened=opened,
+        started_at=_iso(campaign.started_at),
+        finished_at=_iso(campaign.finished_at),
+        timezone=timezone,
     )
 
 
@@ -131,6 +150,27 @@ def _unsubscribes(session: Session, cid: int) -> dict[str, Any]:
     return {"everything": everything, "by_topic": dict(sorted(by_topic.items()))}
 
 
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat(timespec="seconds") if when else None
+
+
+def local(when: datetime | str | None, zone: tzinfo, *, seconds: bool = False) -> str:
+    """A time as people here read it: `2026-12-01 09:00 KST` (OUTREACH_TIMEZONE), the zone
+    always shown. Accepts a datetime or ISO 8601 text (a report's JSON, `…Z` too)."""
+    if when is None:
+        return ""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    shown = when.astimezone(zone)
+    name = shown.strftime("%Z")
+    if not name or name[0] in "+-":  # a zone without an abbreviation: its offset
+        offset = shown.strftime("%z")
+        name = f"UTC{offset[:3]}:{offset[3:]}"
+    return f"{shown:%Y-%m-%d %H:%M{':%S' if seconds else ''}} {name}"
+
+
 def _events(session: Session, cid: int) -> dict[str, dict[str, int]]:
     """Per kind: how many events, and from how many deliveries."""
     return {
@@ -143,8 +183,24 @@ def _events(session: Session, cid: int) -> dict[str, dict[str, int]]:
     }
 
 
+def _opened(session: Session, cid: int) -> int:
+    """Deliveries read: an open recorded, or a click, since whoever clicked read the
+    message even when their client blocked the tracking image."""
+    return int(
+        session.scalar(
+            select(func.count(distinct(Event.delivery_id))).where(
+                Event.campaign_id == cid, Event.kind.in_(("open", "click"))
+            )
+        )
+        or 0
+    )
+
+
 def _rates(
-    counts: dict[str, int], events: dict[str, dict[str, int]], tracked: dict[str, bool]
+    counts: dict[str, int],
+    events: dict[str, dict[str, int]],
+    tracked: dict[str, bool],
+    opened: int,
 ) -> dict[str, float | None]:
     delivered = counts["sent"]  # accepted and not bounced since
     attempted = counts["sent"] + counts["bounced"] + counts["failed"]
@@ -156,33 +212,59 @@ def _rates(
         "delivery": _ratio(delivered, attempted),
         "bounce": _ratio(counts["bounced"], counts["sent"] + counts["bounced"]),
         "unsubscribe": _ratio(unique("unsubscribe"), delivered + counts["bounced"]),
-        "open": _ratio(unique("open"), delivered) if tracked["opens"] else None,
+        "open": _ratio(opened, delivered) if tracked["opens"] else None,
         "click": _ratio(unique("click"), delivered) if tracked["clicks"] else None,
     }
 
 
-def _top_links(session: Session, cid: int) -> list[dict[str, Any]]:
-    url = Event.data["url"].as_string()
-    return [
-        {"url": u, "clicks": int(n), "unique": int(q)}
-        for u, n, q in session.execute(
-            select(url, func.count(), func.count(distinct(Event.delivery_id)))
-            .where(Event.campaign_id == cid, Event.kind == "click")
-            .group_by(url)
-            .order_by(func.count().desc())
-            .limit(10)
+def _top_links(session: Session, campaign: Campaign, limit: int = 10) -> list[dict[str, Any]]:
+    """Clicks by the template's link — its position and its address with each recipient's
+    value as a placeholder — so a link carrying a contact's value is one row, not one per
+    recipient. Clicks recorded before links were told apart are sorted out by address."""
+    cid = campaign.id
+    link, template = Event.data["link"].as_integer(), Event.data["template"].as_string()
+    grouped = [
+        {"link": position, "url": url, "clicks": int(n), "unique": int(q)}
+        for position, url, n, q in session.execute(
+            select(link, template, func.count(), func.count(distinct(Event.delivery_id)))
+            .where(Event.campaign_id == cid, Event.kind == "click", template.isnot(None))
+            .group_by(link, template)
         )
     ]
+    rows = {(row["link"], row["url"]): row for row in grouped}
+    links = tracked_links(tuple(campaign.expressions or ()))
+    url = Event.data["url"].as_string()
+    for address, n, q in session.execute(
+        select(url, func.count(), func.count(distinct(Event.delivery_id)))
+        .where(Event.campaign_id == cid, Event.kind == "click", template.is_(None))
+        .group_by(url)
+    ):
+        found = identify(links, address)
+        key = (found.position, found.template) if found else (None, address)
+        row = rows.setdefault(key, {"link": key[0], "url": key[1], "clicks": 0, "unique": 0})
+        row["clicks"] += int(n)
+        row["unique"] += int(q)  # one address per delivery and link: the sum is exact
+    ordered = sorted(rows.values(), key=lambda r: (-r["clicks"], r["link"] or 0, r["url"]))
+    return ordered[:limit]
+
+
+# Deliveries that may still be written to; the others without a language never will be.
+WAITING = ("queued", "sending", "deferred")
 
 
 def _by_language(session: Session, cid: int) -> list[dict[str, Any]]:
+    """Deliveries by the language they were written in. One never written (skipped before
+    its turn, say) has none: it is listed under its state, "(not yet sent)" only while it
+    may still be sent."""
     languages: dict[str, dict[str, int]] = {}
     for language, state, n in session.execute(
         select(Delivery.language, Delivery.state, func.count())
         .where(Delivery.campaign_id == cid)
         .group_by(Delivery.language, Delivery.state)
     ):
-        languages.setdefault(language or "(not yet sent)", {})[state] = int(n)
+        if language is None:
+            language = "(not yet sent)" if state in WAITING else f"({state})"
+        languages.setdefault(language, {})[state] = int(n)
     return [{"language": k, "total": sum(v.values()), **v} for k, v in sorted(languages.items())]
 
 
@@ -291,8 +373,10 @@ def bar_chart(
     colour: str = "#0b5cad",
     colours: dict[str, str] | None = None,
     width: int = 640,
+    titles: list[str] | None = None,
 ) -> Markup:
-    """Horizontal bars as inline SVG: no script, no network."""
+    """Horizontal bars as inline SVG: no script, no network. `titles`: each bar's whole
+    label, shown on hover where the label is short."""
     if not items:
         return Markup('<p class="empty">nothing yet</p>')
     label_w, row_h = 220, 24
@@ -307,9 +391,10 @@ def bar_chart(
         w = int((width - label_w - 60) * n / top)
         fill = (colours or {}).get(label, colour)
         short = label if len(label) <= 34 else label[:31] + "…"
+        title = titles[i] if titles else label
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(short)}'
-            f"<title>{escape(label)}</title></text>"
+            f"<title>{escape(title)}</title></text>"
         )
         parts.append(
             f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1)}" height="{row_h - 8}" '
@@ -344,9 +429,28 @@ def timeline_chart(points: list[dict[str, Any]], width: int = 640, height: int =
     )
 
 
-def render_html(report: Report) -> str:
+def link_label(link: dict[str, Any], limit: int = 34) -> str:
+    """A short label that tells a campaign's links apart: the link's position and its
+    address without the scheme, cut in the middle when long, so the end that differs
+    (`…register?org={organisation}`) shows rather than a prefix they all share."""
+    address = re.sub(r"^https?://(www\.)?", "", link["url"])
+    position = f"{link['link']}. " if link.get("link") else ""
+    room = limit - len(position)
+    if len(address) > room:
+        host, slash, _ = address.partition("/")
+        tail = room - len(host) - 2
+        if slash and tail >= 20:  # else the end alone: it tells links apart
+            address = f"{host}/…{address[-tail:]}"
+        else:
+            address = "…" + address[-(room - 1) :]
+    return position + address
+
+
+def render_html(report: Report, zone: tzinfo | None = None) -> str:
+    """The report as one self-contained page, its times in `zone` (OUTREACH_TIMEZONE)."""
     import jinja2
 
+    zone = zone or UTC
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "web_templates")),
         autoescape=True,
@@ -354,10 +458,14 @@ def render_html(report: Report) -> str:
     )
     states = [(s, n) for s, n in report.counts.items() if n]
     links_chart = (
-        bar_chart([(link["url"], link["clicks"]) for link in report.top_links])
+        bar_chart(
+            [(link_label(link), link["clicks"]) for link in report.top_links],
+            titles=[link["url"] for link in report.top_links],
+        )
         if report.tracking["clicks"]
         else Markup('<p class="empty">not tracked: the campaign does not track clicks</p>')
     )
+    timeline = [{**point, "at": local(point["at"], zone)} for point in report.timeline]
     return env.get_template("report.html").render(
         r=report,
         states_chart=bar_chart(states, colours=COLOURS),
@@ -370,6 +478,8 @@ def render_html(report: Report) -> str:
             [(row["domain"] or "(unknown)", row["rejected"]) for row in report.policy_by_domain],
             colour="#c53030",
         ),
-        timeline_chart=timeline_chart(report.timeline),
+        timeline_chart=timeline_chart(timeline),
         rate=report.rate_text,
+        when=lambda at: local(at, zone),
+        link_label=link_label,
     )

@@ -100,9 +100,14 @@ class _Compiler:
         self.campaigns: list[tuple[str, Loc]] = []
         self.topics: list[tuple[str, Loc]] = []
         self.references: list[tuple[str, str]] = []
+        # The errors of each segment, by its name (the first part of every location).
+        self.by_segment: dict[str, list[FileError]] = {}
 
     def error(self, loc: Loc, message: str) -> ColumnElement[bool]:
-        self.errors.append(FileError(self.doc.path, message, self.doc.lines.line_for(loc)))
+        error = FileError(self.doc.path, message, self.doc.lines.line_for(loc))
+        self.errors.append(error)
+        if loc:
+            self.by_segment.setdefault(str(loc[0]), []).append(error)
         return false()
 
     def condition(self, node: Any, loc: Loc) -> ColumnElement[bool]:
@@ -487,8 +492,29 @@ def not_suppressed() -> ColumnElement[bool]:
 def parse_segments(doc: YamlDoc, session: Session | None = None) -> dict[str, Segment]:
     """Compile every segment of a file; campaign names in history conditions are checked
     against known_campaigns() of the file's folder (and the database, given a session)."""
+    segments, compiler = _parse(doc, session)
+    if compiler.errors:
+        raise FileErrors(compiler.errors)
+    return segments
+
+
+def load_each(
+    path: Path | str = DEFAULT_PATH, session: Session | None = None
+) -> tuple[dict[str, Segment], dict[str, list[FileError]]]:
+    """The file's segments that compile, and the errors of each that does not: one broken
+    segment (naming a campaign not written yet, say) does not hide the others. A file that
+    cannot be read as segments at all still raises."""
+    path = Path(path)
+    if not path.exists():
+        return {}, {}
+    segments, compiler = _parse(load_yaml(path), session)
+    broken = compiler.by_segment
+    return {name: s for name, s in segments.items() if name not in broken}, broken
+
+
+def _parse(doc: YamlDoc, session: Session | None) -> tuple[dict[str, Segment], _Compiler]:
     if doc.data is None:
-        return {}
+        return {}, _Compiler(doc)
     if not isinstance(doc.data, dict):
         raise FileError(doc.path, "expected a mapping of segment names to segments", 1)
     compiler = _Compiler(doc)
@@ -525,9 +551,7 @@ def parse_segments(doc: YamlDoc, session: Session | None = None) -> dict[str, Se
         compiler.check_campaigns(known_campaigns(folder, session), sources)
     if compiler.topics:
         compiler.check_topics(load_topics(doc.path.parent / TOPICS_FILE))
-    if compiler.errors:
-        raise FileErrors(compiler.errors)
-    return segments
+    return segments, compiler
 
 
 def load_segments(

@@ -22,6 +22,8 @@ import hashlib
 import ipaddress
 import logging
 import re
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,9 +40,9 @@ from sqlalchemy.orm import Session
 from outreach import consent, system_mail
 from outreach.advertising import sender_contact
 from outreach.config import Settings
-from outreach.errors import FileError, FileErrors
+from outreach.errors import FileError, FileErrors, UserError
 from outreach.events import record_event
-from outreach.fields import mailable_email, normalise_tag, sender_address
+from outreach.fields import mailable_email, normalise_language, normalise_tag, sender_address
 from outreach.i18n import supported, translator
 from outreach.mailboxes import domain_of, mailbox, same_mailbox
 from outreach.models import (
@@ -106,7 +108,8 @@ class SubscribeSpec(BaseModel):
     """The schema of `campaigns/subscribe.yaml`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: str | None = Field(default=None, alias="from")
+    # One From, or one per language: {ko: "시티넷 사무국 <…>", en: "CityNet Secretariat <…>"}.
+    from_: str | dict[str, str] | None = Field(default=None, alias="from")
     reply_to: str | None = None
     tags: list[str] = []
     consent: ConsentSpec
@@ -117,7 +120,14 @@ class SubscribeSpec(BaseModel):
     # ticked are joined on confirmation, the others offered left.
     topics: list[str] = []
 
-    @field_validator("from_", "reply_to")
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if isinstance(v, dict):
+            return {normalise_language(str(k)): sender_address(str(a)) for k, a in v.items()}
+        return None if v is None else sender_address(v)
+
+    @field_validator("reply_to")
     @classmethod
     def _sender(cls, v: str | None) -> str | None:
         return None if v is None else sender_address(v)
@@ -181,11 +191,52 @@ def _check_topics(doc: YamlDoc, names: list[str]) -> None:
         raise FileErrors(errors)
 
 
+class WatchedConfig:
+    """campaigns/subscribe.yaml as a long-running `outreach serve` reads it: loaded again
+    when the file appears, changes or goes (its mtime, looked at no more than every
+    CHECK_SECONDS), so a form set up while the server runs works without a restart. An edit
+    that does not load keeps the last good settings, and says why in the log."""
+
+    CHECK_SECONDS = 2.0
+
+    def __init__(self, settings: Settings, path: Path = CONFIG_PATH) -> None:
+        self.settings, self.path = settings, path
+        self._lock = threading.Lock()
+        self._stamp = self._mtime()
+        self._config = load_config(settings, path)  # at start a broken file stops serve
+        self._checked = time.monotonic()
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return None
+
+    def current(self) -> SubscribeConfig | None:
+        now = time.monotonic()
+        if now - self._checked < self.CHECK_SECONDS:
+            return self._config
+        with self._lock:
+            self._checked = now
+            stamp = self._mtime()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._config = load_config(self.settings, self.path)
+                    log.info("subscribe: %s read again", self.path)
+                except UserError as exc:
+                    log.warning("subscribe: %s changed but is kept as it was: %s", self.path, exc)
+        return self._config
+
+
 def system_sender(settings: Settings, config: SubscribeConfig | None) -> Sender:
     """Who confirmations and notices come from: subscribe.yaml's from:, else OUTREACH_FROM."""
     spec = config.spec if config else None
+    given = spec.from_ if spec else None
+    by_language = given if isinstance(given, dict) else {}
+    default = by_language.get("en") or next(iter(by_language.values()), None)
     from_ = system_mail.require_from(
-        (spec.from_ if spec else None) or settings.from_,
+        (given if isinstance(given, str) else default) or settings.from_,
         str(config.path if config else CONFIG_PATH),
     )
     reply_to = spec.reply_to if spec else None
@@ -195,6 +246,7 @@ def system_sender(settings: Settings, config: SubscribeConfig | None) -> Sender:
         postal_address=settings.postal_address or "",
         contact=sender_contact(settings.sender_contact, reply_to, from_),
         consent_text=dict(spec.consent.text) if spec else {},
+        from_by_language=dict(by_language),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -91,10 +91,19 @@ class Sender:
     postal_address: str
     contact: str
     consent_text: dict[str, str]
+    # subscribe.yaml's from: per language ({ko: "시티넷 사무국 <…>", en: …}); else from_.
+    from_by_language: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        name, address = parseaddr(self.from_)
+        return self.name_for(None)
+
+    def from_for(self, language: str | None) -> str:
+        return self.from_by_language.get(language or "") or self.from_
+
+    def name_for(self, language: str | None) -> str:
+        """The sender's name as readers of `language` read it."""
+        name, address = parseaddr(self.from_for(language))
         return name or address
 
     def consent_text_for(self, language: str) -> str:
@@ -124,13 +133,14 @@ def compile_kind(kind: Kind, sender: Sender) -> tuple[dict[str, CompiledVariant]
         env = _environment(language, deferred)
         source = env.get_template(kind.template).render(
             lang=language,
-            sender=sender.name,
+            sender=sender.name_for(language),
             postal_address=sender.postal_address,
             sender_contact=sender.contact,
             consent_text=sender.consent_text_for(language),
         )
         html = str(mjml2html(source))
-        subject = translations(language).gettext(kind.subject) % {"sender": sender.name}
+        name = sender.name_for(language)
+        subject = translations(language).gettext(kind.subject) % {"sender": name}
         variants[language] = CompiledVariant(language, subject, html, html_to_text(html))
     return variants, deferred
 
@@ -186,6 +196,9 @@ def ensure(session: Session, kind: Kind, sender: Sender) -> int:
     variants, deferred = compile_kind(kind, sender)
     campaign.definition = {
         "from": sender.from_,
+        "from_by_language": {language: sender.from_for(language) for language in variants}
+        if sender.from_by_language
+        else {},
         "reply_to": sender.reply_to,
         "default_language": "en" if "en" in variants else sorted(variants)[0],
         "nonce": deferred.nonce,

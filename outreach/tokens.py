@@ -53,8 +53,8 @@ def _unb64(text: str) -> str:
 
 @dataclass(frozen=True)
 class Tokens:
-    """`DELIVERY.SIGNATURE`, or `DELIVERY.URL.SIGNATURE` for a click: compact, and cheap to
-    make (a plain itsdangerous Signer, no JSON), since every message carries several.
+    """`DELIVERY.SIGNATURE`, or `DELIVERY.URL[.POSITION].SIGNATURE` for a click: compact,
+    and cheap to make (a plain itsdangerous Signer, no JSON), since every message carries several.
 
     New tokens are signed with `secret`; `fallbacks` (keys replaced by a rotation) still
     verify, so links in mail sent before the rotation keep working."""
@@ -74,8 +74,11 @@ class Tokens:
 
     def sign(self, kind: str, payload: int | list[Any] | tuple[Any, ...]) -> str:
         if isinstance(payload, list | tuple):
-            delivery_id, url = payload
+            # A click: [delivery, url] or [delivery, url, the link's position].
+            delivery_id, url, *position = payload
             value = f"{int(delivery_id)}.{_b64(str(url))}"
+            if position and position[0] is not None:
+                value += f".{int(position[0])}"
         else:
             value = str(int(payload))
         return _signer(self._keys, kind).sign(value).decode("ascii")
@@ -87,7 +90,11 @@ class Tokens:
             value = _signer(self._keys, kind).unsign(token).decode("ascii")
             head, _, rest = value.partition(".")
             delivery_id = int(head)
-            return [delivery_id, _unb64(rest)] if rest else delivery_id
+            if not rest:
+                return delivery_id
+            url, _, position = rest.partition(".")  # base64url has no "."
+            clicked: list[Any] = [delivery_id, _unb64(url)]
+            return [*clicked, int(position)] if position else clicked
         except (BadSignature, ValueError, UnicodeError) as exc:
             raise InvalidToken(str(exc)) from None
 
@@ -112,11 +119,11 @@ class Links:
         return {
             **self.for_delivery(delivery_id),
             "open_url": _Lazy(lambda: self.open_pixel(delivery_id)),
-            "click": lambda url: self.click(delivery_id, url),
+            "click": lambda url, position=None: self.click(delivery_id, url, position),
         }
 
-    def click(self, delivery_id: int, url: str) -> str:
-        return f"{self.base_url}/c/{self.tokens.sign('click', [delivery_id, url])}"
+    def click(self, delivery_id: int, url: str, position: int | None = None) -> str:
+        return f"{self.base_url}/c/{self.tokens.sign('click', [delivery_id, url, position])}"
 
     def open_pixel(self, delivery_id: int) -> str:
         return f"{self.base_url}/o/{self.tokens.sign('open', delivery_id)}.gif"

@@ -77,6 +77,7 @@ def validate_campaign(
         return validation
     validation.errors += segment_errors
     validation.topic = _check_topic(campaign, validation)
+    validation.warnings += internal_name_in_subject(campaign)
     validation.warnings += untracked([*include, *exclude], campaign.segments_path.parent, session)
     validation.errors += check_addresses(campaign, settings)
     validation.errors += _check_advertising(campaign, settings)
@@ -123,6 +124,8 @@ def validate_campaign(
     data = _AudienceData(campaign, compiled, session, where, validation.languages)
     validation.warnings += data.empty_value_warnings()
     validation.warnings += data.link_warnings()
+    if campaign.spec.archive:
+        validation.warnings += data.archive_warnings()
     return validation
 
 
@@ -149,23 +152,72 @@ def _check_topic(campaign: CampaignFile, validation: Validation) -> Topic | None
     return topic
 
 
+def _reads_campaign_name(node: nodes.Node) -> bool:
+    for found in node.find_all((nodes.Getattr, nodes.Getitem)):
+        key: Any
+        if isinstance(found, nodes.Getattr):
+            key, target = found.attr, found.node
+        else:
+            assert isinstance(found, nodes.Getitem)
+            key, target = getattr(found.arg, "value", None), found.node
+        if key == "name" and isinstance(target, nodes.Name) and target.name == "campaign":
+            return True
+    return False
+
+
+def internal_name_in_subject(campaign: CampaignFile) -> list[str]:
+    """`{{ campaign.name }}` in a subject sends the file's internal name (a slug such as
+    2027-01-membership-korea) to every recipient: say so, at the subject's line."""
+    raw = campaign.doc.data.get("subject") if isinstance(campaign.doc.data, dict) else None
+    written = raw.items() if isinstance(raw, dict) else [(None, raw)]
+    warnings = []
+    for language, text in written:
+        try:
+            parsed = _PARSER.parse(str(text))
+        except jinja2.TemplateSyntaxError:
+            continue  # reported as an error where the subject is compiled
+        if _reads_campaign_name(parsed):
+            loc = ("subject",) if language is None else ("subject", language)
+            which = "the subject" if language is None else f"the {language} subject"
+            warnings.append(
+                f"{campaign.path}:{campaign.line(*loc)}: {which} prints {{{{ campaign.name }}}}, "
+                f"the campaign's internal name ({campaign.name}), to every recipient; write "
+                "the words you want them to read"
+            )
+    return warnings
+
+
 def check_addresses(campaign: CampaignFile, settings: Settings) -> list[FileError]:
+    """From (each language's, when given per language) and Reply-To: one line, a valid
+    address, mailable without SMTPUTF8."""
     errors = []
-    for key, value in (
-        ("from", campaign.spec.from_ or settings.from_),
-        ("reply_to", campaign.spec.reply_to),
-    ):
+    given = campaign.spec.from_
+    addresses: list[tuple[tuple[str, ...], str | None]]
+    if not isinstance(given, dict):
+        addresses = [(("from",), given or settings.from_)]
+    else:
+        addresses = [(("from", lang), value) for lang, value in given.items()]
+        if campaign.spec.default_language not in given and not settings.from_:
+            errors.append(
+                campaign.error(
+                    f"from: no address for {campaign.spec.default_language} (default_language): "
+                    "readers of a language without one get it; add it, or set OUTREACH_FROM",
+                    "from",
+                )
+            )
+    for loc, value in [*addresses, (("reply_to",), campaign.spec.reply_to)]:
+        key = ".".join(loc)
         if value is None:
             if key == "from":
                 errors.append(campaign.error("no From: set from: in the campaign or OUTREACH_FROM"))
             continue
         if "\n" in value or "\r" in value:
-            errors.append(campaign.error(f"{key}: must be one line", key))
+            errors.append(campaign.error(f"{key}: must be one line", *loc))
             continue
         try:
             sender_address(value)
         except ValueError as exc:
-            errors.append(campaign.error(f"{key}: {exc}", key))
+            errors.append(campaign.error(f"{key}: {exc}", *loc))
     return errors
 
 
@@ -383,8 +435,11 @@ def _stage2_errors(
             hint = ""
             if isinstance(failure, jinja2.UndefinedError):
                 unknown = _unknown_field(source, message)
+                missing = re.match(r"contact\.attributes\.(\S+) is missing", message)
                 if unknown is not None:
                     message, hint = unknown, ""
+                elif missing is not None:
+                    hint = _attribute_fix(source, missing[1])
                 else:
                     inner = source.removeprefix("{{ ").removesuffix(" }}")
                     hint = f"; give a default, e.g. {{{{ {inner} | default('…', true) }}}}"
@@ -402,6 +457,21 @@ def _stage2_errors(
         message = getattr(exc, "message", None) or str(exc)
         errors.append(FileError(campaign.path, message))
     return errors
+
+
+def _attribute_fix(source: str, key: str) -> str:
+    """What works for an attribute some contacts lack, written into the expression as it
+    is: `.get(KEY, '')` where it is read (a default after later filters comes too late),
+    or a test."""
+    read = re.compile(
+        rf"""contact\.attributes(?:\.{re.escape(key)}\b|\[\s*(['"]){re.escape(key)}\1\s*\])"""
+    )
+    fixed = read.sub(f"contact.attributes.get('{key}', '')", source)
+    return (
+        f"; write {fixed} (the '' is what they get), or give a default where it is read: "
+        f"contact.attributes.{key} | default('…', true), or test it: "
+        f"{{{{ … if contact.attributes.{key} else … }}}}"
+    )
 
 
 # Every field a contact has in templates; columns of one's own are contact.attributes.NAME.
@@ -589,6 +659,27 @@ class _AudienceData:
                     f"{at}: {counted}, who would read{shown} with nothing in its place; "
                     f"give a default: {{{{ {printed.name} | default('…', true) }}}}"
                 )
+        return warnings
+
+    def archive_warnings(self) -> list[str]:
+        """`archive: true` shows the message at /archive to readers who are no contact
+        (every field empty): a field printed without a default that covers an empty value
+        would greet them with "Dear ,"."""
+        warnings = []
+        for index, source in enumerate(self.compiled.expressions):
+            printed = printed_field(source)
+            users = self._users(index)
+            if printed is None or printed.default_covers_empty or not users:
+                continue
+            if printed.path[0] == "attributes":
+                continue  # printed without a default, a missing attribute is an error
+            at, written = self._where(index, users[0])
+            shown = f' "{written}"' if written else " it"
+            warnings.append(
+                f"{at}: archive: true shows this message at /archive to readers who are not "
+                f"contacts, and {printed.name} has no value there: they would read{shown} "
+                f"with nothing in its place; write {{{{ {printed.name} | default('…', true) }}}}"
+            )
         return warnings
 
     def link_warnings(self) -> list[str]:

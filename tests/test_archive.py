@@ -98,13 +98,11 @@ def test_nothing_archived_yet(sqlite_url: str, tmp_path: Path) -> None:
     assert feed.findall(f"{ATOM}entry") == []
 
 
-def test_the_shipped_newsletter_reads_well_to_a_neutral_reader(
-    session: Session, db_url: str, tmp_path: Path
-) -> None:
-    """The shipped footer names the recipient's address; in the archive there is none, and
-    no sentence may be left with a gap where it was."""
+def shipped_newsletter_archived(session: Session, db_url: str, tmp_path: Path) -> FlaskClient:
+    """The shipped project with its December newsletter marked archive: true and sent."""
     import shutil
 
+    from outreach.contacts import import_csv
     from tests.conftest import ROOT
 
     settings = settings_for(db_url, tmp_path, base_url="https://mail.citynet-ap.org")
@@ -113,12 +111,18 @@ def test_the_shipped_newsletter_reads_well_to_a_neutral_reader(
     shutil.copy(ROOT / "examples" / "contacts.csv", tmp_path / "contacts.csv")
     newsletter = tmp_path / "campaigns" / "2026-12-newsletter.yaml"
     newsletter.write_text(newsletter.read_text(encoding="utf-8") + "archive: true\n", "utf-8")
-    from outreach.contacts import import_csv
-
     import_csv(session, tmp_path / "contacts.csv")
     send(newsletter, settings, session)
     session.commit()
-    client = create_app(settings, tmp_path).test_client()
+    return create_app(settings, tmp_path).test_client()
+
+
+def test_the_shipped_newsletter_reads_well_to_a_neutral_reader(
+    session: Session, db_url: str, tmp_path: Path
+) -> None:
+    """The shipped footer names the recipient's address; in the archive there is none, and
+    no sentence may be left with a gap where it was."""
+    client = shipped_newsletter_archived(session, db_url, tmp_path)
     for lang, sentence in (("en", "This email was sent by"), ("ko", "이 메일은 ")):
         page = client.get(f"/archive/2026-12-newsletter?lang={lang}").get_data(as_text=True)
         assert sentence in page

@@ -85,7 +85,7 @@ def test_import_records_consent_and_a_round_trip_keeps_it(tmp_path: Path, sessio
     # Export carries the consent as recorded; importing the export changes nothing.
     exported = export_to_string(session)
     header = exported.splitlines()[0]
-    assert header.endswith("consent,consent_date,consent_source,consent_version,topics_left")
+    assert ",consent,consent_date,consent_source,consent_version,topics_left," in header
     assert "import update.csv" in exported
     before = session.scalar(select(func.count()).select_from(ConsentRecord))
     at = get_contact(session, "b@suwon.example.org").consent_at
@@ -182,9 +182,9 @@ def test_consent_notices_go_once_per_period_to_the_right_contacts(
         "due.ko@example.org",
         "due.kokr@example.org",
     ]
-    assert messages["due.kokr@example.org"]["Subject"] == "CityNet 메일 수신동의 확인 안내"
+    assert messages["due.kokr@example.org"]["Subject"] == "메일 수신동의 확인 안내: CityNet"
     korean = messages["due.ko@example.org"]
-    assert korean["Subject"] == "CityNet 메일 수신동의 확인 안내"
+    assert korean["Subject"] == "메일 수신동의 확인 안내: CityNet"
     html = html_of(korean)
     consent_day = (NOW - timedelta(days=3 * 365)).date().isoformat()
     assert consent_day in html and "수신동의 날짜" in html and "/u/" in html

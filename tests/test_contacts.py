@@ -333,6 +333,21 @@ def test_cli_import_reports_lines_and_exit_status(run_cli, tmp_path: Path) -> No
     assert out.exit_code == 0 and "김수진" in (tmp_path / "out.csv").read_text(encoding="utf-8")
 
 
+def test_skip_invalid_exits_by_one_rule_dry_run_or_not(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A dry run predicts the import's exit status: invalid rows fail it unless
+    --skip-invalid, which reports and skips them (exit 0) either way."""
+    assert run_cli("init").exit_code == 0
+    write(tmp_path / "bad.csv", BAD)
+    for extra in ((), ("--dry-run",)):
+        stopped = run_cli("contacts", "import", "bad.csv", *extra)
+        assert stopped.exit_code == 1, (extra, stopped.output)
+        skipped = run_cli("contacts", "import", "bad.csv", "--skip-invalid", *extra)
+        assert skipped.exit_code == 0, (extra, skipped.output)
+        assert "bad.csv:3: invalid email" in skipped.output
+    as_json = run_cli("contacts", "import", "bad.csv", "--dry-run", "--json")
+    assert as_json.exit_code == 1 and '"invalid": 7' in as_json.output
+
+
 def test_a_row_with_several_bad_values_reports_all_of_them(
     session: Session, tmp_path: Path
 ) -> None:

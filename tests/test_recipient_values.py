@@ -233,7 +233,7 @@ def test_a_tracked_link_with_a_recipient_value_is_signed_after_personalisation(
     for address, msg in messages(tmp_path).items():
         urls = []
         for token in re.findall(r"/c/([A-Za-z0-9._-]+)", html_of(msg)):
-            _, url = tokens.verify("click", token)
+            _, url, _position = tokens.verify("click", token)
             urls.append(url)
         assert expected[address] in urls, urls
         assert not any("OUTR" in url for url in urls), urls

@@ -110,7 +110,11 @@ def test_audience_include_exclude(loaded: Session, tmp_path: Path) -> None:
         ("s:\n  where:\n    country: {like: K}\n", 3, "unknown operator 'like'; allowed: in, not"),
         ("s:\n  where:\n    tags: {some: [a]}\n", 3, "allowed: any, all, none"),
         ("s:\n  where:\n    country: ZZ\n", 3, "unknown country 'ZZ'"),
-        ("s:\n  where:\n    membership: gold\n", 3, "choose one of full, associate"),
+        (
+            "s:\n  where:\n    membership: gold\n",
+            3,
+            "choose one of full (정회원), associate (준회원)",
+        ),
         ("s:\n  where:\n    country: {a: 1}\n", 3, "unknown operator 'a'"),
         ("s:\n  where:\n    all: {country: KR}\n", 3, "all: takes a list of conditions"),
         (

@@ -79,7 +79,7 @@ def test_a_person_subscribes_in_korean_confirms_and_is_welcomed(
     drain(settings, session, "_confirmation")
     (message,) = outbox_messages(settings.outbox, "_confirmation")
     assert message["To"].addresses[0].addr_spec == ADDRESS
-    assert message["Subject"] == "시티넷 사무국 구독 확인을 부탁드립니다"
+    assert message["Subject"] == "구독 확인 요청: 시티넷 사무국"
     assert "구독 확인하기" in html_of(message)
     link = path_of(confirm_link(message))
     # A mail scanner following the link changes nothing.

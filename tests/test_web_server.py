@@ -216,7 +216,7 @@ def test_a_person_subscribes_in_korean_confirms_from_the_mail_and_is_welcomed(
             assert page.locator("h1").inner_text() == "받은편지함을 확인해 주세요"
             page.screenshot(path=str(tmp_path / "subscribe-sent.png"))
             (confirmation,) = _mail_to(smtp, address, 1)
-            assert confirmation["Subject"] == "시티넷 사무국 구독 확인을 부탁드립니다"
+            assert confirmation["Subject"] == "구독 확인 요청: 시티넷 사무국"
             html = confirmation.get_body(("html",)).get_content()  # type: ignore[union-attr]
             link = re.search(r'href="([^"]+/confirm/[^"]+)"', html)
             assert link is not None and link.group(1).startswith(server.url)

@@ -122,6 +122,17 @@ class OutreachGroup(click.Group):
             sys.exit(exc.exit_code)
 
 
+def confirmed(yes: bool, question: str, refusal: str) -> bool:
+    """Whether to go on with something that cannot be undone: --yes, or a "y" typed at a
+    terminal. Not at a terminal (a script, cron) without --yes, one line saying what to add
+    instead of click's bare "Aborted!"."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UserError(f"{refusal}: not at a terminal, so nobody can answer; pass --yes")
+    return click.confirm(question)
+
+
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     # Cells and titles are stored text (contact fields, bounce diagnostics): no escapes.
     table = Table(title=None if title is None else printable(title), show_lines=False)

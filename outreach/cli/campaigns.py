@@ -13,6 +13,7 @@ from rich.text import Text
 
 from outreach.cli.app import (
     App,
+    confirmed,
     console,
     err_console,
     labelled,
@@ -228,22 +229,36 @@ def campaigns_preview(
     metavar="EMAIL",
     help="Send one copy per language to EMAIL only; the campaign is untouched.",
 )
+@click.option(
+    "--contact",
+    "as_contact",
+    metavar="EMAIL",
+    help="With --test-to: one copy as this contact would get it (their data and language).",
+)
 @pass_app
-def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> None:
+def campaigns_send(
+    app: App, file: Path, dry_run: bool, test_to: str | None, as_contact: str | None
+) -> None:
     """Validate a campaign, snapshot its audience into deliveries and queue them.
 
-    Sending the same campaign again adds only contacts new to its audience: nobody is
-    mailed twice. With send_at in the future the campaign waits, scheduled, for the worker.
+    Prints validate's warnings, and when the campaign starts: at once, or at send_at (a
+    send_at in the past starts it at once, and says so). Sending the same campaign again
+    adds only contacts new to its audience: nobody is mailed twice. With send_at in the
+    future the campaign waits, scheduled, for the worker.
 
     \b
     Example:
       outreach campaigns send campaigns/2026-12-newsletter.yaml --dry-run
       outreach campaigns send campaigns/2026-12-newsletter.yaml --test-to me@example.org
+      outreach campaigns send campaigns/2026-12-newsletter.yaml --test-to me@example.org \\
+        --contact mayor.office@suwon.example.org
     """
     from outreach.lifecycle import send_campaign, send_test
     from outreach.tasks import enqueuer
     from outreach.welcome import install, is_welcome
 
+    if as_contact and not test_to:
+        raise click.UsageError("--contact goes with --test-to: --test-to ME --contact EMAIL")
     with app.session() as session:
         if is_welcome(file) and not test_to:
             if dry_run:
@@ -258,27 +273,50 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
             )
             return
         if test_to:
-            languages = send_test(file, app.settings, session, test_to)
+            languages = send_test(file, app.settings, session, test_to, as_contact)
+            whom = f" as {as_contact} would get it" if as_contact else ""
             console.print(
-                f"sent {len(languages)} test messages ({', '.join(languages)}) to "
-                f"{test_to}; the campaign's deliveries are untouched"
+                f"sent {counted(len(languages), 'test message')}{whom} ({', '.join(languages)}) "
+                f"to {test_to}; the campaign's deliveries are untouched",
+                soft_wrap=True,
             )
             return
         # Made only when the queue answers: else one line, and the campaign stays as it was.
         enqueue = None if dry_run else enqueuer(app.settings)
         result = send_campaign(file, app.settings, session, enqueue, dry_run=dry_run)
+    for warning in result.warnings:
+        err_console.print(labelled("warning:", "yellow", warning), soft_wrap=True)
     langs = ", ".join(f"{k} {v}" for k, v in sorted(result.languages.items()))
+    new = counted(result.added, "new delivery", "new deliveries")
+    past = result.send_at is not None and result.send_at <= datetime.now(UTC)
+    if past and (dry_run or result.added):  # said when it decides something
+        assert result.send_at is not None
+        console.print(
+            f"send_at {local_and_utc(result.send_at)} is in the past: the campaign "
+            + ("would start at once" if dry_run else "starts now"),
+            soft_wrap=True,
+        )
     if dry_run:
-        new = counted(result.added, "new delivery", "new deliveries")
+        start = (
+            f"would start {local_and_utc(result.send_at)}"
+            if result.send_at is not None and not past
+            else "would start at once"
+        )
         console.print(
             f"dry run: {result.campaign} would queue {new} ({result.total} in all; "
-            f"the audience's languages: {langs}); nothing was queued",
+            f"the audience's languages: {langs}) and {start}; nothing was queued",
             soft_wrap=True,
         )
         return
-    line = f"{result.campaign}: {result.added} new deliveries queued ({result.total} in all)"
+    line = f"{result.campaign}: {new} queued ({result.total} in all)"
     if result.state == "scheduled" and result.send_at:
         line += f"; scheduled for {local_and_utc(result.send_at)}"
+    elif result.state == "sending":
+        line += "; starts now"
+    elif result.state == "done":
+        line += "; nobody new to send to, the campaign stays done"
+    else:
+        line += f"; the campaign is {result.state}"
     console.print(
         line + ". Run `outreach worker` to send; follow with `outreach campaigns "
         f"status {result.campaign} --watch`",
@@ -286,9 +324,11 @@ def campaigns_send(app: App, file: Path, dry_run: bool, test_to: str | None) -> 
     )
 
 
-def status_view(status: Any) -> Any:
+def status_view(status: Any, zone: Any = UTC) -> Any:
     from rich.console import Group
     from rich.progress_bar import ProgressBar
+
+    from outreach.reports import local
 
     done = (
         status.total
@@ -312,6 +352,8 @@ def status_view(status: Any) -> Any:
         str(status.total),
     )
     line = f"{done}/{status.total} done, {int(status.per_minute)} sent in the last minute"
+    if status.state == "scheduled" and status.send_at is not None:
+        line = f"starts {local(status.send_at, zone)} ({_until(status.send_at)}); {line}"
     if status.note:
         line += f"; {status.note}"
     elif status.eta_seconds is not None and status.state == "sending":
@@ -322,6 +364,20 @@ def status_view(status: Any) -> Any:
     bar = Table.grid()
     bar.add_row(ProgressBar(total=max(status.total, 1), completed=done, width=60))
     return Group(table, bar, Text(printable(line)))
+
+
+def _until(when: datetime) -> str:
+    """`in 2 d 3 h`, `in 1 h 5 min`, `in 4 min`: how long until a scheduled start."""
+    left = int((when - datetime.now(UTC)).total_seconds())
+    if left <= 0:
+        return "due: a worker starts it"
+    days, rest = divmod(left, 86400)
+    hours, minutes = rest // 3600, rest % 3600 // 60
+    if days:
+        return f"in {days} d {hours} h"
+    if hours:
+        return f"in {hours} h {minutes} min"
+    return f"in {max(minutes, 1)} min"
 
 
 def _status_line(status: Any) -> str:
@@ -372,8 +428,9 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
         current = status(session, name)
         if as_json:
             click.echo(json_document(current.as_json()))
-        elif not watch:
-            console.print(status_view(current))
+        zone = app.settings.zone
+        if not as_json and not watch:
+            console.print(status_view(current, zone))
         if as_json or not watch:
             if unattended(current):
                 sys.exit(NO_WORKER)
@@ -390,11 +447,11 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
                     return
                 time.sleep(interval)
                 current = status(session, name)
-        with Live(status_view(current), console=console, refresh_per_second=4) as live:
+        with Live(status_view(current, zone), console=console, refresh_per_second=4) as live:
             while current.state in ("sending", "scheduled"):
                 time.sleep(interval)
                 current = status(session, name)
-                live.update(status_view(current))
+                live.update(status_view(current, zone))
 
 
 @campaigns.command("list")
@@ -482,7 +539,8 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     """Cancel a campaign: nothing more is sent, the rest is counted as skipped.
 
     Workers finish the message in hand and give the rest of their batch back as skipped,
-    so that sent, skipped, failed and bounced add up to the total once they let go.
+    so that sent, skipped, failed and bounced add up to the total once they let go. It asks
+    first at a terminal; in a script pass --yes (without it, it says so and cancels nothing).
 
     \b
     Example:
@@ -490,14 +548,15 @@ def campaigns_cancel(app: App, name: str, yes: bool) -> None:
     """
     from outreach.lifecycle import cancel
 
-    if not yes and not click.confirm(f"Cancel {name}? It cannot be resumed."):
+    if not confirmed(yes, f"Cancel {name}? It cannot be resumed.", f"{name} not cancelled"):
         raise UserError("nothing cancelled")
     with app.session() as session:
         cancelled = cancel(session, name)
-    line = f"{name}: cancelled; {cancelled.skipped} unsent deliveries skipped"
+    unsent = counted(cancelled.skipped, "unsent delivery", "unsent deliveries")
+    line = f"{name}: cancelled; {unsent} skipped"
     if cancelled.in_flight:
         line += (
-            f"; {cancelled.in_flight} more are in workers' hands: the message in hand is "
+            f"; {cancelled.in_flight} more in workers' hands: the message in hand is "
             "finished, the others are skipped as they are given back"
         )
     console.print(line, soft_wrap=True)
@@ -527,22 +586,27 @@ def campaigns_report(
     """
 
     from outreach.lifecycle import get_campaign
-    from outreach.reports import build, render_html
+    from outreach.reports import build, local, render_html
 
+    zone = app.settings.zone
     with app.reader() as session:
-        report = build(session, get_campaign(session, name), segments_file)
+        report = build(session, get_campaign(session, name), segments_file, app.settings.timezone)
     if as_json:
         click.echo(json_document(report.as_json()))
         return
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(report), encoding="utf-8")
+        html_path.write_text(render_html(report, zone), encoding="utf-8")
     pct = {name: report.rate_text(name) for name in report.rates}
     print_table(
         f"{report.campaign}: {report.state}",
         [*list(report.counts), "total"],
         [[*report.counts.values(), report.total]],
     )
+    times = [("started", report.started_at), ("finished", report.finished_at)]
+    shown = "; ".join(f"{what} {local(at, zone)}" for what, at in times if at)
+    if shown:
+        console.print(shown, soft_wrap=True)
     print_table("rates", list(pct), [list(pct.values())])
     left = report.unsubscribes
     if left["everything"] or left["by_topic"]:
@@ -554,9 +618,9 @@ def campaigns_report(
         )
     if report.top_links:
         print_table(
-            "top clicked links",
-            ["url", "clicks", "unique"],
-            [[x["url"], x["clicks"], x["unique"]] for x in report.top_links],
+            "top clicked links (by the template's link; a click counts as an open)",
+            ["link", "url", "clicks", "unique"],
+            [[x["link"] or "", x["url"], x["clicks"], x["unique"]] for x in report.top_links],
         )
     if report.bounces_by_domain:
         print_table(

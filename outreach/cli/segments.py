@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from outreach.cli.app import App, pass_app, print_table, segments_file_option
+from outreach.cli.app import (
+    App,
+    err_console,
+    labelled,
+    pass_app,
+    print_table,
+    segments_file_option,
+)
 from outreach.errors import UserError
 from outreach.printable import json_document
 
@@ -28,31 +36,51 @@ def segments() -> None:
 def segments_list(app: App, segments_file: Path, as_json: bool) -> None:
     """List segments with their description and live member count.
 
+    A segment with an error (say, one naming a campaign that is not written yet) is listed
+    with its error instead of a count, and the others are counted as usual; the command
+    then exits 1.
+
     \b
     Example:
       outreach segments list --segments-file campaigns/segments.yaml
       outreach segments list --json
     """
 
-    from outreach.segments import count, load_segments, not_suppressed
+    from outreach.segments import count, load_each, not_suppressed
 
     if not segments_file.exists():
         raise UserError(f"{segments_file}: no such file; define segments there (see README)")
     with app.reader() as session:
-        defined = load_segments(segments_file, session)
+        defined, broken = load_each(segments_file, session)
         listed = [
             {
                 "segment": name,
                 "description": s.description,
                 "contacts": count(session, s.where & not_suppressed()),
+                "error": None,
             }
             for name, s in defined.items()
         ]
+    for name, errors in broken.items():
+        where = f"{segments_file}:{errors[0].line}: " if errors[0].line else ""
+        error = where + "; ".join(e.message for e in errors)
+        listed.append({"segment": name, "description": None, "contacts": None, "error": error})
     if as_json:
         click.echo(json_document(listed))
-        return
-    rows = [[x["segment"], x["description"], x["contacts"]] for x in listed]
-    print_table(str(segments_file), ["segment", "description", "contacts"], rows)
+    else:
+        rows = [
+            [x["segment"], x["description"], "error" if x["error"] else x["contacts"]]
+            for x in listed
+        ]
+        print_table(str(segments_file), ["segment", "description", "contacts"], rows)
+        for x in listed:
+            if x["error"]:
+                err_console.print(
+                    labelled("error:", "red", f"segment {x['segment']}: {x['error']}"),
+                    soft_wrap=True,
+                )
+    if broken:
+        sys.exit(1)
 
 
 MEMBER_FIELDS = ("email", "name", "organisation", "country", "language", "membership")

@@ -46,6 +46,13 @@ def serve(app: App, host: str, port: int, workers: int) -> None:
     create_app(app.settings)
     _check_port_free(host, port)
     console.print(f"serving {app.settings.base_url} on http://{host}:{port} ({workers} workers)")
+    from outreach.subscriptions import CONFIG_PATH
+
+    form = "on" if CONFIG_PATH.is_file() else "off until the file exists"
+    console.print(
+        f"subscribe form: {form}; {CONFIG_PATH} is read again within seconds of a change",
+        soft_wrap=True,
+    )
     sys.stdout.flush()
     # A fresh interpreter: gevent must patch the standard library before the app and the
     # database driver are imported, which the workers of `gunicorn outreach.wsgi:app` do.

@@ -67,14 +67,14 @@ def create_app(settings: Settings, project: Path | None = None) -> Flask:
     # Location header and be logged under a path the redaction must guess. One spelling.
     app.url_map.merge_slashes = False
     install(app.jinja_env)
-    config = subscriptions.load_config(settings, root / subscriptions.CONFIG_PATH)
+    config = subscriptions.WatchedConfig(settings, root / subscriptions.CONFIG_PATH)
     app.extensions["outreach"] = WebState(
         settings,
         tokens,
         Links(settings.base_url, tokens),
         writer_sessionmaker(settings.database_url),
         reader_sessionmaker(settings.database_url),
-        subscribe=config,
+        subscribe_file=config,
         archive=Archive(root / "campaigns"),
         form_tokens=FormTokens.of(settings),
         confirm_tokens=ConfirmTokens(settings),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort
 from markupsafe import escape
 
-from outreach.archive import Archive, atom_feed
+from outreach.archive import Archive, atom_feed, summary
 from outreach.i18n import menu, translator
 from outreach.web.base import VIEW_CSP, banner, language, page, state, with_banner
 
@@ -48,8 +48,7 @@ def archive_feed() -> Response:
                 session, entry.name, lang, f"{web.settings.base_url}/archive/{entry.name}"
             )
             if shown is not None:
-                summary = " ".join(shown[2].text.split())[:400]
-                items.append((entry, summary))
+                items.append((entry, summary(shown[2].html)))
     body = atom_feed(
         items, web.settings.base_url, lang, translator(lang)("CityNet newsletter archive")
     )

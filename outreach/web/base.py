@@ -9,13 +9,15 @@ from email.utils import parseaddr
 from typing import Any
 
 from flask import Response, current_app, render_template, request
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from outreach.archive import Archive
 from outreach.config import Settings
 from outreach.i18n import DEFAULT, N_, languages, menu, supported, translator
-from outreach.models import Campaign, Contact, Delivery
-from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig
+from outreach.models import Campaign, CampaignVariant, Contact, Delivery
+from outreach.render import Markers
+from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig, WatchedConfig
 from outreach.suppressions import recipient_of
 from outreach.tasks import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens
@@ -37,13 +39,19 @@ class WebState:
     links: Links
     writer: sessionmaker[Session]
     reader: sessionmaker[Session]
-    subscribe: SubscribeConfig | None = None
+    # campaigns/subscribe.yaml, read again when it changes (see `subscribe`).
+    subscribe_file: WatchedConfig | None = None
     archive: Archive | None = None
     form_tokens: FormTokens | None = None
     confirm_tokens: ConfirmTokens | None = None
     nudge: Nudger = field(default_factory=lambda: Nudger(Settings()))
     # campaigns/topics.yaml: what the preferences page offers (none without the file).
     topics: Topics | None = None
+
+    @property
+    def subscribe(self) -> SubscribeConfig | None:
+        """The subscribe form's settings as the file says now; None: no form."""
+        return self.subscribe_file.current() if self.subscribe_file is not None else None
 
 
 @dataclass
@@ -58,8 +66,35 @@ class Addressee:
 
     @property
     def sender(self) -> str:
-        name, address = parseaddr(self.campaign.definition.get("from", ""))
+        """The sender's name as the message gave it (in its language, with a from: per
+        language)."""
+        definition = self.campaign.definition
+        by_language = definition.get("from_by_language") or {}
+        from_ = by_language.get(self.delivery.language or "") or definition.get("from", "")
+        name, address = parseaddr(from_)
         return name or address or "CityNet"
+
+
+def message_subject(session: Session, addressee: Addressee) -> str:
+    """The subject of the message a link came in, as its recipient read it: what they
+    know the message by (the campaign's own name is an internal slug)."""
+    from outreach.compose import prepare
+    from outreach.store import load as load_recipients
+
+    web = state()
+    try:
+        prepared = prepare(session, addressee.campaign, web.settings, web.links)
+        (recipient,) = load_recipients(session, [addressee.delivery.id])
+        return prepared.composer.render(recipient, addressee.delivery.language).subject
+    except Exception:  # its contact's values no longer render: the subject's own words
+        subject = session.scalar(
+            select(CampaignVariant.subject).where(
+                CampaignVariant.campaign_id == addressee.campaign.id,
+                CampaignVariant.language == (addressee.delivery.language or ""),
+            )
+        )
+        nonce = (addressee.campaign.definition or {}).get("nonce", "")
+        return " ".join(Markers(nonce).pattern.sub("", subject or "").split())
 
 
 def state() -> WebState:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from outreach import consent
 from outreach import unsubscribe as leaving
 from outreach.compose import Prepared, prepare
+from outreach.contacts import record_choice
 from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, languages, supported, translator
@@ -30,6 +31,7 @@ from outreach.web.base import (
     invalid,
     language,
     message,
+    message_subject,
     own_language,
     page,
     resolve,
@@ -59,6 +61,7 @@ def unsubscribe_page(token: str) -> Response:
             sender=addressee.sender,
             topic=topic.title_in(lang) if topic else None,
             description=topic.description_in(lang) if topic else None,
+            campaign=message_subject(session, addressee),  # what the message was called
             action=f"/u/{token}",
             title=translator(lang)("Unsubscribe"),
         )
@@ -191,7 +194,7 @@ def _change_preferences(session: Session, addressee: Addressee) -> str:
             abort(400)
         if chosen not in languages():
             abort(400)
-        contact.language = chosen
+        record_choice(contact, "language", chosen)  # kept by later imports (contacts.py)
         _ = translator(chosen)
         notice = _("Your language is saved.")
     else:

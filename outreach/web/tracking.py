@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from outreach.events import record_event
+from outreach.links import clicked_link
 from outreach.web.base import invalid, load, state, verify
 
 tracking = Blueprint("tracking", __name__)
@@ -21,12 +22,12 @@ def click(token: str) -> Response:
     payload = verify("click", token)
     if (
         not isinstance(payload, list)
-        or len(payload) != 2
+        or len(payload) not in (2, 3)
         or not isinstance(payload[1], str)
         or not payload[1].startswith(("https://", "http://"))
     ):
         return invalid()
-    delivery_id, url = payload
+    delivery_id, url, *position = payload
     # Link scanners check links with HEAD: only a GET is a person's click.
     if request.method == "GET" and isinstance(delivery_id, int) and delivery_id > 0:
         with state().writer() as session:
@@ -38,7 +39,10 @@ def click(token: str) -> Response:
                     campaign_id=addressee.campaign.id,
                     delivery_id=delivery_id,
                     contact_id=addressee.delivery.contact_id,
-                    data={"url": url[:2000]},
+                    data={
+                        "url": url[:2000],
+                        **clicked_link(addressee.campaign, url, *position),
+                    },
                 )
                 session.commit()
     response = Response("", status=302)
