@@ -19,7 +19,7 @@ from tests.conftest import write
 from tests.project import CONTACTS
 from tests.sending_helpers import drain, project_with, send, settings_for
 
-SECRET = "test-secret-0123456789abcdef0123456789"
+SECRET = "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj"
 # The office's spreadsheet as it was, imported again: Kim still says ko.
 OFFICE = CONTACTS
 

@@ -21,7 +21,7 @@ from outreach.web import create_app
 from tests.conftest import write
 from tests.sending_helpers import drain, project_with, send, settings_for
 
-SECRET = "test-secret-0123456789abcdef0123456789"
+SECRET = "_6FuslupQUggb0oT5JRL-5S1KOu2C5jSHsLnhjAj"
 REGISTER = "https://citynet-ap.org/events/register?event=covid19-8&amp;org="
 WEBINAR = f"""<mjml><mj-body><mj-section><mj-column>
   <mj-button href="{REGISTER}{{{{ contact.organisation | urlencode }}}}">Register</mj-button>

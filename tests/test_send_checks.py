@@ -23,7 +23,7 @@ from tests.project import CAMPAIGN, NEWS_EN, NEWS_KO, make_project
 from tests.sending_helpers import drain, project_with, send, settings_for
 from tests.smtp_server import SmtpServer, start_server
 
-SETTINGS = Settings(postal_address="Seoul", secret_key="k-0123456789abcdef0123456789abcdef")
+SETTINGS = Settings(postal_address="Seoul", secret_key="Hq0vZ3pV7-xw2LmT9bRk_4sYe8NcJ1fUaD6gWiO5")
 ENV = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
 
 

@@ -667,7 +667,7 @@ def test_a_topic_left_gets_its_result_by_mail_when_the_installation_advertises(
     drain(settings, session, "_result-topic")
     (notice,) = outbox_messages(settings.outbox, "_result-topic")
     assert notice["To"].addresses[0].addr_spec == KIM
-    assert notice["Subject"] == "시티넷 사무국 메일 수신 선택이 처리되었습니다"
+    assert notice["Subject"] == "메일 수신 선택 처리 완료: 시티넷 사무국"
     html = html_of(notice)
     assert "행사·웨비나 안내" in html and "다른 메일은 계속" in html
     assert "/p/" in html  # where to choose again

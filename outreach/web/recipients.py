@@ -61,7 +61,7 @@ def unsubscribe_page(token: str) -> Response:
             sender=addressee.sender,
             topic=topic.title_in(lang) if topic else None,
             description=topic.description_in(lang) if topic else None,
-            campaign=message_subject(session, addressee),  # what the message was called
+            subject=message_subject(session, addressee),  # not the campaign's internal name
             action=f"/u/{token}",
             title=translator(lang)("Unsubscribe"),
         )
