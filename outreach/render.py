@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
 
@@ -321,6 +322,9 @@ class _Plan:
     used: tuple[int, ...]
     template: jinja2.Template | None
     links: tuple[LinkSlot, ...]
+    # The names those expressions read (`contact`, `click`, `preferences_url`, …): a link
+    # that no expression prints is not signed for its readers.
+    names: frozenset[str] = frozenset()
 
 
 class Personaliser:
@@ -340,6 +344,10 @@ class Personaliser:
             return _STAGE2.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"per-recipient expression: {exc.message}") from None
+
+    def _names(self, used: tuple[int, ...]) -> frozenset[str]:
+        source = _SEP.join(self.expressions[i] for i in used)
+        return frozenset(meta.find_undeclared_variables(_STAGE2.parse(source)))
 
     def parts(self, text: str) -> list[str | int]:
         """Literal pieces and expression numbers, alternating; cached per compiled text."""
@@ -369,7 +377,8 @@ class Personaliser:
             elif used:
                 template = self._template(used)
             links = link_slots(variant.html, self.markers, self.expressions)
-            plan = self._plans[variant] = _Plan(tuple(used), template, tuple(links))
+            names = self._names(tuple(used)) if used else frozenset()
+            plan = self._plans[variant] = _Plan(tuple(used), template, tuple(links), names)
         return plan
 
     def values(self, variables: Mapping[str, Any], plan: _Plan | None = None) -> list[str]:
