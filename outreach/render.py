@@ -437,6 +437,21 @@ def clean_recipient_value(value: Any) -> Any:
     return value
 
 
+# The columns of a contact that `contact_variables` reads: all a worker loads of one.
+CONTACT_COLUMNS = (
+    "email",
+    "name",
+    "organisation",
+    "organisation_type",
+    "city",
+    "country",
+    "language",
+    "membership",
+    "consent",
+    "attributes",
+)
+
+
 def contact_variables(contact: Any, tags: list[str] | None = None) -> dict[str, Any]:
     """What templates see as `contact`: a Contact row (or a dict standing in for one)."""
     if isinstance(contact, dict):

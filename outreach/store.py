@@ -47,7 +47,7 @@ from outreach.models import (
     UTCDateTime,
     utcnow,
 )
-from outreach.render import contact_variables
+from outreach.render import CONTACT_COLUMNS, contact_variables
 
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
@@ -214,7 +214,9 @@ def load(db: Session | Connection, ids: list[int]) -> list[Recipient]:
         select(
             Delivery.id.label("delivery_id"),
             Delivery.attempts.label("delivery_attempts"),
-            *contacts.c,
+            contacts.c.id,
+            # Only what templates see: every other column (dates) costs its conversion.
+            *(contacts.c[name] for name in CONTACT_COLUMNS),
         )
         .outerjoin(contacts, contacts.c.id == Delivery.contact_id)
         .where(Delivery.id.in_(ids))
