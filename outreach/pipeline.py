@@ -192,11 +192,9 @@ class Sender:
                 self._release(session, recipients[index:], outcome)
                 outcome.stopped = True
                 return False
-            if recipient.email is None:
-                self._finish(recipient, "skipped", attempted=False, text="the contact was erased")
-                continue
-            if recipient.email in suppressed:
-                self._skip(recipient, suppressed[recipient.email])
+            held_back = self._held_back(recipient, suppressed)
+            if held_back is not None:
+                self._skip(recipient, held_back)
                 continue
             composed = self._compose(prepared, recipient)
             if composed is None:
@@ -222,8 +220,9 @@ class Sender:
                     self._release(session, recipients[index:], outcome)
                     return False
                 suppressed = self._suppressed(prepared, recipients[index:])
-                if recipient.email in suppressed:
-                    self._skip(recipient, suppressed[recipient.email])
+                held_back = self._held_back(recipient, suppressed)
+                if held_back is not None:
+                    self._skip(recipient, held_back)
                     continue
             self._send(session, prepared, recipient, composed, outcome)
             if self._paused():
@@ -263,8 +262,18 @@ class Sender:
                 store.record(tx, self.unrecorded, self.campaign_id)
             self.unrecorded = []
 
-    def _skip(self, recipient: Recipient, reason: str) -> None:
-        self._finish(recipient, "skipped", attempted=False, text=f"suppressed ({reason})")
+    def _held_back(self, recipient: Recipient, suppressed: dict[str, str]) -> str | None:
+        """The per-message checks, against the batch's look-ups (`suppressed`, at most
+        CHECK_SECONDS old when the message goes): why this recipient gets no message, as
+        its skipped delivery will say, or None."""
+        if recipient.email is None:
+            return "the contact was erased"
+        if recipient.email in suppressed:
+            return f"suppressed ({suppressed[recipient.email]})"
+        return None
+
+    def _skip(self, recipient: Recipient, why: str) -> None:
+        self._finish(recipient, "skipped", attempted=False, text=why)
 
     def _compose(self, prepared: Prepared, recipient: Recipient) -> tuple[str, Envelope] | None:
         """The message's language and envelope; None when it cannot be made (recorded)."""
