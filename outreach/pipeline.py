@@ -84,8 +84,16 @@ class Sender:
 
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
-        self.reader = engine_for(self.settings.database_url).execution_options(sqlite_deferred=True)
         self.engine = engine_for(self.settings.database_url)
+        # Reads are one statement each. On PostgreSQL they run in autocommit: one round trip
+        # a read, not three (BEGIN, the read, ROLLBACK), and each statement sees the latest
+        # committed data either way (READ COMMITTED).
+        reads = (
+            {"sqlite_deferred": True}
+            if self.engine.dialect.name == "sqlite"
+            else {"isolation_level": "AUTOCOMMIT"}
+        )
+        self.reader = self.engine.execution_options(**reads)
         self.unrecorded: list[dict[str, Any]] = []  # outcomes not yet committed, oldest first
         self.unrecorded_since = 0.0
         self.claimed_at = 0.0  # when the batch in hand was claimed (see its lease)
