@@ -532,13 +532,18 @@ def read_messages(path: Path, part: int, parts: int) -> list[tuple[str, str, byt
     return messages
 
 
-def _bare_process(path: Path, part: int, parts: int, port: int, barrier: object) -> None:
+def _bare_process(
+    path: Path, part: int, parts: int, port: int, barrier: object, cpu: object
+) -> None:
     messages = read_messages(path, part, parts)
     conn = smtplib.SMTP("127.0.0.1", port)
     conn.ehlo()
     barrier.wait()  # type: ignore[attr-defined]
+    start = time.process_time()
     for sender, recipient, data in messages:
         conn.sendmail(sender, [recipient], data)
+    with cpu.get_lock():  # type: ignore[attr-defined]
+        cpu.value += time.process_time() - start  # type: ignore[attr-defined]
     conn.quit()
 
 
@@ -546,8 +551,9 @@ def bare(path: Path, n: int, processes: int, port: int) -> Run:
     """A plain smtplib loop per process, one connection each, the messages in memory."""
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(processes + 1)
+    cpu = context.Value("d", 0.0)
     workers = [
-        context.Process(target=_bare_process, args=(path, i, processes, port, barrier))
+        context.Process(target=_bare_process, args=(path, i, processes, port, barrier, cpu))
         for i in range(processes)
     ]
     for w in workers:
@@ -559,7 +565,7 @@ def bare(path: Path, n: int, processes: int, port: int) -> Run:
     elapsed = time.perf_counter() - start
     if any(w.exitcode for w in workers):
         raise SystemExit("a bare loop failed")
-    return Run(n / elapsed, load=os.getloadavg()[0])
+    return Run(n / elapsed, load=os.getloadavg()[0], cpu_us=1e6 * cpu.value / n)
 
 
 def smtp_source(port: int, n: int, sessions: int, body: int) -> Run | None:
@@ -822,11 +828,14 @@ def report(
             return " |"
         return f"{value:,.0f} | {value * rate_ / 1e6:.2f}"
 
-    print("| what | msg/s (median) | worker CPU µs/msg | cores it used |")
+    print("| what | msg/s (median) | CPU µs/msg (its own) | cores it used |")
     print("|---|---|---|---|")
-    print(f"| bare smtplib loop, pre-built messages, 1 connection | {rate('bare 1')} | | |")
     print(
-        f"| bare smtplib loop, {cores} processes (1 connection each) | {rate(f'bare {cores}')} | | |"
+        f"| bare smtplib loop, pre-built messages, 1 connection | {rate('bare 1')} | {cpu('bare 1')} |"
+    )
+    print(
+        f"| bare smtplib loop, {cores} processes (1 connection each) | {rate(f'bare {cores}')} | "
+        f"{cpu(f'bare {cores}')} |"
     )
     print(f"| Postfix smtp-source, 1 session | {rate('source 1')} | | |")
     print(f"| Postfix smtp-source, 2 sessions | {rate('source 2')} | | |")
@@ -854,6 +863,13 @@ def report(
             if p != 1:
                 line(f"--processes {p} / --processes 1", f"{label} p{p}", f"{label} p1")
         line("--processes 2 / smtp-source 2 sessions", f"{label} p2", "source 2")
+        bare_cpu, own_cpu = f.cpu("bare 1"), f.cpu(f"{label} p{defaults}")
+        if bare_cpu and own_cpu:
+            # Steadier than the rates on a busy machine: what a message costs, not how
+            # much of a core each got.
+            print(
+                f"  {'CPU a message, bare 1 connection / default worker:':<56}{bare_cpu / own_cpu:.2f}"
+            )
         rss = {f"p{p}": f.rss(f"{label} p{p}") for p in counts}
         print(
             "  peak RSS per worker process at "
