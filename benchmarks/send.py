@@ -60,13 +60,19 @@ SMTP_SOURCE = "/usr/sbin/smtp-source"
 HEADER = """name: {name}
 template: {template}
 subject:
-  en: "CityNet Newsletter — December 2026"
-  ko: "시티넷 뉴스레터 — 2026년 12월"
+{subject}
 from: "CityNet Secretariat <news@citynet-ap.org>"
 audience:
   include: [everyone]
 default_language: en
+tracking: {{opens: false, clicks: {clicks}}}
 """
+FIXED_SUBJECT = '  en: "CityNet Newsletter — December 2026"\n  ko: "시티넷 뉴스레터 — 2026년 12월"'
+# A real campaign's subject greets each reader by name, in their language.
+PERSONAL_SUBJECT = (
+    '  en: "Dear {{ contact.name }}, CityNet\'s December news"\n'
+    '  ko: "{{ contact.name }}님께 — 시티넷 12월 소식"'
+)
 # A short bulletin: two paragraphs, the postal address and the unsubscribe link.
 BULLETIN_TEMPLATE = """<mjml lang="{{ language }}">
   <mj-body width="640px">
@@ -86,14 +92,45 @@ BULLETIN_TEMPLATE = """<mjml lang="{{ language }}">
 """
 
 
+# The bulletin as real campaigns are written: click tracking on three links, one of which
+# carries the reader's organisation, and a contact attribute in the text.
+TRACKED_BULLETIN_TEMPLATE = """<mjml lang="{{ language }}">
+  <mj-body width="640px">
+    <mj-section>
+      <mj-column>
+        <mj-text>Dear {{ contact.name | default("colleague", true) }},</mj-text>
+        <mj-text>The Secretariat is closed on 25 December. Messages sent that day are
+        answered from 26 December; for urgent matters write to info@citynet-ap.org.</mj-text>
+        <mj-text>The January newsletter follows on 5 January, with the
+        <a href="https://citynet-ap.org/events/executive-committee-2027">programme of the
+        2027 Executive Committee meeting</a> and the
+        <a href="https://citynet-ap.org/training/call-2027?from=newsletter&org={{ contact.organisation|urlencode }}">call
+        for training proposals</a> (region: {{ contact.attributes.region | default("all", true) }}).</mj-text>
+        <mj-text>Past issues are on <a href="https://citynet-ap.org/news">citynet-ap.org</a>.</mj-text>
+        <mj-text font-size="12px">{{ postal_address }} ·
+        <a href="{{ unsubscribe_url }}">Unsubscribe</a></mj-text>
+      </mj-column>
+    </mj-section>
+  </mj-body>
+</mjml>
+"""
+
+
 @dataclass(frozen=True)
 class Size:
     label: str
     template: str  # the campaign's template
     newsletter: bool  # the newsletter's context, or none
+    subject: str = FIXED_SUBJECT
+    clicks: bool = False  # click tracking
 
 
-SIZES = [Size("newsletter", "newsletter", True), Size("bulletin", "bulletin", False)]
+SIZES = [
+    Size("newsletter", "newsletter", True),
+    Size("bulletin", "bulletin", False),
+    # What issue 26 measured: a personalised subject per language, tracked links.
+    Size("realistic", "bulletin-tracked", False, PERSONAL_SUBJECT, clicks=True),
+]
 
 
 def tool(name: str, fallback: str) -> str | None:
@@ -172,11 +209,19 @@ def write_project(folder: Path, size: Size, name: str) -> Path:
     if not (folder / "templates").exists():
         shutil.copytree(ROOT / "templates", folder / "templates")
         (folder / "templates" / "bulletin.mjml").write_text(BULLETIN_TEMPLATE, encoding="utf-8")
+        (folder / "templates" / "bulletin-tracked.mjml").write_text(
+            TRACKED_BULLETIN_TEMPLATE, encoding="utf-8"
+        )
         (folder / "campaigns").mkdir()
         (folder / "campaigns" / "segments.yaml").write_text(
             "everyone:\n  where:\n    not: {email: nobody@example.org}\n", encoding="utf-8"
         )
-    text = HEADER.format(name=name, template=size.template)
+    text = HEADER.format(
+        name=name,
+        template=size.template,
+        subject=size.subject,
+        clicks="true" if size.clicks else "false",
+    )
     if size.newsletter:
         newsletter = (ROOT / "campaigns" / "2026-12-newsletter.yaml").read_text(encoding="utf-8")
         text += "context:\n" + newsletter.split("context:\n", 1)[1]
@@ -185,12 +230,21 @@ def write_project(folder: Path, size: Size, name: str) -> Path:
     return path
 
 
+REGIONS = ("East Asia", "South Asia", "South-East Asia", "Pacific")
+
+
 def contacts_csv(path: Path, n: int) -> None:
+    """Contacts as an export has them: half Korean, with tags and two free columns (which
+    become attributes); organisations with spaces and an ampersand, as links must carry."""
     with path.open("w", encoding="utf-8") as out:
-        out.write("email,name,organisation,country,language,membership\n")
+        out.write("email,name,organisation,country,language,membership,tags,region,sector\n")
         for i in range(n):
             lang = "ko" if i % 2 else "en"
-            out.write(f"officer{i}@city{i % 997}.example.org,담당자 {i},City {i},KR,{lang},full\n")
+            tags = "newsletter;members" if i % 3 else "newsletter;members;training-2026"
+            out.write(
+                f"officer{i}@city{i % 997}.example.org,담당자 {i},City {i} Water & Sewerage,"
+                f"KR,{lang},full,{tags},{REGIONS[i % 4]},water\n"
+            )
 
 
 def environment(database_url: str, queue_url: str, smtp_url: str) -> dict[str, str]:
@@ -259,6 +313,7 @@ class Run:
     rss_mb: int = 0  # the largest peak of one worker process
     load: float = 0.0
     cpu_us: float = 0.0  # CPU time of the worker's processes per message
+    send_s: float = 0.0  # `campaigns send` itself: validate, compile, snapshot, queue
 
 
 @dataclass
@@ -277,6 +332,10 @@ class Figures:
     def cpu(self, key: str) -> float | None:
         runs = self.runs.get(self.alias.get(key, key))
         return statistics.median(r.cpu_us for r in runs) if runs and runs[0].cpu_us else None
+
+    def send_seconds(self, key: str) -> float | None:
+        runs = self.runs.get(self.alias.get(key, key))
+        return statistics.median(r.send_s for r in runs) if runs else None
 
     def rss(self, key: str) -> int | None:
         runs = self.runs.get(self.alias.get(key, key))
@@ -396,7 +455,28 @@ def end_to_end(
         worker.send_signal(signal.SIGTERM)
         worker.wait()
         engine_for(database_url).dispose()
-    return Run(n / elapsed, rss, os.getloadavg()[0], 1e6 * cpu / n)
+    return Run(n / elapsed, rss, os.getloadavg()[0], 1e6 * cpu / n, sent)
+
+
+def send_only(folder: Path, size: Size, backend: Backend, n: int) -> float:
+    """`campaigns send` alone (the API it wraps), no worker running: seconds."""
+    from outreach.config import Settings
+    from outreach.db import engine_for, writer_sessionmaker
+    from outreach.lifecycle import send_campaign
+    from outreach.tasks import enqueuer
+
+    name = f"bench-{size.label}"
+    path = write_project(folder, size, name)
+    database_url, queue_url = backend.fresh(folder)
+    env = environment(database_url, queue_url, "smtp://127.0.0.1:25?tls=none")
+    settings = Settings.load(env=env, cwd=folder)
+    start = time.perf_counter()
+    with writer_sessionmaker(database_url)() as session:
+        result = send_campaign(path, settings, session, enqueuer(settings))
+    elapsed = time.perf_counter() - start
+    assert result.added == n, result
+    engine_for(database_url).dispose()
+    return elapsed
 
 
 def build_messages(folder: Path, size: Size, n: int, out: Path) -> int:
@@ -452,13 +532,18 @@ def read_messages(path: Path, part: int, parts: int) -> list[tuple[str, str, byt
     return messages
 
 
-def _bare_process(path: Path, part: int, parts: int, port: int, barrier: object) -> None:
+def _bare_process(
+    path: Path, part: int, parts: int, port: int, barrier: object, cpu: object
+) -> None:
     messages = read_messages(path, part, parts)
     conn = smtplib.SMTP("127.0.0.1", port)
     conn.ehlo()
     barrier.wait()  # type: ignore[attr-defined]
+    start = time.process_time()
     for sender, recipient, data in messages:
         conn.sendmail(sender, [recipient], data)
+    with cpu.get_lock():  # type: ignore[attr-defined]
+        cpu.value += time.process_time() - start  # type: ignore[attr-defined]
     conn.quit()
 
 
@@ -466,8 +551,9 @@ def bare(path: Path, n: int, processes: int, port: int) -> Run:
     """A plain smtplib loop per process, one connection each, the messages in memory."""
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(processes + 1)
+    cpu = context.Value("d", 0.0)
     workers = [
-        context.Process(target=_bare_process, args=(path, i, processes, port, barrier))
+        context.Process(target=_bare_process, args=(path, i, processes, port, barrier, cpu))
         for i in range(processes)
     ]
     for w in workers:
@@ -479,7 +565,7 @@ def bare(path: Path, n: int, processes: int, port: int) -> Run:
     elapsed = time.perf_counter() - start
     if any(w.exitcode for w in workers):
         raise SystemExit("a bare loop failed")
-    return Run(n / elapsed, load=os.getloadavg()[0])
+    return Run(n / elapsed, load=os.getloadavg()[0], cpu_us=1e6 * cpu.value / n)
 
 
 def smtp_source(port: int, n: int, sessions: int, body: int) -> Run | None:
@@ -527,15 +613,17 @@ def default_processes() -> int:
 
 @contextlib.contextmanager
 def backends(
-    args: argparse.Namespace, work: Path, templates: dict[int, Path]
+    args: argparse.Namespace, work: Path, templates: dict[int, Path], n: int, schema: str
 ) -> Iterator[list[Backend]]:
+    """SQLite and, when given, PostgreSQL + Redis, each holding n contacts."""
+
     def sqlite(folder: Path) -> tuple[str, str]:
         db = folder / "outreach.db"
         for stale in folder.glob("outreach.db*"):
             stale.unlink()
         for stale in folder.glob("queue.db*"):
             stale.unlink()
-        shutil.copy(templates[args.n], db)
+        shutil.copy(templates[n], db)
         return f"sqlite:///{db}", f"sqlite:///{folder}/queue.db"
 
     found = [Backend("SQLite", sqlite)]
@@ -544,9 +632,9 @@ def backends(
         import redis
 
         base = args.postgres.replace("postgresql://", "postgresql+psycopg://", 1)
-        pg = fresh_schema(base, SCHEMA)
-        contacts_csv(work / "contacts-pg.csv", args.n)
-        import_contacts(pg, work / "contacts-pg.csv")
+        pg = fresh_schema(base, schema)
+        contacts_csv(work / f"contacts-pg-{n}.csv", n)
+        import_contacts(pg, work / f"contacts-pg-{n}.csv")
 
         def postgres(folder: Path) -> tuple[str, str]:
             assert pg is not None
@@ -559,7 +647,7 @@ def backends(
         yield found
     finally:
         if pg is not None:
-            drop_schema(base, SCHEMA)
+            drop_schema(base, schema)
 
 
 def main() -> None:
@@ -572,12 +660,24 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("OUTREACH_TEST_POSTGRES_URL"))
     parser.add_argument("--redis", default=os.environ.get("OUTREACH_TEST_REDIS_URL"))
     parser.add_argument(
-        "--sizes", default="newsletter,bulletin", help="which messages: newsletter, bulletin"
+        "--send-n",
+        type=int,
+        default=100_000,
+        help="recipients of the `campaigns send` timing, no worker running (0: none)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="newsletter,bulletin,realistic",
+        help="which messages: newsletter, bulletin, realistic",
+    )
+    parser.add_argument(
+        "--processes", default="1,2,4", help="the worker's --processes to run (the default too)"
     )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     defaults = default_processes()
     sizes = [s for s in SIZES if s.label in args.sizes.split(",")]
+    counts = sorted({int(p) for p in args.processes.split(",")} | {defaults})
     sink = Sink()
     smtp_url = f"smtp://127.0.0.1:{sink.port}?tls=none"
     print(
@@ -594,7 +694,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="outreach-bench-"))
     try:
         templates = {}
-        for n in {args.n, args.rss_n} - {0}:
+        for n in {args.n, args.rss_n, args.send_n} - {0}:
             templates[n] = work / f"contacts-{n}.db"
             contacts_csv(work / f"contacts-{n}.csv", n)
             import_contacts(f"sqlite:///{templates[n]}", work / f"contacts-{n}.csv")
@@ -604,15 +704,20 @@ def main() -> None:
             folder = work / f"build-{size.label}"
             folder.mkdir()
             sizes_bytes[size.label] = build_messages(folder, size, args.n, messages[size.label])
-        # A plain `outreach worker` is one of these when its default is 1, 2 or 4 processes.
-        worker_runs = [(f"p{p}", ["--processes", str(p)], p) for p in (1, 2, 4)]
-        if defaults not in (1, 2, 4):
-            worker_runs.insert(0, ("default", [], defaults))
+        # A plain `outreach worker` is `--processes` its default.
+        worker_runs = [(f"p{p}", ["--processes", str(p)], p) for p in counts]
         figures = {size.label: Figures() for size in sizes}
-        with backends(args, work, templates) as found:
-            if defaults in (1, 2, 4):
-                for f in figures.values():
-                    f.alias = {f"{b.label} default": f"{b.label} p{defaults}" for b in found}
+        # `campaigns send` alone, at --send-n, of the last shape (the realistic one).
+        send_times: dict[str, list[float]] = {}
+        with contextlib.ExitStack() as stack:
+            found = stack.enter_context(backends(args, work, templates, args.n, SCHEMA))
+            big_backends = (
+                stack.enter_context(backends(args, work, templates, args.send_n, SCHEMA + "_big"))
+                if args.send_n
+                else []
+            )
+            for f in figures.values():
+                f.alias = {f"{b.label} default": f"{b.label} p{defaults}" for b in found}
             for round_ in range(args.repeats):
                 for size in sizes:
                     f, path = figures[size.label], messages[size.label]
@@ -629,6 +734,11 @@ def main() -> None:
                                 folder, size, backend, smtp_url, worker_args, processes, args.n
                             )
                             f.add(f"{backend.label} {key}", run)
+                for backend in big_backends:
+                    folder = work / f"send-{backend.label[:6]}"
+                    folder.mkdir(exist_ok=True)
+                    seconds = send_only(folder, sizes[-1], backend, args.send_n)
+                    send_times.setdefault(backend.label, []).append(seconds)
                 print(
                     f"round {round_ + 1} of {args.repeats} done; load average "
                     f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
@@ -655,8 +765,24 @@ def main() -> None:
                 args,
                 cores,
                 defaults,
+                counts,
                 [b.label for b in found],
             )
+        if send_times:
+            print()
+            print(
+                f"`campaigns send` ({sizes[-1].label}: validate, compile, snapshot, queue), "
+                "no worker running, median seconds:"
+            )
+            runs = figures[sizes[-1].label].runs
+            for label, times in send_times.items():
+                at_n = [r.send_s for p in counts for r in runs.get(f"{label} p{p}", [])]
+                print(
+                    f"  {label}: {args.send_n} recipients {statistics.median(times):.2f} s "
+                    f"(runs: {', '.join(f'{t:.2f}' for t in times)}); {args.n} recipients, "
+                    f"a worker idle: {statistics.median(at_n):.2f} s "
+                    f"(runs: {', '.join(f'{t:.2f}' for t in at_n)})"
+                )
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         sink.stop()
@@ -679,6 +805,7 @@ def report(
     args: argparse.Namespace,
     cores: int,
     defaults: int,
+    counts: list[int],
     labels: list[str],
 ) -> None:
     def rate(key: str) -> str:
@@ -701,43 +828,49 @@ def report(
             return " |"
         return f"{value:,.0f} | {value * rate_ / 1e6:.2f}"
 
-    print("| what | msg/s (median) | worker CPU µs/msg | cores it used |")
+    print("| what | msg/s (median) | CPU µs/msg (its own) | cores it used |")
     print("|---|---|---|---|")
-    print(f"| bare smtplib loop, pre-built messages, 1 connection | {rate('bare 1')} | | |")
     print(
-        f"| bare smtplib loop, {cores} processes (1 connection each) | {rate(f'bare {cores}')} | | |"
+        f"| bare smtplib loop, pre-built messages, 1 connection | {rate('bare 1')} | {cpu('bare 1')} |"
+    )
+    print(
+        f"| bare smtplib loop, {cores} processes (1 connection each) | {rate(f'bare {cores}')} | "
+        f"{cpu(f'bare {cores}')} |"
     )
     print(f"| Postfix smtp-source, 1 session | {rate('source 1')} | | |")
     print(f"| Postfix smtp-source, 2 sessions | {rate('source 2')} | | |")
     for label in labels:
-        same = f" (= `--processes {defaults}`)" if defaults in (1, 2, 4) else ""
-        print(
-            f"| outreach, {label}, default `outreach worker` ({defaults} process(es)){same} | "
-            f"{rate(f'{label} default')} | {cpu(f'{label} default')} |"
-        )
-        for p in (1, 2, 4):
+        for p in counts:
             key = f"{label} p{p}"
-            print(f"| outreach, {label}, `--processes {p}` | {rate(key)} | {cpu(key)} |")
+            what = f"`--processes {p}`" + (" (the default worker)" if p == defaults else "")
+            print(f"| outreach, {label}, {what} | {rate(key)} | {cpu(key)} |")
     print()
+
+    def line(what: str, a: str, b: str) -> None:
+        if f.median(a) is not None and f.median(b) is not None:
+            print(f"  {what + ':':<56}{ratio(a, b)}")
+
     for label in labels:
         print(f"{label}:")
-        print(
-            f"  1-core ratio, --processes 1 / bare 1 connection:        {ratio(f'{label} p1', 'bare 1')}"
+        line("1-core ratio, --processes 1 / bare 1 connection", f"{label} p1", "bare 1")
+        line("default worker / bare 1 connection", f"{label} default", "bare 1")
+        line(
+            f"all-cores ratio, --processes {cores} / bare {cores} processes",
+            f"{label} p{cores}",
+            f"bare {cores}",
         )
-        print(
-            f"  default worker / bare 1 connection:                     {ratio(f'{label} default', 'bare 1')}"
-        )
-        print(
-            f"  all-cores ratio, --processes {cores} / bare {cores} processes:     "
-            f"{ratio(f'{label} p{cores}', f'bare {cores}')}"
-        )
-        print(
-            f"  --processes 2 / --processes 1:                          {ratio(f'{label} p2', f'{label} p1')}"
-        )
-        print(
-            f"  --processes 4 / --processes 1:                          {ratio(f'{label} p4', f'{label} p1')}"
-        )
-        rss = {key: f.rss(f"{label} {key}") for key in ("default", "p1", "p2", "p4")}
+        for p in counts:
+            if p != 1:
+                line(f"--processes {p} / --processes 1", f"{label} p{p}", f"{label} p1")
+        line("--processes 2 / smtp-source 2 sessions", f"{label} p2", "source 2")
+        bare_cpu, own_cpu = f.cpu("bare 1"), f.cpu(f"{label} p{defaults}")
+        if bare_cpu and own_cpu:
+            # Steadier than the rates on a busy machine: what a message costs, not how
+            # much of a core each got.
+            print(
+                f"  {'CPU a message, bare 1 connection / default worker:':<56}{bare_cpu / own_cpu:.2f}"
+            )
+        rss = {f"p{p}": f.rss(f"{label} p{p}") for p in counts}
         print(
             "  peak RSS per worker process at "
             f"{args.n}: " + ", ".join(f"{k} {v} MB" for k, v in rss.items() if v)
@@ -745,8 +878,8 @@ def report(
     if memory is not None:
         print(
             f"SQLite, default worker, {args.rss_n} recipients: peak RSS per process "
-            f"{memory.rss_mb} MB ({memory.rate:,.0f} msg/s); at {args.n}: "
-            f"{f.rss('SQLite default')} MB"
+            f"{memory.rss_mb} MB ({memory.rate:,.0f} msg/s, `campaigns send` "
+            f"{memory.send_s:.2f} s); at {args.n}: {f.rss('SQLite default')} MB"
         )
     loads = [r.load for runs in f.runs.values() for r in runs]
     if loads:

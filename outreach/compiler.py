@@ -92,13 +92,18 @@ class CompiledCampaign:
     places: list[list[Place]] = field(default_factory=list)
     # For each language, the template files it was compiled from, the variant's own first.
     templates: dict[str, list[str]] = field(default_factory=dict)
+    _personaliser: Personaliser | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def markers(self) -> Markers:
         return Markers(self.nonce)
 
     def personaliser(self) -> Personaliser:
-        return Personaliser(self.expressions, self.nonce)
+        """Stage 2 of this campaign; one, made once, for everything that renders it
+        (validation twice, then the test send or preview): its templates are compiled once."""
+        if self._personaliser is None:
+            self._personaliser = Personaliser(self.expressions, self.nonce)
+        return self._personaliser
 
     def marker_of(self, source: str) -> str | None:
         """The marker standing for one per-recipient expression, if the campaign uses it."""

@@ -114,10 +114,11 @@ class Composer:
         return self._render(recipient, language or self.language_for(recipient))[0]
 
     def _render(self, recipient: Recipient, language: str) -> tuple[Rendered, dict[str, Any]]:
-        urls = self.links.variables(recipient.delivery_id)
-        rendered = personalise(
-            self.personaliser, self.variants[language], {"contact": recipient.variables, **urls}
-        )
+        variant = self.variants[language]
+        # Only the links this language's message prints are signed.
+        names = self.personaliser.plan(variant).names
+        urls = self.links.variables(recipient.delivery_id, names)
+        rendered = personalise(self.personaliser, variant, {"contact": recipient.variables, **urls})
         return rendered, urls
 
     def compose(

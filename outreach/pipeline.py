@@ -85,8 +85,16 @@ class Sender:
 
     def __post_init__(self) -> None:
         self.session_factory = writer_sessionmaker(self.settings.database_url)
-        self.reader = engine_for(self.settings.database_url).execution_options(sqlite_deferred=True)
         self.engine = engine_for(self.settings.database_url)
+        # Reads are one statement each. On PostgreSQL they run in autocommit: one round trip
+        # a read, not three (BEGIN, the read, ROLLBACK), and each statement sees the latest
+        # committed data either way (READ COMMITTED).
+        reads = (
+            {"sqlite_deferred": True}
+            if self.engine.dialect.name == "sqlite"
+            else {"isolation_level": "AUTOCOMMIT"}
+        )
+        self.reader = self.engine.execution_options(**reads)
         self.unrecorded: list[dict[str, Any]] = []  # outcomes not yet committed, oldest first
         self.unrecorded_since = 0.0
         self.claimed_at = 0.0  # when the batch in hand was claimed (see its lease)
@@ -194,11 +202,9 @@ class Sender:
                 self._release(session, recipients[index:], outcome)
                 outcome.stopped = True
                 return False
-            if recipient.email is None:
-                self._finish(recipient, "skipped", attempted=False, text="the contact was erased")
-                continue
-            if recipient.email in suppressed:
-                self._skip(recipient, suppressed[recipient.email])
+            held_back = self._held_back(recipient, suppressed)
+            if held_back is not None:
+                self._skip(recipient, held_back)
                 continue
             composed = self._compose(prepared, recipient)
             if composed is None:
@@ -224,8 +230,9 @@ class Sender:
                     self._release(session, recipients[index:], outcome)
                     return False
                 suppressed = self._suppressed(prepared, recipients[index:])
-                if recipient.email in suppressed:
-                    self._skip(recipient, suppressed[recipient.email])
+                held_back = self._held_back(recipient, suppressed)
+                if held_back is not None:
+                    self._skip(recipient, held_back)
                     continue
             self._send(session, prepared, recipient, composed, outcome)
             if self._paused():
@@ -265,8 +272,18 @@ class Sender:
                 store.record(tx, self.unrecorded, self.campaign_id)
             self.unrecorded = []
 
-    def _skip(self, recipient: Recipient, reason: str) -> None:
-        self._finish(recipient, "skipped", attempted=False, text=f"suppressed ({reason})")
+    def _held_back(self, recipient: Recipient, suppressed: dict[str, str]) -> str | None:
+        """The per-message checks, against the batch's look-ups (`suppressed`, at most
+        CHECK_SECONDS old when the message goes): why this recipient gets no message, as
+        its skipped delivery will say, or None."""
+        if recipient.email is None:
+            return "the contact was erased"
+        if recipient.email in suppressed:
+            return f"suppressed ({suppressed[recipient.email]})"
+        return None
+
+    def _skip(self, recipient: Recipient, why: str) -> None:
+        self._finish(recipient, "skipped", attempted=False, text=why)
 
     def _compose(self, prepared: Prepared, recipient: Recipient) -> tuple[str, Envelope] | None:
         """The message's language and envelope; None when it cannot be made (recorded)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
 
@@ -321,6 +322,9 @@ class _Plan:
     used: tuple[int, ...]
     template: jinja2.Template | None
     links: tuple[LinkSlot, ...]
+    # The names those expressions read (`contact`, `click`, `preferences_url`, …): a link
+    # that no expression prints is not signed for its readers.
+    names: frozenset[str] = frozenset()
 
 
 class Personaliser:
@@ -331,7 +335,7 @@ class Personaliser:
         self.markers = Markers(nonce)
         self.pattern = self.markers.pattern
         self.template = self._template(range(len(expressions)))
-        self._split: dict[str, list[str | int]] = {}
+        self._split: dict[str, tuple[list[str], list[int]]] = {}
         self._plans: dict[CompiledVariant, _Plan] = {}
 
     def _template(self, used: Any) -> jinja2.Template:
@@ -341,14 +345,26 @@ class Personaliser:
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"per-recipient expression: {exc.message}") from None
 
-    def parts(self, text: str) -> list[str | int]:
-        """Literal pieces and expression numbers, alternating; cached per compiled text."""
+    def _names(self, used: tuple[int, ...]) -> frozenset[str]:
+        source = _SEP.join(self.expressions[i] for i in used)
+        return frozenset(meta.find_undeclared_variables(_STAGE2.parse(source)))
+
+    def _pieces(self, text: str) -> tuple[list[str], list[int]]:
+        """The literal pieces of a compiled text and the expression numbers between them
+        (one fewer); cached per text."""
         cached = self._split.get(text)
         if cached is None:
             pieces = self.pattern.split(text)
-            cached = [p if i % 2 == 0 else int(p) for i, p in enumerate(pieces)]
-            self._split[text] = cached
+            cached = self._split[text] = (pieces[0::2], [int(n) for n in pieces[1::2]])
         return cached
+
+    def parts(self, text: str) -> list[str | int]:
+        """Literal pieces and expression numbers, alternating."""
+        literals, numbers = self._pieces(text)
+        parts: list[str | int] = [literals[0]]
+        for number, literal in zip(numbers, literals[1:], strict=True):
+            parts += [number, literal]
+        return parts
 
     def plan(self, variant: CompiledVariant) -> _Plan:
         """Only the expressions a variant uses are rendered for its readers: an English
@@ -357,10 +373,9 @@ class Personaliser:
         if plan is None:
             used = sorted(
                 {
-                    p
+                    number
                     for text in (variant.subject, variant.html, variant.text)
-                    for p in self.parts(text)
-                    if isinstance(p, int)
+                    for number in self._pieces(text)[1]
                 }
             )
             template = None
@@ -369,7 +384,8 @@ class Personaliser:
             elif used:
                 template = self._template(used)
             links = link_slots(variant.html, self.markers, self.expressions)
-            plan = self._plans[variant] = _Plan(tuple(used), template, tuple(links))
+            names = self._names(tuple(used)) if used else frozenset()
+            plan = self._plans[variant] = _Plan(tuple(used), template, tuple(links), names)
         return plan
 
     def values(self, variables: Mapping[str, Any], plan: _Plan | None = None) -> list[str]:
@@ -394,17 +410,16 @@ class Personaliser:
         return values
 
     def fill(self, text: str, values: list[str], *, escaped: bool) -> str:
-        parts = self.parts(text)
-        if len(parts) == 1:
+        literals, numbers = self._pieces(text)
+        if not numbers:
             return text
-        out: list[str] = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-            else:
-                value = values[part]
-                out.append(value if escaped else html_lib.unescape(value))
-        return "".join(out)
+        filled = [""] * (len(literals) + len(numbers))
+        filled[0::2] = literals
+        if escaped:
+            filled[1::2] = [values[n] for n in numbers]
+        else:
+            filled[1::2] = [html_lib.unescape(values[n]) for n in numbers]
+        return "".join(filled)
 
     def check_links(self, plan: _Plan, values: list[str]) -> None:
         """Stop a message whose per-recipient link is not http(s) or mailto: a contact's
@@ -447,6 +462,21 @@ def clean_recipient_value(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace(_SEP, " ")
     return value
+
+
+# The columns of a contact that `contact_variables` reads: all a worker loads of one.
+CONTACT_COLUMNS = (
+    "email",
+    "name",
+    "organisation",
+    "organisation_type",
+    "city",
+    "country",
+    "language",
+    "membership",
+    "consent",
+    "attributes",
+)
 
 
 def contact_variables(contact: Any, tags: list[str] | None = None) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from outreach.models import (
     UTCDateTime,
     utcnow,
 )
-from outreach.render import contact_variables
+from outreach.render import CONTACT_COLUMNS, contact_variables
 
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
@@ -59,7 +59,8 @@ _table = cast(Table, Delivery.__table__)
 
 
 def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> int:
-    """One delivery per contact of the audience not yet in this campaign: INSERT … SELECT."""
+    """One delivery per contact of the audience not yet in this campaign, in one statement
+    (INSERT … SELECT); returns how many were added."""
     now = utcnow()
     already = exists().where(Delivery.campaign_id == campaign_id, Delivery.contact_id == Contact.id)
     query = select(
@@ -71,25 +72,24 @@ def snapshot(session: Session, campaign_id: int, where: ColumnElement[bool]) -> 
         literal(now, Delivery.created_at.type),
         literal(now, Delivery.updated_at.type),
     ).where(where, ~already)
-
-    # The driver's rowcount for INSERT … SELECT is not reliable everywhere (psycopg gives -1
-    # through SQLAlchemy here), so count before and after, in the same transaction.
-    before = total(session, campaign_id)
-    session.execute(
-        insert(Delivery).from_select(
-            [
-                "campaign_id",
-                "contact_id",
-                "state",
-                "attempts",
-                "next_attempt_at",
-                "created_at",
-                "updated_at",
-            ],
-            query,
-        )
+    add = insert(Delivery).from_select(
+        [
+            "campaign_id",
+            "contact_id",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ],
+        query,
     )
-    return total(session, campaign_id) - before
+    if session.get_bind().dialect.name == "postgresql":
+        # psycopg reports no row count for INSERT … SELECT through SQLAlchemy: the statement
+        # counts what it added itself, rather than two counts of the campaign around it.
+        added = add.returning(Delivery.id).cte("added")
+        return session.scalar(select(func.count()).select_from(added)) or 0
+    return session.execute(add).rowcount or 0  # type: ignore[attr-defined]
 
 
 def _given_back() -> dict[str, Any]:
@@ -217,7 +217,9 @@ def load(db: Session | Connection, ids: list[int]) -> list[Recipient]:
         select(
             Delivery.id.label("delivery_id"),
             Delivery.attempts.label("delivery_attempts"),
-            *contacts.c,
+            contacts.c.id,
+            # Only what templates see: every other column (dates) costs its conversion.
+            *(contacts.c[name] for name in CONTACT_COLUMNS),
         )
         .outerjoin(contacts, contacts.c.id == Delivery.contact_id)
         .where(Delivery.id.in_(ids))

@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, load_campaign
@@ -38,7 +38,7 @@ from outreach.render import (
     personalise,
     unsafe_link,
 )
-from outreach.segments import audience, audience_of, count, untracked
+from outreach.segments import audience, audience_of, untracked
 from outreach.tokens import Links, Tokens
 from outreach.topics import Topic, load_topics
 
@@ -257,12 +257,13 @@ def _audience(
     """The languages the audience will be written in, counted in one GROUP BY; languages
     that have no variant are warnings, since those readers get another language."""
     default = campaign.spec.default_language
-    validation.audience_size = count(session, where)
-    if validation.audience_size == 0:
-        validation.warnings.append(f"{campaign.path}: the audience is empty")
     counts = session.execute(
         select(Contact.language, func.count()).where(where).group_by(Contact.language)
     ).all()
+    # The audience counted once, by language: `send` runs this over every contact.
+    validation.audience_size = sum(n for _, n in counts)
+    if validation.audience_size == 0:
+        validation.warnings.append(f"{campaign.path}: the audience is empty")
     without_variant: dict[str, int] = {}
     for lang, n in counts:
         resolved = resolve_language(lang, available, default)
@@ -596,17 +597,24 @@ class _AudienceData:
 
     def _count(self, condition: ColumnElement[bool]) -> dict[str, int]:
         """Recipients matching `condition`, by the variant they get."""
+        return self._counts([condition])[0]
+
+    def _counts(self, conditions: list[ColumnElement[bool]]) -> list[dict[str, int]]:
+        """`_count` of each condition, in one pass over the audience."""
         assert self.session is not None and self.where is not None
         available = self.campaign.languages()
-        by_variant: dict[str, int] = {}
-        for lang, n in self.session.execute(
-            select(Contact.language, func.count())
-            .where(self.where, condition)
+        found: list[dict[str, int]] = [{} for _ in conditions]
+        rows = self.session.execute(
+            select(Contact.language, *(func.count(case((c, 1))) for c in conditions))
+            .where(self.where)
             .group_by(Contact.language)
-        ):
+        )
+        for lang, *counts in rows:
             resolved = resolve_language(lang, available, self.campaign.spec.default_language)
-            by_variant[resolved] = by_variant.get(resolved, 0) + n
-        return by_variant
+            for by_variant, n in zip(found, counts, strict=True):
+                if n:
+                    by_variant[resolved] = by_variant.get(resolved, 0) + n
+        return found
 
     def _where(self, index: int, language: str) -> tuple[str, str]:
         """`path:line` of an expression, and the line as written."""
@@ -626,7 +634,7 @@ class _AudienceData:
         would get "Dear ," — name it, where it is written, and how many."""
         if self.session is None or self.where is None:
             return []
-        warnings = []
+        fields = []
         for index, source in enumerate(self.compiled.expressions):
             printed = printed_field(source)
             if printed is None or printed.default_covers_empty:
@@ -637,7 +645,11 @@ class _AudienceData:
             users = self._users(index)
             # A missing attribute takes the default; an empty one does not.
             condition = column == "" if printed.path[0] == "attributes" else _empty(column)
-            empties = self._count(condition) if users else {}
+            if users:
+                fields.append((index, printed, users, condition))
+        counted_empty = self._counts([condition for *_, condition in fields]) if fields else []
+        warnings = []
+        for (index, printed, users, _), empties in zip(fields, counted_empty, strict=True):
             n = sum(empties.get(lang, 0) for lang in users)
             if not n:
                 continue
