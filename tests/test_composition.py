@@ -4,7 +4,10 @@ tests/fixtures/composed/. Only what must differ from one composition to the next
 Message-ID, the Date and the MIME boundary, all random or the clock's) is blanked first.
 
 The fixtures were written by `composed_messages` below at commit 18fab67 (before issue 26);
-never write them again from newer code: they are the old way's output."""
+never write them again from newer code: they are the old way's output. One thing has changed
+on purpose since: a click token also carries the link's position in the template (issue 22,
+clicks grouped by the template's link), so a message with tracked links is compared part by
+part, decoded, with each click token read back to what it signs (the delivery, the URL)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,10 @@ from tests.conftest import write
 from tests.project import LAYOUT, SEGMENTS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "composed"
+# The key the fixtures' tokens were signed with, in 2026 a guessable one that signing
+# commands refuse: the messages sign with it directly (Links), the commands get STRONG_KEY.
 KEY = "composition-test-key-0123456789abcdef0123456789"
+STRONG_KEY = "p9Hd2Lk-V0sQ7wYbN3xR_fT6mJ1cZ8aG4eUiO5"
 
 TEMPLATE = """{% extends "layouts/base.mjml" %}
 {% block content %}
@@ -111,7 +117,7 @@ def composed_messages(root: Path, database_url: str) -> dict[str, bytes]:
     write(root / "contacts.csv", CONTACTS)
     settings = Settings(
         database_url=database_url,
-        secret_key=KEY,
+        secret_key=STRONG_KEY,
         base_url="https://news.citynet-ap.org",
         bounce_domain="bounces.citynet-ap.org",
         postal_address="CityNet Secretariat, Seoul",
@@ -135,15 +141,65 @@ def composed_messages(root: Path, database_url: str) -> dict[str, bytes]:
     return out
 
 
+_CLICK = re.compile(r"/c/([0-9]+\.[A-Za-z0-9_=-]+(?:\.[0-9]+)?\.[A-Za-z0-9_-]+)")
+
+
+def _clicks_read_back(text: str, positions: list[int]) -> str:
+    """Each click token replaced by the delivery and URL it signs; its position, when it
+    has one, noted in `positions`."""
+    tokens = Tokens(KEY)
+
+    def read(match: re.Match[str]) -> str:
+        delivery, url, *position = tokens.verify("click", match.group(1))
+        positions.extend(position)
+        return f"/c/<{delivery} {url}>"
+
+    return _CLICK.sub(read, text)
+
+
+def parts_read_back(data: bytes, positions: list[int]) -> list[tuple[str, str, str]]:
+    """A message's parts: content type, transfer encoding and decoded text, clicks read back
+    (`data` as composed_messages keeps it: the envelope's two lines, then the message)."""
+    message = email.message_from_bytes(data.split(b"\n", 2)[2])
+    found = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        text = payload.decode(part.get_content_charset() or "ascii")
+        found.append(
+            (
+                part.get_content_type(),
+                str(part["Content-Transfer-Encoding"]),
+                _clicks_read_back(text, positions),
+            )
+        )
+    return found
+
+
 def test_messages_are_composed_byte_for_byte_as_before(tmp_path: Path, sqlite_url: str) -> None:
     # SQLite only: the delivery numbers signed into the links must be the fixtures' own, and
     # PostgreSQL may number a snapshot's rows in another order.
     messages = composed_messages(tmp_path, sqlite_url)
     expected = sorted(p.stem for p in FIXTURES.glob("*.eml"))
     assert sorted(messages) == expected
+    tracked = 0
     for key, data in messages.items():
         before = (FIXTURES / f"{key}.eml").read_bytes()
-        assert blank(data) == blank(before), key
+        positions: list[int] = []
+        parts = parts_read_back(data, positions)
+        if not any("/c/<" in text for _, _, text in parts):  # no tracked link: every byte
+            assert blank(data) == blank(before), key
+            continue
+        tracked += 1
+        head, _, _ = blank(data).partition(b"\r\n\r\n")
+        head_before, _, _ = blank(before).partition(b"\r\n\r\n")
+        assert head == head_before, key
+        assert parts == parts_read_back(before, []), key
+        # Each tracked link of the template by its place: programme, call, past issues.
+        assert positions and sorted(set(positions)) == [1, 2, 3], (key, positions)
+    assert tracked, "no message with tracked links was compared"
 
 
 def _subjects() -> list[str]:

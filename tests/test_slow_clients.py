@@ -139,7 +139,9 @@ def test_outreach_serve_answers_one_click_while_200_clients_hang(
         with slow_connections("127.0.0.1", server.port) as held:
             # From a mail provider's address, not the one holding the connections.
             assert one_click_from(url, "127.0.0.2", timeout=5)[0] == 200
-            assert still_open(held) > SLOW // 2
+            # Really held: all of them, or as many as one worker takes from one client (the
+            # rest are closed at once, so they may all have gone to the same worker).
+            assert still_open(held) >= min(SLOW, PER_CLIENT_CONNECTIONS)
         # The same recipient again, after the slow clients are gone: still a plain 200.
         assert one_click(url) == 200
     log = (tmp_path / "serve.log").read_text()
