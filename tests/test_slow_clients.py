@@ -31,6 +31,7 @@ import yaml
 from sqlalchemy.orm import Session
 
 from outreach.config import Settings
+from outreach.gunicorn_conf import PER_CLIENT_CONNECTIONS
 from tests.conftest import ROOT
 from tests.sending_helpers import drain, project_with, send, settings_for
 from tests.smtp_server import SmtpServer, free_port, start_server
