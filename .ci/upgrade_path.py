@@ -38,7 +38,7 @@ from tests.smtp_server import start_server  # noqa: E402
 
 # 0.1.0 accepted any key; this one is shorter than today's minimum, as many were.
 OLD_KEY = "citynet-mail-key-2025"
-NEW_KEY = "upgrade-path-" + "n" * 40
+NEW_KEY = "Xq7vR2mKp9LwT4sZ8bNc3HfJ6dYg1UaE5oVi0QrWtCkP"
 MORE_CONTACTS = "".join(
     f"member{n}@city{n}.example.org,Member {n},City {n},KR,ko,full\n" for n in range(20)
 )
