@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from outreach.config import Settings
 from outreach.fields import primary_language
+from outreach.i18n import chinese_script
 from outreach.messages import DkimKey, Envelope, MessageBuilder
 from outreach.models import Campaign, CampaignVariant
 from outreach.render import Attributes, CompiledVariant, Personaliser, Rendered, personalise
@@ -77,6 +78,12 @@ def resolve_language(contact_language: str | None, available: set[str], default:
     if contact_language:
         if contact_language in available:
             return contact_language
+        script = chinese_script(contact_language)
+        if script == "zh-Hant":
+            # A Traditional reader gets a zh-Hant variant, else the default: never zh-Hans.
+            return script if script in available else default
+        if script in available:
+            return script
         primary = primary_language(contact_language)
         if primary in available:
             return primary

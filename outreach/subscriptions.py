@@ -153,7 +153,7 @@ class SubscribeConfig:
 
     def consent_text(self, language: str) -> str:
         text = self.spec.consent.text
-        return text.get(language) or text["en"]
+        return text.get(language) or text.get(language.split("-")[0]) or text["en"]
 
 
 def load_config(settings: Settings, path: Path = CONFIG_PATH) -> SubscribeConfig | None:

@@ -1,4 +1,4 @@
-"""Every word a recipient reads is in the message catalogs, and ko and en are complete.
+"""Every word a recipient reads is in the message catalogs, and ko, en and zh-Hans are complete.
 
 The messages are extracted from the code and templates exactly as `pybabel extract -F
 babel.cfg` does; a message missing from a catalog, untranslated, fuzzy, with different
@@ -17,7 +17,7 @@ from babel.messages.pofile import read_po
 from outreach import i18n
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = ("ko", "en")
+REQUIRED = ("ko", "en", "zh-Hans")
 
 
 def extracted() -> set[str]:
@@ -42,7 +42,7 @@ def messages() -> set[str]:
 def test_catalog_is_complete(language: str, messages: set[str]) -> None:
     path = i18n.CATALOGS / language / "LC_MESSAGES" / "messages.po"
     with path.open("rb") as po:
-        catalog = read_po(po, locale=language)
+        catalog = read_po(po, locale=language.replace("-", "_"))
     entries = {m.id: m for m in catalog if m.id}
     missing = sorted(messages - set(entries))
     assert not missing, f"{path}: no entry for {missing[:5]} (run pybabel update, see README)"
@@ -84,7 +84,7 @@ def test_a_language_is_one_po_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     i18n.languages.cache_clear()
     i18n.translations.cache_clear()
     try:
-        assert i18n.languages() == ("ko", "en", "ja")
+        assert i18n.languages() == ("ko", "en", "ja", "zh-Hans")
         assert ("ja", "日本語") in i18n.menu()
         _ = i18n.translator("ja")
         assert _("Unsubscribe") == "配信停止"
@@ -93,3 +93,30 @@ def test_a_language_is_one_po_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     finally:
         i18n.languages.cache_clear()
         i18n.translations.cache_clear()
+
+
+def test_simplified_chinese_is_offered_under_its_script_tag() -> None:
+    assert ("zh-Hans", "中文 (简体)") in i18n.menu()
+    assert i18n.translator("zh-Hans")("Unsubscribe") == "退订"
+    for tag in ("zh", "zh-Hans", "zh-hans", "zh-CN", "zh-SG", "zh-Hans-CN", "zh_CN"):
+        assert i18n.supported(tag) == "zh-Hans", tag
+
+
+def test_traditional_chinese_readers_are_not_given_simplified() -> None:
+    for tag in ("zh-TW", "zh-HK", "zh-MO", "zh-Hant", "zh-Hant-TW"):
+        assert i18n.supported(tag) is None, tag
+    assert i18n.best_accepted([("zh-TW", 1), ("zh", 0.9), ("en", 0.5)]) == "en"
+    assert i18n.best_accepted([("zh-CN", 1), ("en", 0.5)]) == "zh-Hans"
+    assert i18n.best_accepted([("fr", 1), ("zh", 0.8)]) == "zh-Hans"
+    assert i18n.best_accepted([("fr", 1)]) is None
+
+
+def test_campaign_variants_follow_the_script_of_a_contacts_chinese() -> None:
+    from outreach.compose import resolve_language
+
+    variants = {"en", "ko", "zh-Hans"}
+    assert resolve_language("zh", variants, "en") == "zh-Hans"
+    assert resolve_language("zh-CN", variants, "en") == "zh-Hans"
+    assert resolve_language("zh-TW", variants, "en") == "en"
+    assert resolve_language("zh-Hant", {"en", "zh-Hant"}, "en") == "zh-Hant"
+    assert resolve_language("zh-CN", {"en", "zh"}, "en") == "zh"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from outreach.archive import Archive
 from outreach.config import Settings
-from outreach.i18n import DEFAULT, N_, languages, menu, supported, translator
+from outreach.i18n import DEFAULT, N_, best_accepted, menu, supported, translator
 from outreach.models import Campaign, CampaignVariant, Contact, Delivery
 from outreach.render import Markers
 from outreach.subscriptions import ConfirmTokens, FormTokens, SubscribeConfig, WatchedConfig
@@ -110,8 +110,7 @@ def language(own: str | None = None) -> str:
     chosen = supported(own)
     if chosen:
         return chosen
-    best = request.accept_languages.best_match(list(languages()))
-    return best or DEFAULT
+    return best_accepted(request.accept_languages) or DEFAULT
 
 
 def page(template: str, lang: str, status: int = 200, **values: Any) -> Response:
