@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
 from outreach.fields import normalise_language, primary_language
+from outreach.invitations import EventSpec, Invitation
 from outreach.topics import NAME as TOPIC_NAME
 from outreach.topics import beside as topics_beside
 from outreach.yamlfile import Loc, YamlDoc, load_yaml, validation_errors
@@ -71,6 +72,8 @@ class CampaignSpec(BaseModel):
     # One of campaigns/topics.yaml: whoever left it is not mailed, and the message's one-click
     # unsubscribe leaves it (without one, the unsubscribe leaves everything).
     topic: str | None = None
+    # A calendar invitation that travels with the message (`invitations`).
+    event: EventSpec | None = None
     context: dict[str, Any] = {}
 
     @field_validator("name")
@@ -182,6 +185,13 @@ class CampaignFile:
     def rate(self) -> Rate | None:
         return parse_rate(self.spec.rate) if self.spec.rate else None
 
+    def invitation(self, settings: Settings) -> Invitation | None:
+        if self.spec.event is None:
+            return None
+        return Invitation.of(
+            self.name, self.spec.event, self.spec.default_language, settings.base_url
+        )
+
     def line(self, *loc: str | int) -> int | None:
         return self.doc.lines.line_for(loc)
 
@@ -281,9 +291,12 @@ def load_campaign(path: Path | str, root: Path | None = None) -> CampaignFile:
             (): sorted(f.alias or n for n, f in CampaignSpec.model_fields.items()),
             ("audience",): ["include", "exclude"],
             ("tracking",): ["opens", "clicks"],
+            ("event",): sorted(EventSpec.model_fields),
         }
         raise validation_errors(doc, exc, allowed) from None
-    clash = [key for key in spec.context if key in RESERVED]
+    # With event:, templates get `event` (its title, times and calendar links).
+    reserved = RESERVED | {"event"} if spec.event is not None else RESERVED
+    clash = [key for key in spec.context if key in reserved]
     if clash:
         raise FileErrors(
             [

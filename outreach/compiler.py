@@ -185,6 +185,9 @@ def _compile_variant(
         "sender": parseaddr(sender)[0] or parseaddr(sender)[1],
         "postal_address": settings.postal_address or "",
     }
+    invitation = campaign.invitation(settings)
+    if invitation is not None:
+        variables["event"] = invitation.links(language, settings.base_url)
     source = _render_template(campaign, env, template_name, variables)
     html = _mjml(campaign, env, template_name, source)
     if campaign.spec.advertising:

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from outreach.config import Settings
 from outreach.fields import primary_language
 from outreach.i18n import chinese_script
-from outreach.messages import DkimKey, Envelope, MessageBuilder
+from outreach.invitations import Invitation
+from outreach.messages import DkimKey, Envelope, MessageBuilder, base64_body
 from outreach.models import Campaign, CampaignVariant
 from outreach.render import Attributes, CompiledVariant, Personaliser, Rendered, personalise
 from outreach.render import UnsafeLink as UnsafeLink
@@ -110,6 +111,8 @@ class Composer:
     verp: bool = False
     # A From per language (`from: {ko: …, en: …}`): that language's builder, else `builder`.
     builders: dict[str, MessageBuilder] = field(default_factory=dict)
+    # An event's calendar part per language, MIME-encoded once (`invitations`).
+    calendars: dict[str, bytes] = field(default_factory=dict)
 
     def language_for(self, recipient: Recipient) -> str:
         return resolve_language(
@@ -153,6 +156,7 @@ class Composer:
             unsubscribe_url=urls["unsubscribe_url"],
             message_id=builder.new_message_id(recipient.delivery_id),
             bounce_token=bounce_token,
+            calendar=self.calendars.get(language),
         )
         return Composed(language, rendered, envelope)
 
@@ -175,6 +179,18 @@ class Prepared:
     def blocked_by(self, reason: str) -> bool:
         """Whether an address suppressed for `reason` must not get this campaign's message."""
         return not (self.mails_unsubscribed and reason == "unsubscribed")
+
+
+def _calendars(campaign: Campaign, variants: dict[str, CompiledVariant]) -> dict[str, bytes]:
+    stored = campaign.definition.get("event")
+    if not stored:
+        return {}
+    invitation = Invitation.from_json(
+        campaign.name, stored, campaign.definition["default_language"]
+    )
+    return {
+        language: base64_body(invitation.ics(language).decode("utf-8")) for language in variants
+    }
 
 
 _prepared: dict[tuple[str, int], Prepared] = {}
@@ -225,6 +241,7 @@ def prepare(session: Session, campaign: Campaign, settings: Settings, links: Lin
             language: builder(from_)
             for language, from_ in (definition.get("from_by_language") or {}).items()
         },
+        calendars=_calendars(campaign, variants),
     )
     prepared = Prepared(
         campaign.id,

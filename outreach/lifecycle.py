@@ -202,6 +202,9 @@ def _store_compiled(
         "template": spec.spec.template,
         "audience": spec.spec.audience.model_dump(),
     }
+    invitation = spec.invitation(settings)
+    if invitation is not None:
+        campaign.definition["event"] = invitation.to_json()
     campaign.expressions = compiled.expressions
     campaign.rate = spec.rate.per_second if spec.rate and not spec.rate.unlimited else None
     campaign.send_at = spec.spec.send_at

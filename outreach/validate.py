@@ -29,6 +29,7 @@ from outreach.compose import MINIMAL_CONTACT, NO_DELIVERY, SAMPLE_CONTACT, resol
 from outreach.config import Settings
 from outreach.errors import FileError, FileErrors, located
 from outreach.fields import primary_language, sender_address
+from outreach.i18n import chinese_script
 from outreach.models import Contact
 from outreach.render import (
     CompiledVariant,
@@ -268,8 +269,9 @@ def _audience(
     for lang, n in counts:
         resolved = resolve_language(lang, available, default)
         validation.languages[resolved] = validation.languages.get(resolved, 0) + n
-        if lang and lang not in available and primary_language(lang) not in available:
-            spoken = primary_language(lang)
+        if lang and resolve_language(lang, available, "") == "":  # no variant of its own
+            # Chinese counts by script: a zh-Hant reader is not served by a zh-Hans variant.
+            spoken = chinese_script(lang) or primary_language(lang)
             without_variant[spoken] = without_variant.get(spoken, 0) + n
     for spoken, n in sorted(without_variant.items(), key=lambda item: (-item[1], item[0])):
         who = "1 contact speaks" if n == 1 else f"{n} contacts speak"

@@ -5,10 +5,11 @@ listed or guessed without one, and a GET never changes anything.
 
 A module per door, each a Blueprint of module-level views: `recipients` (/u, /p, /v — the
 links in a message), `tracking` (/c, /o), `subscribe` (/subscribe, /confirm), `archive`
-(/archive). What they share (settings, tokens, sessions, the page renderer) is in `base`
-and on `app.extensions["outreach"]`; the site-wide parts (headers, error pages, /healthz)
-are here. Every word on the pages is in the message catalogs (`i18n`); the reader's
-language is `?lang=`, else the contact's, else the browser's Accept-Language, else English.
+(/archive), `invitations` (/e/NAME.ics, a campaign's event). What they share (settings,
+tokens, sessions, the page renderer) is in `base` and on `app.extensions["outreach"]`; the
+site-wide parts (headers, error pages, /healthz) are here. Every word on the pages is in the
+message catalogs (`i18n`); the reader's language is `?lang=`, else the contact's, else the
+browser's Accept-Language (Simplified Chinese never for Traditional), else English.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from outreach.topics import FILE_NAME as TOPICS_FILE
 from outreach.topics import load_topics
 from outreach.web.archive import archive_door
 from outreach.web.base import WebState, both, message, state
+from outreach.web.invitations import invitation_door
 from outreach.web.recipients import recipients
 from outreach.web.subscribe import SUBSCRIBE_FLOOR, pad_to, subscribe_door
 from outreach.web.tracking import tracking
@@ -81,7 +83,7 @@ def create_app(settings: Settings, project: Path | None = None) -> Flask:
         nudge=Nudger(settings),
         topics=load_topics(root / "campaigns" / TOPICS_FILE),
     )
-    for door in (site, recipients, tracking, subscribe_door, archive_door):
+    for door in (site, recipients, tracking, subscribe_door, archive_door, invitation_door):
         app.register_blueprint(door)
     if settings.proxies:
         # Only the last `proxies` hops of X-Forwarded-For are believed: a client cannot
