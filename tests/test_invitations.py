@@ -219,3 +219,38 @@ def test_a_template_using_event_without_an_event_is_a_validate_error(
     result = run_cli("campaigns", "validate", "campaigns/news.yaml")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "event" in result.output, result.output
+
+
+def test_the_example_webinar_invites_in_each_readers_language(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """The shipped example (campaigns/, templates/): a Wuhan contact gets the zh-Hans variant
+    and a Chinese calendar title; Taipei's zh-Hant reader gets English, never Simplified."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    for folder in ("campaigns", "templates"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    rows = (root / "examples" / "contacts.csv").read_text(encoding="utf-8")
+    write(
+        tmp_path / "contacts.csv",
+        rows.rstrip("\n")
+        + "\nwaiban@wuhan.example.cn,王芳,武汉市人民政府外事办公室,local_government,Wuhan,CN,"
+        "zh-CN,full,covid19-webinar,existing-relationship,east-asia,\n",
+    )
+    import_csv(session, tmp_path / "contacts.csv")
+    settings = settings_for(db_url, tmp_path, smtp_url=smtp.url, postal_address="Seoul")
+    send(tmp_path / "campaigns" / "2026-12-covid19-webinar.yaml", settings, session)
+    drain(settings, session, "2026-12-covid19-webinar")
+    (wuhan,) = received(smtp, "waiban@wuhan.example.cn")
+    assert wuhan["Subject"] == "邀请函：新冠肺炎疫情快速应对系列研讨会第七期——地方经济复苏"
+    html = wuhan.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert 'lang="zh-Hans"' in html and "尊敬的王芳：" in html and "添加至日历" in html
+    assert "Noto Sans CJK SC" in html
+    event = the_event(calendar_of(wuhan))
+    assert str(event["summary"]) == "新冠肺炎疫情快速应对系列研讨会第七期：地方经济复苏"
+    assert event.decoded("dtstart") == datetime(2026, 12, 16, 5, 0, tzinfo=UTC)
+    (taipei,) = received(smtp, "cdm@taipei.example.com")
+    assert taipei["Subject"].startswith("Invitation:")
+    assert str(the_event(calendar_of(taipei))["summary"]).startswith("Rapid Responses")
+    assert str(the_event(calendar_of(taipei))["uid"]) == str(event["uid"])
