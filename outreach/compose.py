@@ -14,6 +14,7 @@ link gets no message: rendering raises `render.UnsafeLink` (re-exported here), w
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -181,16 +182,21 @@ class Prepared:
         return not (self.mails_unsubscribed and reason == "unsubscribed")
 
 
+def calendar_parts(invitation: Invitation | None, languages: Iterable[str]) -> dict[str, bytes]:
+    """`Composer.calendars`: the event's calendar part in each language, encoded once."""
+    if invitation is None:
+        return {}
+    return {
+        language: base64_body(invitation.ics(language).decode("utf-8")) for language in languages
+    }
+
+
 def _calendars(campaign: Campaign, variants: dict[str, CompiledVariant]) -> dict[str, bytes]:
     stored = campaign.definition.get("event")
     if not stored:
         return {}
-    invitation = Invitation.from_json(
-        campaign.name, stored, campaign.definition["default_language"]
-    )
-    return {
-        language: base64_body(invitation.ics(language).decode("utf-8")) for language in variants
-    }
+    default = campaign.definition["default_language"]
+    return calendar_parts(Invitation.from_json(campaign.name, stored, default), variants)
 
 
 _prepared: dict[tuple[str, int], Prepared] = {}

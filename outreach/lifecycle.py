@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from outreach import store
 from outreach.campaigns import CampaignFile, load_campaign
 from outreach.compiler import CompiledCampaign
-from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient
+from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient, calendar_parts
 from outreach.config import Settings
 from outreach.errors import FileErrors, NotFound, UserError
 from outreach.fields import mailable_email
@@ -283,6 +283,7 @@ def send_test(
         links,
         builder(spec.spec.default_language),
         builders={language: builder(language) for language in compiled.variants},
+        calendars=calendar_parts(spec.invitation(settings), compiled.variants),
     )
     if as_contact is not None:
         language = composer.language_for(Recipient(NO_DELIVERY, address, None, as_contact))

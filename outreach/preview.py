@@ -11,7 +11,14 @@ import jinja2
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, load_campaign
-from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient, resolve_language
+from outreach.compose import (
+    NO_DELIVERY,
+    SAMPLE_CONTACT,
+    Composer,
+    Recipient,
+    calendar_parts,
+    resolve_language,
+)
 from outreach.config import Settings
 from outreach.contacts import get_contact
 from outreach.errors import FileErrors, UserError
@@ -87,6 +94,7 @@ def build_preview(
             reply_to=campaign.spec.reply_to,
             bounce_domain=settings.bounce_domain,
         ),
+        calendars=calendar_parts(campaign.invitation(settings), compiled.variants),
     )
     recipient = Recipient(NO_DELIVERY, contact["email"], contact.get("name"), contact)
     try:

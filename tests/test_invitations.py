@@ -254,3 +254,32 @@ def test_the_example_webinar_invites_in_each_readers_language(
     assert taipei["Subject"].startswith("Invitation:")
     assert str(the_event(calendar_of(taipei))["summary"]).startswith("Rapid Responses")
     assert str(the_event(calendar_of(taipei))["uid"]) == str(event["uid"])
+
+
+def test_preview_eml_and_test_sends_carry_the_invitation(
+    run_cli,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """What staff check before sending is what recipients get: the calendar part included."""
+    from tests.project import make_project
+
+    make_project(tmp_path, campaign=WEBINAR)
+    assert run_cli("init").exit_code == 0
+    env = {"OUTREACH_POSTAL_ADDRESS": "Seoul"}
+    preview = ["campaigns", "preview", "campaigns/news.yaml", "--lang", "ko", "--eml", "ko.eml"]
+    result = run_cli(*preview, env=env)
+    assert result.exit_code == 0, result.output
+    message = email.message_from_bytes((tmp_path / "ko.eml").read_bytes(), policy=policy.default)
+    event = the_event(calendar_of(message))  # type: ignore[arg-type]
+    assert str(event["summary"]) == "제8차 코로나19 대응 웨비나"
+    test_send = ["campaigns", "send", "campaigns/news.yaml", "--test-to", "staff@citynet-ap.org"]
+    result = run_cli(*test_send, env=env)
+    assert result.exit_code == 0, result.output
+    summaries = []
+    for path in sorted((tmp_path / "outbox").rglob("*.eml")):
+        sent = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        summaries.append(str(the_event(calendar_of(sent))["summary"]))  # type: ignore[arg-type]
+    assert sorted(summaries) == [
+        "COVID-19 Consultation Series, 8th webinar",
+        "제8차 코로나19 대응 웨비나",
+    ]
