@@ -71,8 +71,8 @@ class EventSpec(BaseModel):
             start = info.data.get("start")
             if isinstance(start, datetime) and start.tzinfo is not None and v <= start:
                 raise ValueError(
-                    f"the event ends ({v.isoformat()}) before it starts "
-                    f"({start.isoformat()}): end must be after start"
+                    f"the event would end at {v.isoformat()}, not after its start at "
+                    f"{start.isoformat()}: end must be after start"
                 )
         return v
 
