@@ -392,3 +392,40 @@ def test_a_scheduled_send_at_starts_at_its_second_not_the_next_sweep(
     assert all(t is not None and t >= send_at for t in times), (send_at, rows)  # not early
     # Not left for the sweep at the next minute's start (45 s of slack for a busy machine).
     assert all(t is not None and t < send_at + timedelta(seconds=44) for t in times), times
+
+
+@pytest.mark.integration
+def test_a_worker_sends_when_the_window_opens(
+    session: Session, db_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """A window opening at the next minute on Seoul's and Tokyo's clocks: nothing goes before
+    it, both go when it opens; Manila's (an hour behind) waits for its own opening."""
+    settings = settings_for(
+        db_url, tmp_path, smtp_url=smtp.url, queue_url=_queue(tmp_path, "sqlite")
+    )
+    seoul = ZoneInfo("Asia/Seoul")
+    opens = (utcnow() + timedelta(seconds=70)).astimezone(seoul).replace(second=0, microsecond=0)
+    if opens.hour >= 22:
+        pytest.skip("a window of one evening's hours would run past midnight")
+    hours = f"{opens:%H:%M}-{opens.hour + 2:02d}:{opens:%M}"
+    path = make_project(
+        tmp_path,
+        CAMPAIGN + f'window: {{days: [{DAYS_OF_WEEK[opens.weekday()]}], hours: "{hours}"}}\n',
+    )
+    import_csv(session, tmp_path / "contacts.csv")  # Suwon (KR), Makati (PH), Yokohama (JP)
+    session.commit()
+    send_campaign(path, settings, session, enqueuer(settings))
+    log = tmp_path / "worker.log"
+    with Worker(settings, log, threads=2) as worker:
+        wait_for(lambda: current(settings).counts["sent"] >= 2, 150, "the window to open", log)
+        rows = _sent(settings)
+        assert worker.terminate() == 0
+    for email in ("kim@suwon.example.org", "sato@yokohama.example.com"):
+        state, sent_at, _ = rows[email]
+        assert state == "sent" and sent_at is not None and sent_at >= opens, (email, sent_at)
+    state, _, due = rows["maria@makati.example.com"]
+    assert state == "queued" and due == opens + timedelta(hours=1)
+    assert sorted(smtp.handler.by_recipient()) == [
+        "kim@suwon.example.org",
+        "sato@yokohama.example.com",
+    ]

@@ -332,7 +332,10 @@ def campaigns_send(
         )
         return
     line = f"{result.campaign}: {new} queued ({result.total} in all)"
-    if result.state == "scheduled" and result.send_at:
+    if result.state == "scheduled" and result.schedule:
+        starts = local_and_utc(result.schedule[0].at)
+        line += f"; scheduled: each zone at its own time, the first at {starts}"
+    elif result.state == "scheduled" and result.send_at:
         line += f"; scheduled for {local_and_utc(result.send_at)}"
     elif result.state == "sending":
         line += "; starts now"
@@ -428,7 +431,8 @@ def status_view(status: Any, zone: Any = UTC) -> Any:
         parts.append(schedule_table(status.waiting[:WAITING_ROWS], dry_run=False))
         if len(status.waiting) > WAITING_ROWS:
             rest = sum(g.count for g in status.waiting[WAITING_ROWS:])
-            parts.append(Text(f"… and {rest} more due later"))
+            more = counted(rest, "more recipient", "more recipients")
+            parts.append(Text(f"… and {more} due later (--json lists every group)"))
     if not console.is_terminal:
         return Group(*parts, Text(printable(line)))  # a bar is for eyes, not for a pipe
     # In a grid, the bar ends its line even where nothing is wrapped.
