@@ -16,6 +16,7 @@ from outreach.config import Rate, Settings, parse_rate
 from outreach.errors import FileError, FileErrors
 from outreach.fields import normalise_language, primary_language
 from outreach.invitations import EventSpec, Invitation
+from outreach.schedule import LocalTime, Timing, Window
 from outreach.topics import NAME as TOPIC_NAME
 from outreach.topics import beside as topics_beside
 from outreach.yamlfile import Loc, YamlDoc, load_yaml, validation_errors
@@ -61,7 +62,10 @@ class CampaignSpec(BaseModel):
     reply_to: str | None = None
     audience: AudienceSpec = Field(default_factory=AudienceSpec)
     default_language: str = "en"
-    send_at: datetime | None = None
+    # A moment, or {local: …}: that wall-clock time in each recipient's zone.
+    send_at: datetime | LocalTime | None = None
+    # The days and hours, in each recipient's zone, when their message may go.
+    window: Window | None = None
     rate: str | None = None
     tracking: TrackingSpec = TrackingSpec()
     advertising: bool = False
@@ -127,6 +131,8 @@ class CampaignSpec(BaseModel):
     @field_validator("send_at", mode="before")
     @classmethod
     def _send_at_text(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return LocalTime.model_validate(v)
         if isinstance(v, str):
             try:
                 return datetime.fromisoformat(v)
@@ -138,9 +144,12 @@ class CampaignSpec(BaseModel):
 
     @field_validator("send_at")
     @classmethod
-    def _send_at(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("give a time zone, e.g. 2026-12-01T09:00:00+09:00")
+    def _send_at(cls, v: datetime | LocalTime | None) -> datetime | LocalTime | None:
+        if isinstance(v, datetime) and v.tzinfo is None:
+            raise ValueError(
+                "give a time zone, e.g. 2026-12-01T09:00:00+09:00, or for 09:00 in each "
+                "recipient's own zone: send_at: {local: 2026-12-01T09:00}"
+            )
         return v
 
     @model_validator(mode="after")
@@ -180,6 +189,21 @@ class CampaignFile:
     @property
     def name(self) -> str:
         return self.spec.name or self.path.stem
+
+    @property
+    def send_at(self) -> datetime | None:
+        """The moment of a plain send_at (a local one is a moment per zone: `timing`)."""
+        given = self.spec.send_at
+        return given if isinstance(given, datetime) else None
+
+    @property
+    def timing(self) -> Timing:
+        given = self.spec.send_at
+        return Timing(
+            send_at=self.send_at,
+            local=given.local if isinstance(given, LocalTime) else None,
+            window=self.spec.window,
+        )
 
     @property
     def rate(self) -> Rate | None:
@@ -292,6 +316,8 @@ def load_campaign(path: Path | str, root: Path | None = None) -> CampaignFile:
             ("audience",): ["include", "exclude"],
             ("tracking",): ["opens", "clicks"],
             ("event",): sorted(EventSpec.model_fields),
+            ("send_at",): ["local"],
+            ("window",): ["days", "hours", "holidays"],
         }
         raise validation_errors(doc, exc, allowed) from None
     # With event:, templates get `event` (its title, times and calendar links).

@@ -42,6 +42,7 @@ from outreach.subscriptions import erase_requests
 from outreach.suppressions import forgotten_message, suppress
 from outreach.topics import NAME as TOPIC_NAME
 from outreach.topics import Topics, load_topics
+from outreach.zones import several_zones, zone_of_country
 
 BATCH = 2000
 MAX_REPORTED = 50
@@ -786,8 +787,9 @@ def get_contact(session: Session, email: str) -> Contact:
     return contact
 
 
-def describe(session: Session, email: str) -> dict[str, Any]:
-    """Everything stored about one address, as `contacts show` prints it."""
+def describe(session: Session, email: str, default_zone: str = "Asia/Seoul") -> dict[str, Any]:
+    """Everything stored about one address, as `contacts show` prints it; `default_zone`
+    (OUTREACH_TIMEZONE) is the zone of a contact whose own and country's are unknown."""
     address = _address(email)
     contact = _find(session, address)
     suppression = session.scalar(select(Suppression).where(Suppression.email == address))
@@ -803,6 +805,7 @@ def describe(session: Session, email: str) -> dict[str, Any]:
         "email": contact.email,
         "forgotten": False,
         **{column: getattr(contact, column) for column in COLUMNS},
+        "zone": zone_used(contact.timezone, contact.country, default_zone),
         "consent_at": contact.consent_at.isoformat() if contact.consent_at else None,
         **{
             when: value.isoformat() if (value := getattr(contact, when)) else None
@@ -842,6 +845,18 @@ def forget(session: Session, email: str) -> Contact:
     return contact
 
 
+def zone_used(timezone: str | None, country: str | None, default_zone: str) -> str:
+    """The zone a contact is mailed in and why: `Asia/Kolkata (the zone of IN)`."""
+    if timezone:
+        return timezone
+    own = zone_of_country(country)
+    if own:
+        return f"{own} (the zone of {country})"
+    if several_zones(country):
+        return f"{default_zone} (OUTREACH_TIMEZONE: {country} has several zones; set timezone)"
+    return f"{default_zone} (OUTREACH_TIMEZONE)"
+
+
 def _consent_date(at: datetime | None) -> str:
     """A date when that is all there is; the whole time otherwise, so a re-import keeps the
     consent exactly as recorded."""
@@ -874,6 +889,7 @@ EXPORT_COLUMNS: tuple[tuple[str, Callable[[Exported], str]], ...] = (
     ("organisation_type", lambda e: _text(e.contact.organisation_type)),
     ("city", lambda e: _text(e.contact.city)),
     ("country", lambda e: _text(e.contact.country)),
+    ("timezone", lambda e: _text(e.contact.timezone)),
     ("language", lambda e: _text(e.contact.language)),
     ("membership", lambda e: _text(e.contact.membership)),
     ("tags", lambda e: ";".join(e.contact.tag_names)),

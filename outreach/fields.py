@@ -10,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from outreach import spellings
 from outreach.models import CONSENTS, MEMBERSHIPS
+from outreach.zones import normalise_timezone
 
 # Columns with a place of their own on a contact; anything else is a free attribute.
 KNOWN_COLUMNS = (
@@ -27,6 +28,7 @@ KNOWN_COLUMNS = (
     "consent_source",
     "consent_version",
     "topics_left",
+    "timezone",
 )
 # How lists staff receive name the known columns, in English and Korean. Compared without
 # case, spaces, "_", "-", "." or "*", so "E-mail", "e_mail" and "EMAIL *" are all email.
@@ -108,6 +110,7 @@ HEADER_ALIASES: dict[str, tuple[str, ...]] = {
         "회원 등급",
     ),
     "tags": ("tag", "labels", "label", "태그", "라벨"),
+    "timezone": ("time zone", "tz", "zone", "시간대", "표준 시간대", "표준시간대", "타임존"),
     "consent": (
         "consent type",
         "consent basis",
@@ -374,10 +377,14 @@ def _categorical(field: str, value: str) -> str:
         return normalise_language(value)
     if field in ("membership", "consent"):
         return normalise_choice(field, value)
+    if field == "timezone":
+        return normalise_timezone(value)
     return normalise_organisation_type(value)
 
 
-CATEGORICAL = frozenset({"country", "language", "membership", "consent", "organisation_type"})
+CATEGORICAL = frozenset(
+    {"country", "language", "membership", "consent", "organisation_type", "timezone"}
+)
 
 
 def normalise_field(field: str, value: str) -> str:

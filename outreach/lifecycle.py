@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Integer, func, select, update
 from sqlalchemy.orm import Session
 
-from outreach import store
+from outreach import schedule, store
 from outreach.campaigns import CampaignFile, load_campaign
 from outreach.compiler import CompiledCampaign
 from outreach.compose import NO_DELIVERY, SAMPLE_CONTACT, Composer, Recipient, calendar_parts
@@ -34,6 +34,7 @@ from outreach.heartbeat import Workers, workers
 from outreach.messages import MessageBuilder
 from outreach.models import Campaign, CampaignVariant, Delivery, utcnow
 from outreach.render import CompiledVariant, RenderError, contact_variables
+from outreach.schedule import Group
 from outreach.segments import Segment, audience, audience_of
 from outreach.tokens import links_for
 from outreach.transport import SendFailure, transport_for
@@ -100,6 +101,8 @@ class SendResult:
     send_at: datetime | None = None
     # validate's warnings: what recipients will see (languages without a variant, …).
     warnings: list[str] = field(default_factory=list)
+    # With send_at {local: …} or a window: the deliveries waiting, by zone and due time.
+    schedule: list[Group] = field(default_factory=list)
 
 
 def tasks_for(added: int, settings: Settings) -> int:
@@ -132,6 +135,14 @@ def send_campaign(
         campaign.definition = {**campaign.definition, **topic}
     include, exclude = _segments(spec, session)
     added = store.snapshot(session, campaign.id, audience(include, exclude, topic=campaign.topic))
+    timing = spec.timing
+    groups: list[Group] = []
+    if timing.per_zone:
+        # Each recipient's due time in their zone; the campaign starts with the first.
+        schedule.apply(session, campaign.id, timing, settings.timezone, utcnow())
+        groups = schedule.groups(session, campaign.id, settings.timezone)
+        if timing.local is not None:
+            campaign.send_at = min((g.at for g in groups), default=None)
     _open(session, campaign, added)
     total = store.total(session, campaign.id)
     # As the file writes it (its own offset), not as stored (UTC).
@@ -142,8 +153,9 @@ def send_campaign(
         total,
         dry_run,
         validation.languages,
-        spec.spec.send_at,
+        spec.send_at,
         validation.warnings,
+        groups,
     )
     if dry_run:
         session.rollback()
@@ -201,13 +213,14 @@ def _store_compiled(
         "advertising": spec.spec.advertising,
         "template": spec.spec.template,
         "audience": spec.spec.audience.model_dump(),
+        **spec.timing.as_definition(),
     }
     invitation = spec.invitation(settings)
     if invitation is not None:
         campaign.definition["event"] = invitation.to_json()
     campaign.expressions = compiled.expressions
     campaign.rate = spec.rate.per_second if spec.rate and not spec.rate.unlimited else None
-    campaign.send_at = spec.spec.send_at
+    campaign.send_at = spec.send_at
     campaign.updated_at = utcnow()
     session.add(campaign)
     session.flush()
@@ -400,6 +413,29 @@ def due_scheduled(session: Session) -> list[int]:
     return started
 
 
+def start_if_due(session: Session, campaign_id: int) -> bool:
+    """A scheduled campaign whose send_at has come becomes `sending` (for the task the sweep
+    set to wake at that second); whether this call started it."""
+    due = session.scalar(
+        select(Campaign.id).where(
+            Campaign.id == campaign_id, Campaign.state == "scheduled", Campaign.send_at <= utcnow()
+        )
+    )
+    started = due is not None and transition(session, campaign_id, "sending")
+    session.commit()
+    return started
+
+
+def starting_soon(session: Session, until: datetime) -> list[tuple[int, datetime]]:
+    """Scheduled campaigns that start before `until`, with when."""
+    rows = session.execute(
+        select(Campaign.id, Campaign.send_at).where(
+            Campaign.state == "scheduled", Campaign.send_at <= until
+        )
+    ).all()
+    return [(cid, at) for cid, at in rows if at is not None]
+
+
 def active_campaigns(session: Session) -> list[int]:
     return list(session.scalars(select(Campaign.id).where(Campaign.state == "sending")))
 
@@ -417,6 +453,8 @@ class Status:
     workers: Workers
     # Why nothing will move, when that is so: no worker alive for a campaign with work left.
     note: str | None = None
+    # Deliveries not due yet (send_at {local: …}, a window), by zone and due time.
+    waiting: list[Group] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -430,6 +468,7 @@ class Status:
             "send_at": self.send_at.isoformat() if self.send_at else None,
             "workers": self.workers.as_json(),
             "note": self.note,
+            "schedule": schedule.by_time(self.waiting),
         }
 
 
@@ -475,13 +514,23 @@ def send_rate(session: Session, campaign: Campaign, now: datetime) -> float:
     return weighted / (RATE_TAU * (1 - math.exp(-lived / RATE_TAU)))
 
 
-def status(session: Session, name: str, now: datetime | None = None) -> Status:
+def status(
+    session: Session, name: str, now: datetime | None = None, default_zone: str = "Asia/Seoul"
+) -> Status:
+    """`default_zone` (OUTREACH_TIMEZONE): the zone of contacts whose own and country's are
+    unknown, to show which zone a waiting group is in."""
     campaign = get_campaign(session, name)
     counts = store.counts(session, campaign.id)
     now = now or utcnow()
     recent = store.sent_since(session, campaign.id, now - timedelta(seconds=60))
     rate = send_rate(session, campaign, now)
     seen = workers(session, now)
+    definition = campaign.definition or {}
+    waiting: list[Group] = []
+    if definition.get("send_at_local") or definition.get("window"):
+        waiting = [
+            g for g in schedule.groups(session, campaign.id, default_zone, now) if not g.at_once
+        ]
     session.commit()
     remaining = counts["queued"] + counts["deferred"] + counts["sending"]
     waits = campaign.state in ("sending", "scheduled") and remaining > 0
@@ -502,6 +551,7 @@ def status(session: Session, name: str, now: datetime | None = None) -> Status:
         campaign.send_at,
         seen,
         note,
+        waiting,
     )
 
 

@@ -91,6 +91,9 @@ class Contact(Base):
     language: Mapped[str | None] = mapped_column(String(35), index=True)
     membership: Mapped[str | None] = mapped_column(String(20), index=True)
     consent: Mapped[str | None] = mapped_column(String(32))
+    # IANA zone (Asia/Seoul); None: the country's zone when it keeps one, else
+    # OUTREACH_TIMEZONE (see zones.contact_zone).
+    timezone: Mapped[str | None] = mapped_column(String(64))
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Where the current consent came from (form, an import file, by hand) and, for the
     # subscribe form, the version of the consent text the person agreed to.

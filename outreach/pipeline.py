@@ -45,6 +45,7 @@ from outreach.messages import Envelope, UnmailableAddress
 from outreach.models import Campaign, Delivery, SystemRecipient, utcnow
 from outreach.printable import one_line
 from outreach.ratelimit import Limit, Pacer
+from outreach.schedule import Timing, hold_outside_window
 from outreach.suppressions import suppress
 from outreach.tokens import links_for
 from outreach.transport import PermanentFailure, TemporaryFailure, Transport
@@ -132,6 +133,7 @@ class Sender:
         if slowest:
             # A claim must be sent well within its lease, or another worker would resume it.
             batch = max(1, min(batch, int(slowest * lease / 2)))
+        window = Timing.from_definition(campaign.definition or {}).window
         session.commit()
         while not self.stop.is_set():
             self.claimed_at = time.monotonic()
@@ -140,6 +142,14 @@ class Sender:
                 # Claims of a worker that died: resumed once the queue has run dry (the
                 # worker's LeaseWatch gives them back within a second anyway).
                 ids = store.claim(session, campaign_id, self.worker, batch, lease)
+            if ids and window is not None:  # a delivery goes only while its window is open
+                kept = hold_outside_window(
+                    session, campaign_id, ids, self.worker, window, self.settings.timezone
+                )
+                if not kept:
+                    session.commit()
+                    continue  # each held one is due later now: claim the next ones
+                ids = kept
             session.commit()
             if not ids:
                 finish_if_done(session, campaign_id)

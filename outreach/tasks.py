@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,6 +177,10 @@ def _register(huey: Huey, settings: Settings) -> Queue:
     def send_campaign(campaign_id: int) -> None:
         from outreach.pipeline import Sender
 
+        # Woken at its send_at: the campaign starts now, with the tasks a whole campaign
+        # gets (this one among them).
+        for _ in range(start_if_due(settings, campaign_id) - 1):
+            send_campaign(campaign_id)
         outcome = Sender(settings, transport, stop=STOP.event).run(campaign_id)
         log.info("campaign %s: %d sent by this task", campaign_id, outcome.sent)
         if outcome.released:
@@ -206,9 +211,40 @@ def reachable_queue(settings: Settings, consequence: str = "nothing was changed"
     return queue
 
 
-def run_sweep(settings: Settings, send_campaign: Any) -> None:
+# How far ahead the sweep (every minute) sets tasks to wake at the second work becomes due:
+# beyond the next sweep, with a margin for a sweep that runs late.
+SOON = timedelta(seconds=75)
+
+
+def start_if_due(settings: Settings, campaign_id: int) -> int:
+    """Start a scheduled campaign whose send_at has come; the tasks it should get (0: it was
+    not scheduled, or not due yet, or another task started it)."""
     from outreach import store
-    from outreach.lifecycle import active_campaigns, due_scheduled, finish_if_done, tasks_for
+    from outreach.lifecycle import start_if_due as start
+    from outreach.lifecycle import tasks_for
+
+    with writer_sessionmaker(settings.database_url)() as session:
+        if not start(session, campaign_id):
+            return 0
+        queued = store.counts(session, campaign_id)["queued"]
+        session.commit()
+    return tasks_for(queued, settings)
+
+
+def run_sweep(settings: Settings, send_campaign: Any) -> None:
+    """Queue work that is due, and set a task to wake at the second for work that becomes due
+    before the next sweep (a scheduled campaign's send_at, a group of `send_at: {local: …}`,
+    a window's opening, a retry): nothing starts early, nothing waits for the next minute.
+    Work due later is left for a later sweep, so waiting work queues nothing meanwhile."""
+    from outreach import store
+    from outreach.lifecycle import (
+        active_campaigns,
+        due_scheduled,
+        finish_if_done,
+        starting_soon,
+        tasks_for,
+    )
+    from outreach.models import utcnow
 
     with writer_sessionmaker(settings.database_url)() as session:
         store.settle_cancelled(session)
@@ -217,14 +253,23 @@ def run_sweep(settings: Settings, send_campaign: Any) -> None:
         for campaign_id in active_campaigns(session):
             store.release_expired(session, campaign_id)
             counts = store.counts(session, campaign_id)
+            wake = store.next_wake(session, campaign_id)
             session.commit()
             pending = counts["queued"] + counts["deferred"] + counts["sending"]
+            now = utcnow()
             if pending:
-                n = tasks_for(counts["queued"], settings) if campaign_id in started else 1
-                for _ in range(n):
+                if campaign_id in started:
+                    for _ in range(tasks_for(counts["queued"], settings)):
+                        send_campaign(campaign_id)
+                elif wake is None or wake <= now:
                     send_campaign(campaign_id)
+                elif wake <= now + SOON:
+                    send_campaign.schedule((campaign_id,), eta=wake)
             elif finish_if_done(session, campaign_id):
                 session.commit()
+        for campaign_id, at in starting_soon(session, utcnow() + SOON):
+            send_campaign.schedule((campaign_id,), eta=at)
+        session.commit()
 
 
 def enqueuer(settings: Settings) -> Callable[[int, int], None]:

@@ -102,6 +102,7 @@ def validate_campaign(
         topic = validation.topic.name if validation.topic else None
         where = audience(include, exclude, topic=topic)
         needed = _audience(campaign, session, where, available, validation)
+        validation.warnings += _zone_warnings(campaign, session, where, settings)
         if campaign.spec.advertising:
             validation.warnings += _left_out(campaign, session, include, exclude)
     default = campaign.spec.default_language
@@ -246,6 +247,37 @@ def _left_out(
         f"{campaign.path}: {n} contacts with consent public-contact left out: addresses "
         "collected from public pages are never sent advertising (Network Act Art. 50-2)"
     ]
+
+
+def _zone_warnings(
+    campaign: CampaignFile, session: Session, where: ColumnElement[bool], settings: Settings
+) -> list[str]:
+    """For send_at {local: …} or a window: contacts mailed at OUTREACH_TIMEZONE's time
+    because their country has several zones, and those whose moment has passed."""
+    from outreach.schedule import audience_zones
+
+    timing = campaign.timing
+    if not timing.per_zone:
+        return []
+    found = audience_zones(session, where, timing, settings.timezone)
+    warnings = []
+    if found.several:
+        named = ", ".join(f"{c} {n}" for c, n in sorted(found.several.items()))
+        total = sum(found.several.values())
+        who = "1 contact is" if total == 1 else f"{total} contacts are"
+        warnings.append(
+            f"{campaign.path}: {who} in a country of several time zones without a timezone "
+            f"of their own ({named}): they get it at {settings.timezone}'s time "
+            "(OUTREACH_TIMEZONE); set their timezone column, e.g. Australia/Sydney"
+        )
+    if found.passed:
+        who = "1 recipient's" if found.passed == 1 else f"{found.passed} recipients'"
+        assert timing.local is not None
+        warnings.append(
+            f"{campaign.path}: {who} {timing.local:%Y-%m-%d %H:%M} has already passed in "
+            "their time zone: they get it at once when the campaign is sent",
+        )
+    return warnings
 
 
 def _audience(

@@ -235,9 +235,17 @@ def campaigns_preview(
     metavar="EMAIL",
     help="With --test-to: one copy as this contact would get it (their data and language).",
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="With --dry-run: one JSON object, for scripts."
+)
 @pass_app
 def campaigns_send(
-    app: App, file: Path, dry_run: bool, test_to: str | None, as_contact: str | None
+    app: App,
+    file: Path,
+    dry_run: bool,
+    test_to: str | None,
+    as_contact: str | None,
+    as_json: bool,
 ) -> None:
     """Validate a campaign, snapshot its audience into deliveries and queue them.
 
@@ -249,6 +257,7 @@ def campaigns_send(
     \b
     Example:
       outreach campaigns send campaigns/2026-12-newsletter.yaml --dry-run
+      outreach campaigns send campaigns/2026-12-newsletter.yaml --dry-run --json
       outreach campaigns send campaigns/2026-12-newsletter.yaml --test-to me@example.org
       outreach campaigns send campaigns/2026-12-newsletter.yaml --test-to me@example.org \\
         --contact mayor.office@suwon.example.org
@@ -259,6 +268,8 @@ def campaigns_send(
 
     if as_contact and not test_to:
         raise click.UsageError("--contact goes with --test-to: --test-to ME --contact EMAIL")
+    if as_json and not dry_run:
+        raise click.UsageError("--json goes with --dry-run: send FILE --dry-run --json")
     with app.session() as session:
         if is_welcome(file) and not test_to:
             if dry_run:
@@ -284,6 +295,9 @@ def campaigns_send(
         # Made only when the queue answers: else one line, and the campaign stays as it was.
         enqueue = None if dry_run else enqueuer(app.settings)
         result = send_campaign(file, app.settings, session, enqueue, dry_run=dry_run)
+    if as_json:
+        click.echo(json_document(_dry_run_json(result)))
+        return
     for warning in result.warnings:
         err_console.print(labelled("warning:", "yellow", warning), soft_wrap=True)
     langs = ", ".join(f"{k} {v}" for k, v in sorted(result.languages.items()))
@@ -296,12 +310,21 @@ def campaigns_send(
             + ("would start at once" if dry_run else "starts now"),
             soft_wrap=True,
         )
+    if result.schedule:
+        console.print(schedule_table(result.schedule, dry_run))
     if dry_run:
         start = (
             f"would start {local_and_utc(result.send_at)}"
             if result.send_at is not None and not past
             else "would start at once"
         )
+        if result.schedule:
+            first = result.schedule[0]
+            start = (
+                "would start at once"
+                if first.at_once
+                else f"would start {local_and_utc(first.at)}, each zone at its own time"
+            )
         console.print(
             f"dry run: {result.campaign} would queue {new} ({result.total} in all; "
             f"the audience's languages: {langs}) and {start}; nothing was queued",
@@ -309,7 +332,10 @@ def campaigns_send(
         )
         return
     line = f"{result.campaign}: {new} queued ({result.total} in all)"
-    if result.state == "scheduled" and result.send_at:
+    if result.state == "scheduled" and result.schedule:
+        starts = local_and_utc(result.schedule[0].at)
+        line += f"; scheduled: each zone at its own time, the first at {starts}"
+    elif result.state == "scheduled" and result.send_at:
         line += f"; scheduled for {local_and_utc(result.send_at)}"
     elif result.state == "sending":
         line += "; starts now"
@@ -322,6 +348,48 @@ def campaigns_send(
         f"status {result.campaign} --watch`",
         soft_wrap=True,
     )
+
+
+def _dry_run_json(result: Any) -> dict[str, Any]:
+    """`send --dry-run --json`: what would happen, with the UTC schedule when delivery
+    depends on recipients' zones or a window."""
+    from outreach.schedule import by_time
+
+    return {
+        "campaign": result.campaign,
+        "dry_run": True,
+        "state": result.state,
+        "new_deliveries": result.added,
+        "total": result.total,
+        "languages": result.languages,
+        "send_at": result.send_at.isoformat() if result.send_at else None,
+        "schedule": by_time(result.schedule),
+        "at_once": sum(g.count for g in result.schedule if g.at_once),
+        "warnings": result.warnings,
+    }
+
+
+def schedule_table(groups: list[Any], dry_run: bool) -> Table:
+    """Who gets it when, one row per zone and due time: the recipients' own clock and UTC."""
+    from outreach.zones import zone
+
+    table = Table(title="would be delivered" if dry_run else "delivery schedule")
+    for column, justify in (
+        ("zone", "left"),
+        ("recipients", "right"),
+        ("their time", "left"),
+        ("UTC", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for group in groups:
+        shown = group.at.astimezone(zone(group.zone))
+        own = f"{shown:%a %Y-%m-%d %H:%M} {shown.strftime('%Z')}"
+        if group.at_once:
+            own = "at once (its time has passed)"
+        table.add_row(
+            group.zone, str(group.count), own, f"{group.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        )
+    return table
 
 
 def status_view(status: Any, zone: Any = UTC) -> Any:
@@ -358,12 +426,23 @@ def status_view(status: Any, zone: Any = UTC) -> Any:
         line += f"; {status.note}"
     elif status.eta_seconds is not None and status.state == "sending":
         line += f", about {int(status.eta_seconds)} s left"
+    parts: list[Any] = [table]
+    if status.waiting:
+        parts.append(schedule_table(status.waiting[:WAITING_ROWS], dry_run=False))
+        if len(status.waiting) > WAITING_ROWS:
+            rest = sum(g.count for g in status.waiting[WAITING_ROWS:])
+            more = counted(rest, "more recipient", "more recipients")
+            parts.append(Text(f"… and {more} due later (--json lists every group)"))
     if not console.is_terminal:
-        return Group(table, Text(printable(line)))  # a bar is for eyes, not for a pipe
+        return Group(*parts, Text(printable(line)))  # a bar is for eyes, not for a pipe
     # In a grid, the bar ends its line even where nothing is wrapped.
     bar = Table.grid()
     bar.add_row(ProgressBar(total=max(status.total, 1), completed=done, width=60))
-    return Group(table, bar, Text(printable(line)))
+    return Group(*parts, bar, Text(printable(line)))
+
+
+# `campaigns status`: the waiting groups shown (the JSON has them all).
+WAITING_ROWS = 12
 
 
 def _until(when: datetime) -> str:
@@ -425,7 +504,7 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
     from outreach.lifecycle import status
 
     with app.reader() as session:
-        current = status(session, name)
+        current = status(session, name, default_zone=app.settings.timezone)
         if as_json:
             click.echo(json_document(current.as_json()))
         zone = app.settings.zone
@@ -446,11 +525,11 @@ def campaigns_status(app: App, name: str, watch: bool, as_json: bool, interval: 
                 if current.state not in ("sending", "scheduled"):
                     return
                 time.sleep(interval)
-                current = status(session, name)
+                current = status(session, name, default_zone=app.settings.timezone)
         with Live(status_view(current, zone), console=console, refresh_per_second=4) as live:
             while current.state in ("sending", "scheduled"):
                 time.sleep(interval)
-                current = status(session, name)
+                current = status(session, name, default_zone=app.settings.timezone)
                 live.update(status_view(current, zone))
 
 

@@ -275,7 +275,7 @@ def contacts_show(app: App, email: str, as_json: bool) -> None:
     from outreach.contacts import describe
 
     with app.reader() as session:
-        doc = describe(session, email)
+        doc = describe(session, email, app.settings.timezone)
     if as_json:
         click.echo(json_document(doc))
     elif doc["forgotten"]:
