@@ -35,7 +35,8 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=log.parent,
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a shared, busy machine importing the app alone can take many seconds.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
