@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from outreach import store
@@ -57,6 +57,8 @@ CHECK_SECONDS = 1.0
 # The crash bound (see above): messages a thread may have sent without their outcome committed.
 OUTCOMES_PER_COMMIT = 16
 COMMIT_SECONDS = 0.25
+# A campaign's state, read at least once a batch: built once (see store._LOAD).
+_STATE = select(Campaign.state).where(Campaign.id == bindparam("id"))
 
 
 def worker_name() -> str:
@@ -170,7 +172,7 @@ class Sender:
 
     def _campaign_state(self, campaign_id: int) -> str | None:
         try:
-            return self.reader_conn.scalar(select(Campaign.state).where(Campaign.id == campaign_id))
+            return self.reader_conn.scalar(_STATE, {"id": campaign_id})
         finally:
             self.reader_conn.rollback()
 

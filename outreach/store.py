@@ -15,10 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
-    CompoundSelect,
     Integer,
-    Select,
     String,
     Table,
     Text,
@@ -50,7 +49,7 @@ from outreach.models import (
     UTCDateTime,
     utcnow,
 )
-from outreach.render import CONTACT_COLUMNS, contact_variables
+from outreach.render import CONTACT_COLUMNS, column_variables
 
 ACTIVE = ("queued", "deferred", "sending")
 CLAIMABLE = ("queued", "deferred")
@@ -207,42 +206,47 @@ def claim(session: Session, campaign_id: int, worker: str, n: int, lease: float)
     return sorted(claimed)
 
 
+_contacts = cast(Table, Contact.__table__)
+# A batch's deliveries with their contacts, and the contacts' tags: built once, not per
+# batch (building and caching a statement with a hundred ids cost more than running it).
+_LOAD = (
+    select(
+        Delivery.id,
+        Delivery.attempts,
+        _contacts.c.id,
+        # Only what templates see: every other column (dates) costs its conversion.
+        *(_contacts.c[name] for name in CONTACT_COLUMNS),
+    )
+    .outerjoin(_contacts, _contacts.c.id == Delivery.contact_id)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Delivery.id)
+)
+_TAGS = (
+    select(ContactTag.contact_id, ContactTag.tag)
+    .where(ContactTag.contact_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ContactTag.tag)
+)
+
+
 def load(db: Session | Connection, ids: list[int]) -> list[Recipient]:
-    """The contacts of a claimed batch, with their tags, in two queries. Plain rows, not ORM
-    objects: a batch is read once and never changed, and the identity map cost more than
-    the query."""
-    contacts = cast(Table, Contact.__table__)
+    """The contacts of a claimed batch, with their tags, in two queries. Plain tuples, not
+    ORM objects or Rows read by name: a batch is read once and never changed, and the
+    identity map cost more than the query."""
     conn = db.connection() if isinstance(db, Session) else db  # Core, not the ORM's loading
-    rows = conn.execute(
-        select(
-            Delivery.id.label("delivery_id"),
-            Delivery.attempts.label("delivery_attempts"),
-            contacts.c.id,
-            # Only what templates see: every other column (dates) costs its conversion.
-            *(contacts.c[name] for name in CONTACT_COLUMNS),
-        )
-        .outerjoin(contacts, contacts.c.id == Delivery.contact_id)
-        .where(Delivery.id.in_(ids))
-        .order_by(Delivery.id)
-    ).all()
-    contact_ids = [row.id for row in rows if row.id is not None]
+    rows = conn.execute(_LOAD, {"ids": ids}).all()
+    contact_ids = [row[2] for row in rows if row[2] is not None]
     tags: dict[int, list[str]] = {}
     if contact_ids:
-        for cid, tag in conn.execute(
-            select(ContactTag.contact_id, ContactTag.tag)
-            .where(ContactTag.contact_id.in_(contact_ids))
-            .order_by(ContactTag.tag)
-        ):
+        for cid, tag in conn.execute(_TAGS, {"ids": contact_ids}).all():
             tags.setdefault(cid, []).append(tag)
     out = []
-    for row in rows:
-        if row.id is None:  # the contact was erased
-            out.append(Recipient(row.delivery_id, None, None, {}, row.delivery_attempts))
+    for delivery_id, attempts, contact_id, *columns in rows:
+        if contact_id is None:  # the contact was erased
+            out.append(Recipient(delivery_id, None, None, {}, attempts))
             continue
-        # A row reads like a Contact: contact_variables takes either.
-        variables = contact_variables(row, tags.get(row.id, []))
-        attempts = row.delivery_attempts
-        out.append(Recipient(row.delivery_id, row.email, row.name, variables, attempts, row.id))
+        variables = column_variables(tuple(columns), tags.get(contact_id, []))
+        email, name = columns[0], columns[1]
+        out.append(Recipient(delivery_id, email, name, variables, attempts, contact_id))
     if len(contact_ids) < len(rows):  # system messages (confirmations, notices) or erased
         out = _system_recipients(conn, out)
     return out
@@ -278,29 +282,35 @@ def _system_recipients(conn: Connection, recipients: list[Recipient]) -> list[Re
     return out
 
 
+_emails: BindParameter[list[str]] = bindparam("emails", expanding=True)
+_topic = bindparam("topic", type_=String)
+_SUPPRESSED = select(Suppression.email, Suppression.reason).where(Suppression.email.in_(_emails))
+# With a campaign's topic, those of the batch who left it too: a probe of the topics-left key
+# per contact of the batch (found by address), so the plan does not hang on statistics,
+# which a join's does (a seq scan, 20-30 ms on PostgreSQL with 10,000 rows not yet analysed).
+# Both built once, as the batch load (`_LOAD`): the worker asks at least once a batch.
+_SUPPRESSED_OR_LEFT = _SUPPRESSED.union_all(
+    select(Contact.email, literal("left topic ") + _topic).where(
+        Contact.email.in_(_emails),
+        select(TopicLeft.topic)
+        .where(TopicLeft.contact_id == Contact.id, TopicLeft.topic == _topic)
+        .scalar_subquery()
+        .is_not(None),
+    )
+)
+
+
 def suppressed(conn: Connection, emails: list[str], topic: str | None = None) -> dict[str, str]:
     """The suppression reason of each of `emails` that is suppressed, in one query; with a
     campaign's topic, those who left it too (in the same query), as "left topic NAME"."""
     if not emails:
         return {}
-    suppressions = select(Suppression.email, Suppression.reason).where(
-        Suppression.email.in_(emails)
-    )
-    query: Select[str, str] | CompoundSelect[str, str] = suppressions
-    if topic is not None:
-        # A probe of the topics-left key per contact of the batch (found by address): the
-        # plan does not hang on statistics, which a join's does (a seq scan, 20-30 ms on
-        # PostgreSQL with 10,000 rows not yet analysed).
-        left = select(TopicLeft.topic).where(
-            TopicLeft.contact_id == Contact.id, TopicLeft.topic == topic
-        )
-        query = suppressions.union_all(
-            select(Contact.email, literal(f"left topic {topic}")).where(
-                Contact.email.in_(emails), left.scalar_subquery().is_not(None)
-            )
-        )
+    if topic is None:
+        rows = conn.execute(_SUPPRESSED, {"emails": emails})
+    else:
+        rows = conn.execute(_SUPPRESSED_OR_LEFT, {"emails": emails, "topic": topic})
     found: dict[str, str] = {}
-    for email, reason in conn.execute(query):
+    for email, reason in rows:
         if found.get(str(email)) in (None, f"left topic {topic}"):  # a suppression says more
             found[str(email)] = str(reason)
     return found
