@@ -22,6 +22,7 @@ from outreach.suppressions import recipient_of
 from outreach.tasks import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens
 from outreach.topics import Topics
+from outreach.typography import FONTS
 
 # The view-online and archive pages show an email itself: its inline styles and images.
 VIEW_CSP = (
@@ -204,15 +205,21 @@ _BODY = re.compile(r"<body\b[^>]*>", re.I)
 
 
 def with_banner(html: str, banner_html: str) -> str:
-    """An email's HTML with a line of ours at the top of its body."""
+    """An email's HTML shown as a page: a line of ours at the top of its body, and the
+    whole in <main> (a page has one main landmark, and nothing outside landmarks)."""
     match = _BODY.search(html)
     if match is None:
-        return banner_html + html
-    return html[: match.end()] + banner_html + html[match.end() :]
+        return "<main>" + banner_html + html + "</main>"
+    rest = html[match.end() :]
+    end = rest.lower().rfind("</body>")
+    if end < 0:
+        end = len(rest)
+    return html[: match.end()] + "<main>" + banner_html + rest[:end] + "</main>" + rest[end:]
 
 
 def banner(lang: str, *parts: str) -> str:
     return (
-        f'<div lang="{lang}" style="font:14px/1.5 sans-serif;background:#fff8e1;color:#1f2933;'
+        f'<div lang="{lang}" style="font:14px/1.5 {FONTS};background:#fff8e1;color:#1f2933;'
+        "word-break:keep-all;overflow-wrap:break-word;"
         'padding:10px 16px;border-bottom:1px solid #e4e7eb;">' + " ".join(parts) + "</div>"
     )
