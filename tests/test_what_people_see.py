@@ -157,6 +157,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "archive copy": f"/archive/{NEWSLETTER}",
                 "400": "/u/not-a-token",
                 "404": "/no/such/page",
+                "archive links": "/archive-links",
+                "check inbox again": "/subscribe/sent",
             }
         )
         found.posts["unsubscribed"] = (f"/u/{gone}", {"confirm": "yes", "leave": "everything"})
@@ -339,3 +341,40 @@ def test_the_report_reads_on_a_phone(site: Site, browser: Any) -> None:
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         breaks, violations = _look(page)
         assert (breaks, violations) == ([], [])
+
+
+def test_what_a_demanding_reader_also_checks(site: Site, browser: Any) -> None:
+    page = _tab(browser, 375, "en")
+    url = site.server.url
+    # An unsubscribe link opened again says so, and offers no button to press again.
+    page.goto(url + site.pages["already unsubscribed"] + "?lang=en")
+    assert page.locator("#already").count() == 1 and page.locator("#unsubscribe").count() == 0
+    # The subscribe form's invalid field turns red, and focus is on it.
+    page.goto(url + "/subscribe?lang=en")
+    page.fill("#email", "not an address")
+    page.click("#subscribe")
+    page.wait_for_selector("#error-email")
+    assert page.evaluate("document.activeElement.id") == "email"
+    red = page.evaluate("getComputedStyle(document.getElementById('email')).borderTopColor")
+    assert red == "rgb(179, 38, 30)"
+    # The language switch of "check your inbox" keeps that page, not an empty form.
+    page.set_content(site.posts["check inbox en"][1]["html"])
+    switch = page.locator("nav.lang a[hreflang=ko]").get_attribute("href")
+    assert switch == "/subscribe/sent?lang=ko"
+    page.goto(url + switch)
+    assert page.locator("h1").inner_text() == "받은편지함을 확인해 주세요"
+    # English browsers get the error page English first; the Korean line says it is Korean.
+    page.goto(url + "/no/such/page")
+    lines = page.locator("main p:not(.brand)").evaluate_all(
+        "ps => ps.map(p => [p.lang, p.innerText])"
+    )
+    assert lines[0][0] == "" and lines[0][1].startswith("404: This request")
+    assert lines[1][0] == "ko"
+    # The archive copy's Preferences and Unsubscribe lead to a page that says where a
+    # reader's own links are, not back to the copy.
+    page.goto(url + site.pages["archive copy"] + "?lang=en")
+    for word in ("Preferences", "Unsubscribe"):
+        href = page.get_by_role("link", name=word, exact=True).get_attribute("href")
+        assert href == "/archive-links?lang=en"
+    page.goto(url + "/archive-links?lang=en")
+    assert "links at the end of an email we sent you" in page.locator("main").inner_text()

@@ -35,7 +35,7 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=log.parent,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a busy machine starts gunicorn slowly
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:

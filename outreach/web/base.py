@@ -9,6 +9,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from flask import Response, current_app, render_template, request
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -127,15 +128,21 @@ def page(template: str, lang: str, status: int = 200, **values: Any) -> Response
     return Response(body, status=status, mimetype="text/html")
 
 
-def message(lang: str, heading: str, *lines: str, status: int = 200) -> Response:
+def message(lang: str, heading: str, *lines: str | tuple[str, str], status: int = 200) -> Response:
+    """A page of a heading and lines; a line given as (language, text) says its language."""
     return page("message.html", lang, status, heading=heading, lines=list(lines))
 
 
-def both(text: str) -> tuple[str, list[str]]:
-    """A message in ?lang= if given, else in Korean and English (a reader we cannot know)."""
+def both(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """A message in ?lang= if given, else in Korean and English (a reader we cannot know),
+    the browser's language first; each line with its language, for its lang attribute."""
     asked = supported(request.args.get("lang", ""))
-    langs = [asked] if asked else list(BILINGUAL)
-    return langs[0], [translator(code)(text) for code in langs]
+    if asked:
+        langs = [asked]
+    else:
+        first = request.accept_languages.best_match(list(BILINGUAL)) or BILINGUAL[0]
+        langs = [first, *(code for code in BILINGUAL if code != first)]
+    return langs[0], [(code, translator(code)(text)) for code in langs]
 
 
 def invalid() -> Response:
@@ -146,7 +153,10 @@ def invalid() -> Response:
             "again. Nothing was changed."
         )
     )
-    return message(lang, " / ".join(titles), *lines, status=400)
+    heading = Markup(" / ").join(
+        Markup('<span lang="{}">{}</span>').format(code, title) for code, title in titles
+    )
+    return message(lang, heading, *lines, status=400)
 
 
 def verify(kind: str, token: str) -> Any:
