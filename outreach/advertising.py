@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from email.utils import parseaddr
 
@@ -20,8 +21,10 @@ from sqlalchemy.orm import Session
 from outreach.i18n import translator
 from outreach.models import Contact
 from outreach.segments import HARVESTED, Segment, count, not_suppressed
+from outreach.typography import FONTS
 
 FOOTER_LANGUAGES = ("ko", "en")
+_HANGUL = re.compile("[\uac00-\ud7a3]")
 
 
 def _is_harvested(segment: Segment) -> bool:
@@ -57,16 +60,22 @@ def footer(unsubscribe: str, sender: str | dict[str, str], postal: str, contact:
     for language in FOOTER_LANGUAGES:
         header = sender if isinstance(sender, str) else sender[language]
         name = parseaddr(header)[0] or parseaddr(header)[1]
+        if language != "ko" and _HANGUL.search(name):
+            # A name only in Korean ("시티넷 사무국") tells an English reader nothing: the
+            # address does. from: can give a name per language.
+            name = parseaddr(header)[1] or name
         values = {"sender": escape(name), "address": escape(postal), "contact": escape(contact)}
         _ = translator(language)
         text = _("This is an advertisement from %(sender)s, %(address)s (contact: %(contact)s).")
         words = _("unsubscribe")
         leave = _("If you no longer wish to receive it, %(link)s.")
         paragraphs.append(
-            f'<p lang="{language}">{escape(text) % values} '
+            f'<p lang="{language}" style="margin:0 0 8px;">{escape(text) % values} '
             f"{escape(leave) % {'link': link.format(Markup(unsubscribe), words)}}</p>"
         )
+    # Set as the shipped layout's footer just above it: centred, its font, size and colour.
     return (
-        '<div style="font-family:sans-serif;font-size:12px;line-height:1.5;color:#555;'
-        'max-width:600px;margin:0 auto;padding:16px;">' + "".join(paragraphs) + "</div>"
+        f'<div style="font-family:{FONTS};font-size:12px;line-height:1.6;color:#52606d;'
+        "text-align:center;max-width:640px;margin:0 auto;padding:0 24px 32px;"
+        'box-sizing:border-box;">' + "".join(paragraphs) + "</div>"
     )

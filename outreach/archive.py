@@ -99,7 +99,7 @@ class Archive:
         for campaign in campaigns:
             personaliser = Personaliser(list(campaign.expressions), campaign.definition["nonce"])
             try:
-                values = personaliser.values(_variables(""))
+                values = personaliser.values(_variables("", ""))
             except Exception as exc:
                 log.warning(
                     "archive: %s cannot be shown to a neutral reader: %s", campaign.name, exc
@@ -118,8 +118,12 @@ class Archive:
                 out.append(Entry(campaign.name, campaign.started_at, subjects, default))
         return out
 
-    def render(self, session: Session, name: str, language: str, self_url: str) -> Any:
-        """(the campaign's entry, the language shown, the message rendered) or None."""
+    def render(
+        self, session: Session, name: str, language: str, self_url: str, links_url: str = ""
+    ) -> Any:
+        """(the campaign's entry, the language shown, the message rendered) or None.
+        `links_url`: where the copy's Preferences and Unsubscribe lead (a page that says
+        where a reader's own links are), else back to the copy."""
         if name not in self.names():
             return None
         campaign = session.scalar(
@@ -147,6 +151,7 @@ class Archive:
                 self_url,
                 campaign.id,
                 campaign.updated_at,
+                links_url or self_url,
             )
         except Exception as exc:  # a template that needs a real contact's data
             log.warning("archive: %s cannot be shown to a neutral reader: %s", name, exc)
@@ -165,6 +170,7 @@ def _neutral(
     self_url: str,
     campaign_id: int,
     version: datetime,
+    links_url: str,
 ) -> Rendered:
     html = _REMOTE_IMPORT.sub("", _REMOTE_STYLESHEET.sub("", variant.html))
     if OPEN_PIXEL in expressions:
@@ -174,17 +180,17 @@ def _neutral(
     return personalise(
         personaliser,
         CompiledVariant(variant.language, variant.subject, html, variant.text),
-        _variables(self_url),
+        _variables(self_url, links_url),
     )
 
 
-def _variables(self_url: str) -> dict[str, Any]:
-    """What a neutral reader's copy is filled in with: no contact, no tracking, and the
-    personal links pointing back at the archive page."""
+def _variables(self_url: str, links_url: str) -> dict[str, Any]:
+    """What a neutral reader's copy is filled in with: no contact, no tracking, view online
+    pointing back at the archive page and the personal links at `links_url`."""
     return {
         "contact": NEUTRAL_CONTACT,
-        "unsubscribe_url": self_url,
-        "preferences_url": self_url,
+        "unsubscribe_url": links_url,
+        "preferences_url": links_url,
         "view_online_url": self_url,
         "open_url": "",
         "click": lambda url, position=None: url,
@@ -316,8 +322,11 @@ def summary(html: str, limit: int = 300) -> str:
     return cut.rstrip(" ,;:·-–—") + "…"
 
 
-def atom_feed(entries: list[tuple[Entry, str]], base_url: str, language: str, title: str) -> bytes:
-    """An Atom feed (RFC 4287) of archive entries, each with its summary text."""
+def atom_feed(
+    entries: list[tuple[Entry, str]], base_url: str, language: str, title: str, author: str
+) -> bytes:
+    """An Atom feed (RFC 4287) of archive entries, each with its summary text; `author` is
+    the feed's (RFC 4287 wants one, at the feed or at every entry)."""
     ElementTree.register_namespace("", ATOM)
 
     def sub(parent: ElementTree.Element, tag: str, text: str | None = None, **attrs: str) -> Any:
@@ -328,6 +337,7 @@ def atom_feed(entries: list[tuple[Entry, str]], base_url: str, language: str, ti
 
     feed = ElementTree.Element(f"{{{ATOM}}}feed", {f"{{{XML}}}lang": language})
     sub(feed, "title", title)
+    sub(sub(feed, "author"), "name", author)
     sub(feed, "id", f"{base_url}/archive")
     sub(feed, "link", rel="self", href=f"{base_url}/archive/feed.xml?lang={language}")
     sub(feed, "link", rel="alternate", type="text/html", href=f"{base_url}/archive?lang={language}")

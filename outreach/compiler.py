@@ -36,6 +36,7 @@ from outreach.render import (
     html_to_text,
     stage1_environment,
 )
+from outreach.typography import keep_words
 
 AD_PREFIX = "(광고)"
 KNOWN_MJ_TAGS = frozenset(
@@ -192,6 +193,7 @@ def _compile_variant(
     html = _mjml(campaign, env, template_name, source)
     if campaign.spec.advertising:
         html = _before_body_end(html, _advertising_footer(campaign, deferred, sender, settings))
+    html = keep_words(html)
     # The text part keeps the real addresses; tracking rewrites only the HTML.
     text = html_to_text(html)
     tracking = campaign.spec.tracking

@@ -367,25 +367,34 @@ COLOURS = {
 }
 
 
+def _svg(width: int, height: int, name: str, body: str) -> Markup:
+    """An inline chart that scales to its column (viewBox; the page sets max-width: 100%,
+    height: auto), named for a screen reader by what it shows."""
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(name)}" '
+        f'class="chart">{body}</svg>'
+    )
+
+
 def bar_chart(
     items: list[tuple[str, int]],
     *,
+    name: str = "chart",
     colour: str = "#0b5cad",
     colours: dict[str, str] | None = None,
     width: int = 640,
     titles: list[str] | None = None,
 ) -> Markup:
-    """Horizontal bars as inline SVG: no script, no network. `titles`: each bar's whole
-    label, shown on hover where the label is short."""
+    """Horizontal bars as inline SVG: no script, no network. `name` says what it counts
+    (its accessible name lists every bar); `titles`: each bar's whole label, shown on hover
+    where the label is short."""
     if not items:
         return Markup('<p class="empty">nothing yet</p>')
     label_w, row_h = 220, 24
     top = max(n for _, n in items) or 1
     height = row_h * len(items) + 4
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" class="chart">'
-    ]
+    parts = []
     for i, (label, n) in enumerate(items):
         y = i * row_h + 2
         w = int((width - label_w - 60) * n / top)
@@ -401,8 +410,10 @@ def bar_chart(
             f'fill="{fill}"/>'
         )
         parts.append(f'<text x="{label_w + max(w, 1) + 6}" y="{y + 16}">{n}</text>')
-    parts.append("</svg>")
-    return Markup("".join(parts))
+    spoken = ", ".join(
+        f"{(titles[i] if titles else label)}: {n}" for i, (label, n) in enumerate(items)
+    )
+    return _svg(width, height, f"{name} — {spoken}", "".join(parts))
 
 
 def timeline_chart(points: list[dict[str, Any]], width: int = 640, height: int = 160) -> Markup:
@@ -423,10 +434,9 @@ def timeline_chart(points: list[dict[str, Any]], width: int = 640, height: int =
         f'<text x="{width}" y="{height - 4}" text-anchor="end">'
         f"{escape(points[-1]['at'])}</text>"
     )
-    return Markup(
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" class="chart">{"".join(bars)}{labels}</svg>'
-    )
+    total = sum(p["sent"] for p in points)
+    name = f"messages sent: {total}, from {points[0]['at']} to {points[-1]['at']}"
+    return _svg(width, height, name, "".join(bars) + labels)
 
 
 def link_label(link: dict[str, Any], limit: int = 34) -> str:
@@ -461,6 +471,7 @@ def render_html(report: Report, zone: tzinfo | None = None) -> str:
         bar_chart(
             [(link_label(link), link["clicks"]) for link in report.top_links],
             titles=[link["url"] for link in report.top_links],
+            name="clicks by link",
         )
         if report.tracking["clicks"]
         else Markup('<p class="empty">not tracked: the campaign does not track clicks</p>')
@@ -468,15 +479,21 @@ def render_html(report: Report, zone: tzinfo | None = None) -> str:
     timeline = [{**point, "at": local(point["at"], zone)} for point in report.timeline]
     return env.get_template("report.html").render(
         r=report,
-        states_chart=bar_chart(states, colours=COLOURS),
+        states_chart=bar_chart(states, colours=COLOURS, name="deliveries by state"),
         links_chart=links_chart,
-        languages_chart=bar_chart([(row["language"], row["total"]) for row in report.by_language]),
+        languages_chart=bar_chart(
+            [(row["language"], row["total"]) for row in report.by_language],
+            name="deliveries by language",
+        ),
         domains_chart=bar_chart(
-            [(row["domain"], row["bounced"]) for row in report.bounces_by_domain], colour="#dd6b20"
+            [(row["domain"], row["bounced"]) for row in report.bounces_by_domain],
+            colour="#dd6b20",
+            name="bounces by domain",
         ),
         policy_chart=bar_chart(
             [(row["domain"] or "(unknown)", row["rejected"]) for row in report.policy_by_domain],
             colour="#c53030",
+            name="policy rejections by receiving domain",
         ),
         timeline_chart=timeline_chart(timeline),
         rate=report.rate_text,

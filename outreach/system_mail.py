@@ -29,6 +29,7 @@ from outreach.i18n import CATALOGS, N_, languages, translations
 from outreach.lifecycle import replace_variants, transition
 from outreach.models import Campaign, Delivery, SystemRecipient, utcnow
 from outreach.render import CompiledVariant, DeferRecipientValues, Deferred, html_to_text
+from outreach.typography import keep_words
 
 log = logging.getLogger("outreach.system_mail")
 TEMPLATES = Path(__file__).parent / "mail_templates"
@@ -138,7 +139,7 @@ def compile_kind(kind: Kind, sender: Sender) -> tuple[dict[str, CompiledVariant]
             sender_contact=sender.contact,
             consent_text=sender.consent_text_for(language),
         )
-        html = str(mjml2html(source))
+        html = keep_words(str(mjml2html(source)))
         name = sender.name_for(language)
         subject = translations(language).gettext(kind.subject) % {"sender": name}
         variants[language] = CompiledVariant(language, subject, html, html_to_text(html))

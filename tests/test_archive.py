@@ -79,6 +79,7 @@ def test_the_atom_feed(archived) -> None:  # type: ignore[no-untyped-def]
     assert response.status_code == 200 and response.mimetype == "application/atom+xml"
     feed = ElementTree.fromstring(response.data)
     assert feed.tag == f"{ATOM}feed"
+    assert feed.findtext(f"{ATOM}author/{ATOM}name") == "시티넷 CityNet"  # RFC 4287
     (entry,) = feed.findall(f"{ATOM}entry")
     assert entry.findtext(f"{ATOM}title") == "시티넷 소식 — 담당자님"
     link = entry.find(f"{ATOM}link")

@@ -160,7 +160,9 @@ def test_advertising_rules(tmp_path: Path) -> None:
     path = make_project(tmp_path, CAMPAIGN + "advertising: true\n")
     ko = render_for(path, contact(name="김수진", language="ko"))
     assert ko.subject.startswith("(광고) ")
-    assert "광고성 정보" in ko.html and "This is an advertisement from 시티넷 사무국" in ko.html
+    assert "광고성 정보" in ko.html and "시티넷 사무국" in ko.html
+    # A name only in Korean tells an English reader nothing (issue 24): the address does.
+    assert "This is an advertisement from news@citynet-ap.org" in ko.html
     assert POSTAL in ko.html
     unsubscribe = LINKS.for_delivery(7)["unsubscribe_url"]
     assert ko.html.count(unsubscribe) >= 3  # the layout's link and the bilingual notice's two

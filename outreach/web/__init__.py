@@ -116,7 +116,10 @@ def _http_error(error: Any) -> Response:
     if code == 429:
         lang, lines = both(N_("Too many requests from your network. Please try again later."))
     return message(
-        lang, translator(lang)("CityNet"), *(f"{code}: {line}" for line in lines), status=code
+        lang,
+        translator(lang)("CityNet"),
+        *((language, f"{code}: {line}") for language, line in lines),
+        status=code,
     )
 
 

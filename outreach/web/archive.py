@@ -49,12 +49,37 @@ def archive_feed() -> Response:
             )
             if shown is not None:
                 items.append((entry, summary(shown[2].html)))
+    _ = translator(lang)
     body = atom_feed(
-        items, web.settings.base_url, lang, translator(lang)("CityNet newsletter archive")
+        items, web.settings.base_url, lang, _("CityNet newsletter archive"), _("CityNet")
     )
     response = Response(body, mimetype="application/atom+xml")
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
+
+
+# Where an archive copy's Preferences and Unsubscribe lead: a copy has no personal links.
+PERSONAL_LINKS = "/archive-links"
+
+
+@archive_door.get(PERSONAL_LINKS)
+def personal_links() -> Response:
+    lang = language()
+    _ = translator(lang)
+    lines = [
+        _(
+            "This is the archive copy of our email: it has no links of yours. To choose what "
+            "you receive or to unsubscribe, use the links at the end of an email we sent you."
+        )
+    ]
+    return page(
+        "message.html",
+        lang,
+        heading=_("Your preferences"),
+        lines=lines,
+        links=[("/subscribe?lang=" + lang, _("Subscribe"))] if state().subscribe else [],
+        title=_("Your preferences"),
+    )
 
 
 @archive_door.get("/archive/<name>")
@@ -65,7 +90,7 @@ def archive_entry(name: str) -> Response:
     lang = language()
     self_url = f"{web.settings.base_url}/archive/{name}"
     with web.reader() as session:
-        shown = _archive().render(session, name, lang, self_url)
+        shown = _archive().render(session, name, lang, self_url, f"{PERSONAL_LINKS}?lang={lang}")
     if shown is None:
         abort(404)
     entry, written_in, rendered = shown

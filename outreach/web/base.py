@@ -9,6 +9,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from flask import Response, current_app, render_template, request
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +23,7 @@ from outreach.suppressions import recipient_of
 from outreach.tasks import Nudger
 from outreach.tokens import InvalidToken, Links, Tokens
 from outreach.topics import Topics
+from outreach.typography import FONTS
 
 # The view-online and archive pages show an email itself: its inline styles and images.
 VIEW_CSP = (
@@ -125,15 +127,21 @@ def page(template: str, lang: str, status: int = 200, **values: Any) -> Response
     return Response(body, status=status, mimetype="text/html")
 
 
-def message(lang: str, heading: str, *lines: str, status: int = 200) -> Response:
+def message(lang: str, heading: str, *lines: str | tuple[str, str], status: int = 200) -> Response:
+    """A page of a heading and lines; a line given as (language, text) says its language."""
     return page("message.html", lang, status, heading=heading, lines=list(lines))
 
 
-def both(text: str) -> tuple[str, list[str]]:
-    """A message in ?lang= if given, else in Korean and English (a reader we cannot know)."""
+def both(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """A message in ?lang= if given, else in Korean and English (a reader we cannot know),
+    the browser's language first; each line with its language, for its lang attribute."""
     asked = supported(request.args.get("lang", ""))
-    langs = [asked] if asked else list(BILINGUAL)
-    return langs[0], [translator(code)(text) for code in langs]
+    if asked:
+        langs = [asked]
+    else:
+        first = request.accept_languages.best_match(list(BILINGUAL)) or BILINGUAL[0]
+        langs = [first, *(code for code in BILINGUAL if code != first)]
+    return langs[0], [(code, translator(code)(text)) for code in langs]
 
 
 def invalid() -> Response:
@@ -144,7 +152,10 @@ def invalid() -> Response:
             "again. Nothing was changed."
         )
     )
-    return message(lang, " / ".join(titles), *lines, status=400)
+    heading = Markup(" / ").join(
+        Markup('<span lang="{}">{}</span>').format(code, title) for code, title in titles
+    )
+    return message(lang, heading, *lines, status=400)
 
 
 def verify(kind: str, token: str) -> Any:
@@ -203,15 +214,21 @@ _BODY = re.compile(r"<body\b[^>]*>", re.I)
 
 
 def with_banner(html: str, banner_html: str) -> str:
-    """An email's HTML with a line of ours at the top of its body."""
+    """An email's HTML shown as a page: a line of ours at the top of its body, and the
+    whole in <main> (a page has one main landmark, and nothing outside landmarks)."""
     match = _BODY.search(html)
     if match is None:
-        return banner_html + html
-    return html[: match.end()] + banner_html + html[match.end() :]
+        return "<main>" + banner_html + html + "</main>"
+    rest = html[match.end() :]
+    end = rest.lower().rfind("</body>")
+    if end < 0:
+        end = len(rest)
+    return html[: match.end()] + "<main>" + banner_html + rest[:end] + "</main>" + rest[end:]
 
 
 def banner(lang: str, *parts: str) -> str:
     return (
-        f'<div lang="{lang}" style="font:14px/1.5 sans-serif;background:#fff8e1;color:#1f2933;'
+        f'<div lang="{lang}" style="font:14px/1.5 {FONTS};background:#fff8e1;color:#1f2933;'
+        "word-break:keep-all;overflow-wrap:break-word;"
         'padding:10px 16px;border-bottom:1px solid #e4e7eb;">' + " ".join(parts) + "</div>"
     )

@@ -19,7 +19,7 @@ from outreach.contacts import record_choice
 from outreach.events import record_event
 from outreach.fields import normalise_language
 from outreach.i18n import DEFAULT, languages, supported, translator
-from outreach.models import Suppression
+from outreach.models import Suppression, utcnow
 from outreach.render import RenderError
 from outreach.store import load as load_recipients
 from outreach.suppressions import DeliveryRecipient, is_suppressed, unsuppress
@@ -51,9 +51,12 @@ def unsubscribe_page(token: str) -> Response:
         addressee, other = resolve("unsubscribe", token, session)
         if other is not None:
             return other
-        assert addressee is not None
+        assert addressee is not None and addressee.email is not None
         lang = language(own_language(addressee))
         topic = _topic(addressee)
+        already = _already_left(session, addressee, topic, token)
+        if already is not None:
+            return already
         return page(
             "unsubscribe.html",
             lang,
@@ -65,6 +68,47 @@ def unsubscribe_page(token: str) -> Response:
             action=f"/u/{token}",
             title=translator(lang)("Unsubscribe"),
         )
+
+
+def _already_left(
+    session: Session, addressee: Addressee, topic: Topic | None, token: str
+) -> Response | None:
+    """The link opened again after leaving: say so, with the result, rather than offer the
+    button again (and the page's language switch lands here, not on the button)."""
+    assert addressee.email is not None
+    web = state()
+    lang = language(own_language(addressee))
+    _ = translator(lang)
+    since = session.scalar(
+        select(Suppression.created_at).where(
+            Suppression.email == addressee.email, Suppression.reason == "unsubscribed"
+        )
+    )
+    left = None
+    if since is None and topic is not None and addressee.contact is not None:
+        left = left_by(session, addressee.contact.id).get(topic.name)
+        if left is None:
+            return None
+    elif since is None:
+        return None
+    title = topic.title_in(lang) if left is not None and topic is not None else None
+    return page(
+        "unsubscribed.html",
+        lang,
+        already=True,
+        email=addressee.email,
+        sender=addressee.sender,
+        topic=title,
+        topic_name=topic.name if title and topic else None,
+        suppressed=False,
+        action=f"/u/{token}",
+        preferences=f"/p/{web.tokens.sign('preferences', addressee.delivery.id)}",
+        result="left" if title else "withdrawn",
+        result_date=(left.at if left is not None else since or utcnow()).date().isoformat(),
+        title=_("You have already left “%(topic)s”") % {"topic": title}
+        if title
+        else _("You have already unsubscribed"),
+    )
 
 
 @recipients.post("/u/<token>")
@@ -101,6 +145,7 @@ def unsubscribe(token: str) -> Response:
         response = page(
             "unsubscribed.html",
             lang,
+            already=False,
             email=addressee.email,
             sender=addressee.sender,
             topic=topic,

@@ -137,6 +137,19 @@ def _subscribe() -> Response:
             )
     web.nudge(campaign_id)
     # The same page whatever the address: new, pending, subscribed, suppressed or limited.
+    return _check_inbox(lang)
+
+
+@subscribe_door.get("/subscribe/sent")
+def check_inbox_page() -> Response:
+    """ "Please check your inbox" again, in the language chosen on it (it says nothing of
+    the address: anyone may open it)."""
+    _subscribe_config()
+    return _check_inbox(language())
+
+
+def _check_inbox(lang: str) -> Response:
+    _ = translator(lang)
     return page(
         "message.html",
         lang,
@@ -149,6 +162,7 @@ def _subscribe() -> Response:
             _("The link works for 7 days. Did nothing arrive? Look in your spam folder."),
         ],
         title=_("Please check your inbox"),
+        switch_to="/subscribe/sent",
     )
 
 
