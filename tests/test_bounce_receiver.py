@@ -274,10 +274,12 @@ def test_a_full_store_queue_answers_451(campaign, session: Session, db_url: str)
     sending = []
     with receiving(settings, **limits) as receiver:
         with writes_held(db_url):
-            for person in ("postfix", "gmail"):
+            # One after the other: a client may have only one message arriving at a time
+            # (MAX_RECEIVING_PER_CLIENT), so two sent at once could race to a 451 at DATA.
+            for waiting, person in enumerate(("postfix", "gmail"), start=1):
                 raw = wire(fixture(person, info))
                 sending.append(send_in_background(receiver, "127.0.0.1", verp(info, person), raw))
-            wait_for(lambda: receiver.storing == 2, "two messages waiting")
+                wait_for(lambda n=waiting: receiver.storing == n, f"{waiting} waiting")
             with client(receiver) as smtp:
                 smtp.ehlo("mx.example.net")
                 code, reply = smtp.mail("")
