@@ -741,6 +741,49 @@ def test_the_subscribe_form_offers_topics_unticked_and_records_the_choice(
     ]
 
 
+@pytest.mark.integration
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(), reason="Chromium is not installed (.ci/run installs it)"
+)
+def test_in_chromium_each_topic_box_of_the_subscribe_form_sits_by_its_title(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The form's topic rows read as the consent box does: a small box, its title right
+    beside it, the description under the title (the field rule that makes the address
+    input full width must not stretch the boxes)."""
+    from playwright.sync_api import sync_playwright
+
+    from outreach.preview import CHROMIUM, CHROMIUM_ARGS
+    from tests.subscribe_helpers import SUBSCRIBE, subscribe_project
+    from tests.web_helpers import Server
+
+    subscribe_project(tmp_path, SUBSCRIBE + "topics: [newsletter, events]\n")
+    with_topics(tmp_path)
+    with (
+        Server(settings_for(sqlite_url, tmp_path), tmp_path / "serve.log") as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for width, lang in ((375, "ko"), (1280, "en")):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(f"{server.url}/subscribe?lang={lang}")
+            rows = page.evaluate(
+                """() => [...document.querySelectorAll("input[name=topic]")].map(box => {
+                    const label = document.querySelector(`label[for="${box.id}"]`);
+                    const b = box.getBoundingClientRect(), l = label.getBoundingClientRect();
+                    return {box: box.id, width: b.width, gap: l.left - b.right,
+                            labelWidth: l.width};
+                })"""
+            )
+            assert [r["box"] for r in rows] == ["topic-newsletter", "topic-events"]
+            for row in rows:
+                assert row["width"] < 30, (width, row)  # a box, not a block
+                assert 0 <= row["gap"] < 20, (width, row)  # its title right beside it
+            page.close()
+        browser.close()
+
+
 def test_subscribe_yaml_topics_must_be_topics(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tests.subscribe_helpers import SUBSCRIBE, subscribe_project
 
