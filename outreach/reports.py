@@ -7,6 +7,7 @@ campaign of a million messages costs a handful of queries.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
 from html import escape
@@ -377,6 +378,35 @@ def _svg(width: int, height: int, name: str, body: str) -> Markup:
     )
 
 
+# Widths of characters in em, generous (the widest sans-serif faces a reader may have), so a
+# label estimated to fit does: "m", "W" and "%" are nearly twice an "e", Korean a full em.
+LABEL_ROOM = 208  # a bar chart's label column, less its margin
+_NARROW = frozenset(" .,:;!|'/()[]-ijlft1rI")
+_WIDE = frozenset("mwMW%@")
+
+
+def _em(char: str) -> float:
+    if char in _NARROW:
+        return 0.36
+    if char in _WIDE:
+        return 0.95
+    if unicodedata.east_asian_width(char) in "WF":
+        return 1.0
+    return 0.72 if char.isupper() else 0.6
+
+
+def _width(text: str) -> float:
+    """`text`'s width in a chart's units (12 px type), estimated generously."""
+    return 12 * sum(_em(c) for c in text)
+
+
+def fit_label(label: str, room: float) -> str:
+    """`label` cut at the end, to fit `room` units."""
+    if _width(label) <= room:
+        return label
+    return label[: len(_fitting_end(label[::-1], room - _width("…")))] + "…"
+
+
 def bar_chart(
     items: list[tuple[str, int]],
     *,
@@ -391,7 +421,7 @@ def bar_chart(
     where the label is short."""
     if not items:
         return Markup('<p class="empty">nothing yet</p>')
-    label_w, row_h = 220, 24
+    label_w, row_h = LABEL_ROOM + 12, 24
     top = max(n for _, n in items) or 1
     height = row_h * len(items) + 4
     parts = []
@@ -399,7 +429,7 @@ def bar_chart(
         y = i * row_h + 2
         w = int((width - label_w - 60) * n / top)
         fill = (colours or {}).get(label, colour)
-        short = label if len(label) <= 34 else label[:31] + "…"
+        short = fit_label(label, LABEL_ROOM)
         title = titles[i] if titles else label
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(short)}'
@@ -439,21 +469,33 @@ def timeline_chart(points: list[dict[str, Any]], width: int = 640, height: int =
     return _svg(width, height, name, "".join(bars) + labels)
 
 
-def link_label(link: dict[str, Any], limit: int = 34) -> str:
-    """A short label that tells a campaign's links apart: the link's position and its
-    address without the scheme, cut in the middle when long, so the end that differs
-    (`…register?org={organisation}`) shows rather than a prefix they all share."""
+def link_label(link: dict[str, Any], room: float = LABEL_ROOM) -> str:
+    """A label that tells a campaign's links apart and fits the chart's label column
+    (`room` units at 12 px): the link's position and its address without the scheme, cut in
+    the middle when long, so the end that differs (`…register?org={organisation}`) shows
+    rather than a prefix they all share."""
     address = re.sub(r"^https?://(www\.)?", "", link["url"])
     position = f"{link['link']}. " if link.get("link") else ""
-    room = limit - len(position)
-    if len(address) > room:
-        host, slash, _ = address.partition("/")
-        tail = room - len(host) - 2
-        if slash and tail >= 20:  # else the end alone: it tells links apart
-            address = f"{host}/…{address[-tail:]}"
-        else:
-            address = "…" + address[-(room - 1) :]
-    return position + address
+    if _width(position + address) <= room:
+        return position + address
+    host, slash, _ = address.partition("/")
+    # The host and at least a word of the end, else the end alone: it tells links apart.
+    for start in ([f"{position}{host}/…"] if slash else []) + [f"{position}…"]:
+        tail = _fitting_end(address, room - _width(start))
+        if len(tail) >= 12 or not start.endswith("/…"):
+            return start + tail
+    return position + "…"
+
+
+def _fitting_end(text: str, room: float) -> str:
+    """The longest end of `text` within `room` units."""
+    used, n = 0.0, 0
+    for char in reversed(text):
+        used += _width(char)
+        if used > room:
+            break
+        n += 1
+    return text[len(text) - n :] if n else ""
 
 
 def render_html(report: Report, zone: tzinfo | None = None) -> str:

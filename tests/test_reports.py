@@ -242,3 +242,46 @@ def test_html_report_renders_in_chromium(reported, session: Session) -> None:  #
         browser.close()
     assert errors == []
     assert all(url.startswith("file:") for url in requests)
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_chart_labels_stay_inside_their_chart_in_chromium(tmp_path: Path) -> None:
+    """A long link label (a calendar link's address) and a long domain are cut to fit the
+    label column, keeping the link's position, not cut off at the chart's left edge."""
+    from playwright.sync_api import sync_playwright
+
+    from outreach.preview import CHROMIUM, CHROMIUM_ARGS
+    from outreach.reports import bar_chart, link_label
+
+    links = [
+        {
+            "link": 1,
+            "url": "https://calendar.google.com/calendar/render?action=TEMPLATE&text=CityNet"
+            "%20Webinar&dates=20261210T050000Z/20261210T063000Z&location=Online%20%28Zoom%29",
+        },
+        {"link": 2, "url": "https://www.citynet-ap.org/events/webinar-2026-12?lang=en"},
+        {"link": 3, "url": "https://mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm.org/WWWWW"},
+    ]
+    charts = [
+        bar_chart([(link_label(link), 3) for link in links], name="clicks by link"),
+        bar_chart([("mail.very-long-subdomain-of-a-city.go.kr.example", 2)], name="domains"),
+    ]
+    page_html = "<style>svg.chart { max-width: 100%; height: auto; font-size: 12px; }</style>"
+    (tmp_path / "charts.html").write_text(page_html + "".join(charts), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto((tmp_path / "charts.html").as_uri())
+        overflow = page.evaluate(
+            """() => [...document.querySelectorAll("svg")].flatMap(svg => {
+                const box = svg.getBoundingClientRect();
+                return [...svg.querySelectorAll("text")]
+                    .map(t => [t.textContent, t.getBoundingClientRect().left - box.left])
+                    .filter(([, left]) => left < 0);
+            })"""
+        )
+        labels = page.locator("svg").first.locator("text").all_text_contents()
+        browser.close()
+    assert overflow == []
+    assert [label.split(".")[0] for label in labels[::2]] == ["1", "2", "3"]
