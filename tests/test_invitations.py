@@ -254,6 +254,10 @@ def test_the_example_webinar_invites_in_each_readers_language(
     assert taipei["Subject"].startswith("Invitation:")
     assert str(the_event(calendar_of(taipei))["summary"]).startswith("Rapid Responses")
     assert str(the_event(calendar_of(taipei))["uid"]) == str(event["uid"])
+    # The sender's name in the reader's language where it has one, else English.
+    (suwon,) = received(smtp, "mayor.office@suwon.example.org")
+    assert suwon["From"] == "시티넷 사무국 <programmes@citynet-ap.org>"
+    assert taipei["From"] == wuhan["From"] == "CityNet Secretariat <programmes@citynet-ap.org>"
 
 
 def test_preview_eml_and_test_sends_carry_the_invitation(
