@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from outreach.advertising import DARK_STYLE as ADVERTISING_DARK_STYLE
 from outreach.advertising import FOOTER_LANGUAGES, sender_contact
 from outreach.advertising import footer as advertising_footer
 from outreach.campaigns import CampaignFile
@@ -193,6 +194,7 @@ def _compile_variant(
     html = _mjml(campaign, env, template_name, source)
     if campaign.spec.advertising:
         html = _before_body_end(html, _advertising_footer(campaign, deferred, sender, settings))
+        html = _before_head_end(html, ADVERTISING_DARK_STYLE)
     html = keep_words(html)
     # The text part keeps the real addresses; tracking rewrites only the HTML.
     text = html_to_text(html)
@@ -385,6 +387,12 @@ def _mjml_error(
         campaign.templates_dir / template_name,
         _PROBLEM[kind].format(tag=tag) + f" ({message})",
     )
+
+
+def _before_head_end(html: str, fragment: str) -> str:
+    if "</head>" not in html:
+        return fragment + html
+    return html.replace("</head>", fragment + "</head>", 1)
 
 
 def _before_body_end(html: str, fragment: str) -> str:

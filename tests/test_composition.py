@@ -9,7 +9,7 @@ on purpose since: a click token also carries the link's position in the template
 clicks grouped by the template's link), so a message with tracked links is compared part by
 part, decoded, with each click token read back to what it signs (the delivery, the URL).
 And two of issue 24: Korean is set with `word-break: keep-all` inline in the HTML, and the
-advertising footer is styled like the layout's footer; both are taken out of the messages
+advertising footer is styled like the layout's footer (and its dark-mode colours); all are taken out of the messages
 (`unstyled`) before they are compared, part by part, decoded."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import select
 
 from outreach import store
+from outreach.advertising import DARK_STYLE as ADVERTISING_DARK_STYLE
 from outreach.compose import prepare
 from outreach.config import Settings
 from outreach.contacts import import_csv
@@ -161,7 +162,7 @@ def _clicks_read_back(text: str, positions: list[int]) -> str:
     return _CLICK.sub(read, text)
 
 
-_AD_FOOTER = re.compile(r'<div style="[^"]*"><p lang="ko"')
+_AD_FOOTER = re.compile(r'<div (?:class="advertising-footer" )?style="[^"]*"><p lang="ko"')
 _AD_PARAGRAPH = re.compile(r'<p lang="(ko|en)" style="[^"]*">')
 
 
@@ -172,7 +173,11 @@ def unstyled(parts: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
             kind,
             encoding,
             _AD_PARAGRAPH.sub(
-                r'<p lang="\1">', _AD_FOOTER.sub('<div><p lang="ko"', text.replace(KEEP_WORDS, ""))
+                r'<p lang="\1">',
+                _AD_FOOTER.sub(
+                    '<div><p lang="ko"',
+                    text.replace(KEEP_WORDS, "").replace(ADVERTISING_DARK_STYLE, ""),
+                ),
             ),
         )
         for kind, encoding, text in parts

@@ -370,3 +370,33 @@ def test_what_a_demanding_reader_also_checks(site: Site, browser: Any) -> None:
         assert href == "/archive-links?lang=en"
     page.goto(url + "/archive-links?lang=en")
     assert "links at the end of an email we sent you" in page.locator("main").inner_text()
+
+
+def test_emails_in_dark_mode_have_no_bright_rule_and_nothing_serious(
+    site: Site, browser: Any
+) -> None:
+    """A mail client in dark mode (prefers-color-scheme) gets the dark palette: text that
+    reads (axe), and no rule or border left in the light palette's pale grey."""
+    context = browser.new_context(viewport={"width": 375, "height": 800}, color_scheme="dark")
+    context.route(re.compile(r"^(?!file:|data:|about:).*"), lambda route: route.abort())
+    page = context.new_page()
+    problems = {}
+    for name, html in site.emails.items():
+        page.set_content(html)
+        bright = page.evaluate(
+            """() => [...document.querySelectorAll(".card *")].flatMap(el => {
+                const style = getComputedStyle(el);
+                return ["Top", "Bottom"].filter(side =>
+                    parseFloat(style[`border${side}Width`]) > 0 &&
+                    style[`border${side}Style`] !== "none" && el.offsetWidth > 0
+                ).map(side => style[`border${side}Color`]).filter(colour => {
+                    const [r, g, b] = colour.match(/\\d+/g).map(Number);
+                    return (r + g + b) / 3 > 128;
+                }).map(colour => `${el.tagName}: ${colour}`);
+            })"""
+        )
+        _, violations = _look(page, everything=False)
+        if bright or violations:
+            problems[name] = (bright, violations)
+    context.close()
+    assert problems == {}, json.dumps(problems, ensure_ascii=False, indent=1)
