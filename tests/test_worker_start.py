@@ -92,7 +92,9 @@ def test_a_worker_started_before_its_queue_waits_and_a_lost_queue_stops_it_with_
     port, start_redis, servers = redis_port
     settings = settings_for(sqlite_url, tmp_path, queue_url=f"redis://127.0.0.1:{port}/0")
     log = tmp_path / "worker.log"
-    worker = _worker(settings, log, "--wait", "60", "--self-check", "3")
+    # Long enough that a heartbeat (every 2 s) late on a loaded machine does not trip it
+    # first: what stops the worker is the queue.
+    worker = _worker(settings, log, "--wait", "60", "--self-check", "8")
     try:
         wait_for(lambda: "waits for it" in log.read_text(), 30, "the waiting line", log)
         assert _alive(settings) == 0
@@ -108,7 +110,7 @@ def test_a_worker_started_before_its_queue_waits_and_a_lost_queue_stops_it_with_
     text = log.read_text()
     assert "Traceback" not in text, text
     assert text.count("waits for it") == 1
-    assert text.count("self-check failed: the queue has not answered for 3 s") == 1
+    assert text.count("self-check failed: the queue has not answered for 8 s") == 1
     assert _alive(settings) == 0  # it stopped cleanly: its heartbeat row is gone
 
 
