@@ -378,9 +378,9 @@ def _svg(width: int, height: int, name: str, body: str) -> Markup:
     )
 
 
+LABEL_ROOM = 208  # a bar chart's label column, less its margin
 # Widths of characters in em, generous (the widest sans-serif faces a reader may have), so a
 # label estimated to fit does: "m", "W" and "%" are nearly twice an "e", Korean a full em.
-LABEL_ROOM = 208  # a bar chart's label column, less its margin
 _NARROW = frozenset(" .,:;!|'/()[]-ijlft1rI")
 _WIDE = frozenset("mwMW%@")
 
@@ -404,7 +404,8 @@ def fit_label(label: str, room: float) -> str:
     """`label` cut at the end, to fit `room` units."""
     if _width(label) <= room:
         return label
-    return label[: len(_fitting_end(label[::-1], room - _width("…")))] + "…"
+    start = len(_fitting_end(label[::-1], room - _width("…")))  # its longest start that fits
+    return label[:start] + "…"
 
 
 def bar_chart(
