@@ -378,7 +378,10 @@ def _svg(width: int, height: int, name: str, body: str) -> Markup:
     )
 
 
-LABEL_ROOM = 208  # a bar chart's label column, less its margin
+# Charts are drawn this many units wide, at 12 units a letter: a phone's column (343 px at
+# 375) shows them at 95%, so their type stays above 11 px; a wide screen at their own size.
+CHART_WIDTH = 360
+LABEL_ROOM = CHART_WIDTH - 4  # a label's room above its bar
 # Widths of characters in em, generous (the widest sans-serif faces a reader may have), so a
 # label estimated to fit does: "m", "W" and "%" are nearly twice an "e", Korean a full em.
 _NARROW = frozenset(" .,:;!|'/()[]-ijlft1rI")
@@ -414,40 +417,39 @@ def bar_chart(
     name: str = "chart",
     colour: str = "#0b5cad",
     colours: dict[str, str] | None = None,
-    width: int = 640,
+    width: int = CHART_WIDTH,
     titles: list[str] | None = None,
 ) -> Markup:
-    """Horizontal bars as inline SVG: no script, no network. `name` says what it counts
-    (its accessible name lists every bar); `titles`: each bar's whole label, shown on hover
-    where the label is short."""
+    """Horizontal bars as inline SVG: no script, no network; each label above its bar, so
+    the chart is narrow enough to keep its type readable on a phone. `name` says what it
+    counts (its accessible name lists every bar); `titles`: each bar's whole label, shown on
+    hover where the label is short."""
     if not items:
         return Markup('<p class="empty">nothing yet</p>')
-    label_w, row_h = LABEL_ROOM + 12, 24
+    row_h = 38
     top = max(n for _, n in items) or 1
-    height = row_h * len(items) + 4
+    height = row_h * len(items)
     parts = []
     for i, (label, n) in enumerate(items):
-        y = i * row_h + 2
-        w = int((width - label_w - 60) * n / top)
+        y = i * row_h
+        w = max(int((width - 48) * n / top), 1)  # the count's room after the longest bar
         fill = (colours or {}).get(label, colour)
-        short = fit_label(label, LABEL_ROOM)
+        short = fit_label(label, width - 4)
         title = titles[i] if titles else label
         parts.append(
-            f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end">{escape(short)}'
-            f"<title>{escape(title)}</title></text>"
+            f'<text x="0" y="{y + 13}">{escape(short)}<title>{escape(title)}</title></text>'
         )
-        parts.append(
-            f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1)}" height="{row_h - 8}" '
-            f'fill="{fill}"/>'
-        )
-        parts.append(f'<text x="{label_w + max(w, 1) + 6}" y="{y + 16}">{n}</text>')
+        parts.append(f'<rect x="0" y="{y + 18}" width="{w}" height="14" fill="{fill}"/>')
+        parts.append(f'<text x="{w + 6}" y="{y + 30}">{n}</text>')
     spoken = ", ".join(
         f"{(titles[i] if titles else label)}: {n}" for i, (label, n) in enumerate(items)
     )
     return _svg(width, height, f"{name} — {spoken}", "".join(parts))
 
 
-def timeline_chart(points: list[dict[str, Any]], width: int = 640, height: int = 160) -> Markup:
+def timeline_chart(
+    points: list[dict[str, Any]], width: int = CHART_WIDTH, height: int = 120
+) -> Markup:
     if not points:
         return Markup('<p class="empty">nothing sent yet</p>')
     top = max(p["sent"] for p in points) or 1

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from outreach.lifecycle import get_campaign
-from outreach.reports import build, link_label, local, render_html
+from outreach.reports import LABEL_ROOM, build, fit_label, link_label, local, render_html
 from outreach.suppressions import suppress
 from outreach.web import create_app
 from tests.conftest import write
@@ -116,9 +116,9 @@ def test_html_labels_tell_the_links_apart(clicked, session: Session) -> None:  #
 
     page = render_html(report, Settings().zone)
     chart = page[page.index('id="links"') : page.index('id="link-table"')]
-    labels = [html.unescape(x) for x in re.findall(r'text-anchor="end">([^<]*)<title>', chart)]
+    labels = [html.unescape(x) for x in re.findall(r'<text x="0" y="\d+">([^<]*)<title>', chart)]
     assert len(labels) == 4 and len(set(labels)) == 4, labels
-    assert all(len(label) <= 34 for label in labels)
+    assert all(fit_label(label, LABEL_ROOM) == label for label in labels)  # each fits
     assert any("{organisation}" in label for label in labels), labels
     assert any("programme" in label for label in labels), labels
     # The whole address in the table beside the chart.

@@ -248,7 +248,7 @@ def test_html_report_renders_in_chromium(reported, session: Session) -> None:  #
 @pytest.mark.browser
 def test_chart_labels_stay_inside_their_chart_in_chromium(tmp_path: Path) -> None:
     """A long link label (a calendar link's address) and a long domain are cut to fit the
-    label column, keeping the link's position, not cut off at the chart's left edge."""
+    chart, keeping the link's position, not cut off at its edge."""
     from playwright.sync_api import sync_playwright
 
     from outreach.preview import CHROMIUM, CHROMIUM_ARGS
@@ -276,9 +276,10 @@ def test_chart_labels_stay_inside_their_chart_in_chromium(tmp_path: Path) -> Non
         overflow = page.evaluate(
             """() => [...document.querySelectorAll("svg")].flatMap(svg => {
                 const box = svg.getBoundingClientRect();
-                return [...svg.querySelectorAll("text")]
-                    .map(t => [t.textContent, t.getBoundingClientRect().left - box.left])
-                    .filter(([, left]) => left < 0);
+                return [...svg.querySelectorAll("text")].map(t => {
+                    const text = t.getBoundingClientRect();
+                    return [t.textContent, text.left - box.left, box.right - text.right];
+                }).filter(([, left, right]) => left < 0 || right < 0);
             })"""
         )
         labels = page.locator("svg").first.locator("text").all_text_contents()

@@ -330,6 +330,13 @@ def test_the_report_reads_on_a_phone(site: Site, browser: Any) -> None:
         for chart in charts:
             assert chart["viewBox"] and chart["name"], chart
             assert chart["right"] <= width, chart  # scaled into the screen, not cropped
+        # Scaled, but not past reading: every label at 11 px or more on the screen.
+        small = page.evaluate(
+            """() => [...document.querySelectorAll("svg text")].map(t => [t.textContent,
+                parseFloat(getComputedStyle(t).fontSize) * t.ownerSVGElement.getScreenCTM().a])
+                .filter(([, px]) => px < 11)"""
+        )
+        assert small == [], (width, small)
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         breaks, violations = _look(page)
         assert (breaks, violations) == ([], [])
