@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
 from html import escape
@@ -370,18 +371,22 @@ COLOURS = {
 
 def _svg(width: int, height: int, name: str, body: str) -> Markup:
     """An inline chart that scales to its column (viewBox; the page sets max-width: 100%,
-    height: auto), named for a screen reader by what it shows."""
+    height: auto), named for a screen reader by what it shows. Its type size is set here,
+    where labels are measured against it."""
     return Markup(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(name)}" '
-        f'class="chart">{body}</svg>'
+        f'viewBox="0 0 {width} {height}" font-size="{TYPE_SIZE}" role="img" '
+        f'aria-label="{escape(name)}" class="chart">{body}</svg>'
     )
 
 
-# Charts are drawn this many units wide, at 12 units a letter: a phone's column (343 px at
-# 375) shows them at 95%, so their type stays above 11 px; a wide screen at their own size.
+# Charts are drawn this many units wide, at TYPE_SIZE units a letter: a phone's column (343
+# px at 375) shows them at 95%, so their type stays above 11 px; a wide screen at their own
+# size.
 CHART_WIDTH = 360
-LABEL_ROOM = CHART_WIDTH - 4  # a label's room above its bar
+TYPE_SIZE = 12
+_LABEL_MARGIN = 4  # between a label's end and the chart's
+LABEL_ROOM = CHART_WIDTH - _LABEL_MARGIN
 # Widths of characters in em, generous (the widest sans-serif faces a reader may have), so a
 # label estimated to fit does: "m", "W" and "%" are nearly twice an "e", Korean a full em.
 _NARROW = frozenset(" .,:;!|'/()[]-ijlft1rI")
@@ -399,16 +404,31 @@ def _em(char: str) -> float:
 
 
 def _width(text: str) -> float:
-    """`text`'s width in a chart's units (12 px type), estimated generously."""
-    return 12 * sum(_em(c) for c in text)
+    """`text`'s width in a chart's units, estimated generously."""
+    return TYPE_SIZE * sum(_em(c) for c in text)
+
+
+def _fitting(chars: Iterable[str], room: float) -> int:
+    """How many of `chars`, taken in order, fit within `room` units."""
+    used, n = 0.0, 0
+    for char in chars:
+        used += _width(char)
+        if used > room:
+            break
+        n += 1
+    return n
+
+
+def _end(text: str, room: float) -> str:
+    """The longest end of `text` within `room` units."""
+    return text[len(text) - _fitting(reversed(text), room) :]
 
 
 def fit_label(label: str, room: float) -> str:
     """`label` cut at the end, to fit `room` units."""
     if _width(label) <= room:
         return label
-    start = len(_fitting_end(label[::-1], room - _width("…")))  # its longest start that fits
-    return label[:start] + "…"
+    return label[: _fitting(label, room - _width("…"))] + "…"
 
 
 def bar_chart(
@@ -434,7 +454,7 @@ def bar_chart(
         y = i * row_h
         w = max(int((width - 48) * n / top), 1)  # the count's room after the longest bar
         fill = (colours or {}).get(label, colour)
-        short = fit_label(label, width - 4)
+        short = fit_label(label, width - _LABEL_MARGIN)
         title = titles[i] if titles else label
         parts.append(
             f'<text x="0" y="{y + 13}">{escape(short)}<title>{escape(title)}</title></text>'
@@ -482,23 +502,13 @@ def link_label(link: dict[str, Any], room: float = LABEL_ROOM) -> str:
     if _width(position + address) <= room:
         return position + address
     host, slash, _ = address.partition("/")
-    # The host and at least a word of the end, else the end alone: it tells links apart.
-    for start in ([f"{position}{host}/…"] if slash else []) + [f"{position}…"]:
-        tail = _fitting_end(address, room - _width(start))
-        if len(tail) >= 12 or not start.endswith("/…"):
+    if slash:  # the host and at least a word of the end
+        start = f"{position}{host}/…"
+        tail = _end(address, room - _width(start))
+        if len(tail) >= 12:
             return start + tail
-    return position + "…"
-
-
-def _fitting_end(text: str, room: float) -> str:
-    """The longest end of `text` within `room` units."""
-    used, n = 0.0, 0
-    for char in reversed(text):
-        used += _width(char)
-        if used > room:
-            break
-        n += 1
-    return text[len(text) - n :] if n else ""
+    start = f"{position}…"  # else the end alone: it tells links apart
+    return start + _end(address, room - _width(start))
 
 
 def render_html(report: Report, zone: tzinfo | None = None) -> str:
