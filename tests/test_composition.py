@@ -9,8 +9,9 @@ on purpose since: a click token also carries the link's position in the template
 clicks grouped by the template's link), so a message with tracked links is compared part by
 part, decoded, with each click token read back to what it signs (the delivery, the URL).
 And two of issue 24: Korean is set with `word-break: keep-all` inline in the HTML, and the
-advertising footer is styled like the layout's footer (and its dark-mode colours); all are taken out of the messages
-(`unstyled`) before they are compared, part by part, decoded."""
+advertising footer is styled like the layout's footer (with dark-mode colours in the head);
+all are taken out of the messages (`unstyled`) before they are compared, part by part,
+decoded."""
 
 from __future__ import annotations
 

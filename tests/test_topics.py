@@ -772,8 +772,7 @@ def test_in_chromium_each_topic_box_of_the_subscribe_form_sits_by_its_title(
                 """() => [...document.querySelectorAll("input[name=topic]")].map(box => {
                     const label = document.querySelector(`label[for="${box.id}"]`);
                     const b = box.getBoundingClientRect(), l = label.getBoundingClientRect();
-                    return {box: box.id, width: b.width, gap: l.left - b.right,
-                            labelWidth: l.width};
+                    return {box: box.id, width: b.width, gap: l.left - b.right};
                 })"""
             )
             assert [r["box"] for r in rows] == ["topic-newsletter", "topic-events"]
